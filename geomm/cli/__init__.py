@@ -16,7 +16,7 @@ from geomm.errors import GeommError
 
 
 class _GeommGroup(click.Group):
-    """Turns a :class:`GeommError` into one line on stderr and exit code 1 (traceback with --debug)."""
+    """Turns a :class:`GeommError` into one stderr line and exit 1 (traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -53,3 +53,17 @@ def demo(dest: Path | None) -> None:
     from geomm.demo import run_demo
 
     run_demo(dest=dest, echo=click.echo)
+
+
+@main.command("stack")
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@opt.out_dir
+@opt.workers
+@opt.overwrite
+def stack_cmd(recipe: Path, out: Path | None, workers: int | None, overwrite: bool) -> None:
+    """Co-register a recipe's rasters and labels into a tile store (tiles/<name>/)."""
+    from geomm.recipe import load_recipe
+    from geomm.stack import stack
+
+    for summary in stack(load_recipe(recipe), out=out, workers=workers, overwrite=overwrite):
+        click.echo(summary.describe())

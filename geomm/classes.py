@@ -1,0 +1,150 @@
+"""The land-cover classes of a map: names, their ids (0..K-1, in order) and display colours.
+
+A :class:`ClassTable` is what ties a label raster's uint8 ids back to names. It is saved
+next to every label store and model as JSON (:meth:`ClassTable.to_dict`), so the ids a model
+predicts mean the same thing wherever the table travels.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from geomm.errors import LabelError
+
+__all__ = ["RGB", "ClassTable", "default_colours"]
+
+RGB = tuple[int, int, int]
+
+MAX_CLASSES = 255
+"""At most 255 classes: ids 0..254 leave one uint8 value for "unlabelled"."""
+
+# matplotlib's tab20, strong shades first: distinct for small tables, fixed across versions.
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+            "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def default_colours(n: int) -> tuple[RGB, ...]:
+    """The first ``n`` colours of the fixed qualitative palette (tab20, then golden-ratio hues)."""
+    out = [_parse_colour(c, "palette") for c in _PALETTE[:n]]
+    for i in range(len(out), n):
+        k = i - len(_PALETTE)
+        hue = (k * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.55 + 0.35 * (k % 2), 0.95 - 0.25 * (k // 2 % 2))
+        out.append((round(r * 255), round(g * 255), round(b * 255)))
+    return tuple(out)
+
+
+def _parse_colour(value: Any, where: str) -> RGB:
+    if isinstance(value, str):
+        if not _HEX.match(value):
+            raise LabelError(f"{where}: colour {value!r} is not '#rrggbb' hex; write e.g. "
+                             "'#1f77b4' or an (r, g, b) triple of 0-255 integers")
+        return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+    if isinstance(value, Sequence) and len(value) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+        return int(value[0]), int(value[1]), int(value[2])
+    raise LabelError(f"{where}: colour {value!r} is not '#rrggbb' hex or an (r, g, b) triple "
+                     "of 0-255 integers")
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """Ordered land-cover classes: class ``names[i]`` has id ``i`` and colour ``colours[i]``."""
+
+    names: tuple[str, ...]
+    """Class names; their order gives the ids 0..K-1."""
+    colours: tuple[RGB, ...] = ()
+    """RGB colour per class; empty takes :func:`default_colours` (hex strings accepted)."""
+    ignore_value: int = 255
+    """Label value of unlabelled pixels; not an id (losses and metrics skip it)."""
+
+    def __post_init__(self) -> None:
+        names = tuple(self.names)
+        if not names:
+            raise LabelError("a class table needs at least one class name")
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not name:
+                raise LabelError(f"class {i}: name {name!r} must be a non-empty string")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise LabelError(f"class names {dupes} appear more than once; give each class a "
+                             "unique name (map several codes to one name instead)")
+        if len(names) > MAX_CLASSES:
+            raise LabelError(f"{len(names)} classes is more than the {MAX_CLASSES} a uint8 "
+                             "label raster holds; merge classes, or check that the class "
+                             "column holds categories, not measurements")
+        given = tuple(self.colours or ())
+        if given and len(given) != len(names):
+            raise LabelError(f"{len(given)} colours for {len(names)} classes; give one colour "
+                             "per class, or none for the default palette")
+        colours = tuple(_parse_colour(c, f"class {names[i]!r}") for i, c in enumerate(given))
+        iv = self.ignore_value
+        if isinstance(iv, bool) or not isinstance(iv, int) or not 0 <= iv <= 255:
+            raise LabelError(f"ignore_value {iv!r} must be an integer 0-255 (default 255)")
+        if iv < len(names):
+            raise LabelError(f"ignore_value {iv} is the id of class {names[iv]!r}; use a value "
+                             f"from {len(names)} to 255 (default 255)")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "colours", colours or default_colours(len(names)))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str], colours: Sequence[str | Sequence[int]] | None
+                   = None, *, ignore_value: int = 255) -> ClassTable:
+        """Build a table from names in id order; colours are '#rrggbb' or (r, g, b), or None."""
+        return cls(tuple(names), tuple(colours or ()), ignore_value)  # type: ignore[arg-type]
+
+    def id_of(self, name: str) -> int:
+        """The id of class ``name``.
+
+        Raises:
+            LabelError: no class has that name (the message lists the classes).
+        """
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise LabelError(f"no class {name!r}; the classes are "
+                             f"{', '.join(self.names)}") from None
+
+    def hex_colour(self, class_id: int) -> str:
+        """Colour of ``class_id`` as '#rrggbb'."""
+        return "#{:02x}{:02x}{:02x}".format(*self.colours[class_id])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: ``{"classes": [{"id", "name", "colour"}, ...], "ignore_value"}``."""
+        return {"classes": [{"id": i, "name": n, "colour": self.hex_colour(i)}
+                            for i, n in enumerate(self.names)],
+                "ignore_value": self.ignore_value}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ClassTable:
+        """Inverse of :meth:`to_dict`; ``id`` and ``colour`` are optional in each entry.
+
+        Raises:
+            LabelError: a key is missing or ids are not 0..K-1 in order.
+        """
+        entries = doc.get("classes") if isinstance(doc, Mapping) else None
+        if not isinstance(entries, list):
+            raise LabelError("class table: key `classes` must be a list of "
+                             "{name, colour} entries")
+        names: list[Any] = []
+        colours: list[Any] = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, Mapping) or "name" not in entry:
+                raise LabelError(f"class table: classes[{i}] has no `name` ({entry!r})")
+            if entry.get("id", i) != i:
+                raise LabelError(f"class table: classes[{i}] ({entry['name']!r}) has id "
+                                 f"{entry['id']!r}; ids must be 0..K-1 in list order")
+            names.append(entry["name"])
+            colours.append(entry.get("colour"))
+        palette = default_colours(len(names))
+        colours = [palette[i] if c is None else c for i, c in enumerate(colours)]
+        return cls(tuple(names), tuple(colours), doc.get("ignore_value", 255))

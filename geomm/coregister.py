@@ -1,0 +1,366 @@
+"""Put every modality on one grid family, lazily, at its native resolution.
+
+A band whose pixels already fall on the target grid at an integer factor of the base
+resolution is *read*, never resampled: its values are bit-identical to the file. Only a band
+in another CRS, on a shifted or rotated grid, or at a non-integer resolution ratio is warped
+(GDAL, per chunk), and then to its own native resolution in the target CRS, not the finest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from rasterio.warp import calculate_default_transform, transform_bounds
+
+from geomm._blocks import BandRead, read_block
+from geomm.errors import GridError, RecipeError
+from geomm.grid import PIXEL_TOLERANCE, GridSpec, same_crs, snap_bounds, to_crs
+from geomm.modality import ModalitySpec
+from geomm.sources import BandSource, inspect_modality
+
+__all__ = ["CoregisteredStack", "Layer", "coregister", "plan_grid"]
+
+Extent = Literal["intersection", "union"]
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """Where one band goes: its layer factor, and whether (and why) it must be warped."""
+
+    source: BandSource
+    factor: int
+    warp_reason: str | None
+
+
+@dataclass
+class Layer:
+    """One modality at one resolution factor: lazy data (band, y, x) and its valid mask."""
+
+    modality: str
+    factor: int
+    data: xr.DataArray
+    valid: xr.DataArray
+    warped: dict[str, str] = field(default_factory=dict)
+    """Band name -> why it was warped; empty when every band was read as stored."""
+
+    @property
+    def key(self) -> str:
+        """Store path of the layer, e.g. ``"infrared/20m"``."""
+        return f"{self.modality}/{self.data.attrs['resolution']:g}m"
+
+
+@dataclass
+class CoregisteredStack:
+    """Every modality on one grid family: layers keyed ``"<modality>/<res>m"``."""
+
+    grid: GridSpec
+    layers: dict[str, Layer]
+    tile_size: int
+
+    @property
+    def factors(self) -> tuple[int, ...]:
+        """Distinct resolution factors, finest first."""
+        return tuple(sorted({layer.factor for layer in self.layers.values()}))
+
+    def modality_layers(self, modality: str) -> list[Layer]:
+        """The layers of ``modality``, finest first."""
+        return sorted((lyr for lyr in self.layers.values() if lyr.modality == modality),
+                      key=lambda lyr: lyr.factor)
+
+    def modality_valid(self, modality: str) -> xr.DataArray:
+        """Valid mask of a modality at its finest layer's resolution (all its bands valid)."""
+        layers = self.modality_layers(modality)
+        if not layers:
+            raise KeyError(f"no modality {modality!r}; have {sorted(self._modalities())}")
+        base = layers[0]
+        mask = base.valid.data
+        for lyr in layers[1:]:
+            mask = mask & _upsample(lyr.valid.data, lyr.factor // base.factor)
+        return base.valid.copy(data=mask)
+
+    def combined_valid(self) -> xr.DataArray:
+        """Base-resolution mask: True where every band of every modality is valid."""
+        mask = None
+        for lyr in self.layers.values():
+            m = _upsample(lyr.valid.data, lyr.factor)
+            mask = m if mask is None else mask & m
+        assert mask is not None  # a stack always has a layer
+        return _dataarray(mask, self.grid, 1, None, "valid")
+
+    def _modalities(self) -> set[str]:
+        return {lyr.modality for lyr in self.layers.values()}
+
+
+def _upsample(arr: da.Array, factor: int) -> da.Array:
+    """Nearest-neighbour upsampling by an integer factor, chunk by chunk (chunks scale too)."""
+    if factor == 1:
+        return arr
+    chunks = arr.chunks[:-2] + tuple(tuple(c * factor for c in ch) for ch in arr.chunks[-2:])
+    return arr.map_blocks(_repeat_block, factor, chunks=chunks, dtype=arr.dtype)
+
+
+def _repeat_block(block: np.ndarray, factor: int) -> np.ndarray:
+    return block.repeat(factor, axis=-2).repeat(factor, axis=-1)
+
+
+def _ground_resolution(src: BandSource) -> float:
+    """Pixel size in metres, comparable across CRSs (degrees scaled at the scene's latitude)."""
+    if src.crs.is_geographic:
+        lat = math.radians((src.bounds[1] + src.bounds[3]) / 2)
+        return max(abs(src.transform.a) * 111_320.0 * math.cos(lat),
+                   abs(src.transform.e) * 110_574.0)
+    try:
+        return src.resolution * float(src.crs.linear_units_factor[1])
+    except Exception:  # CRS without linear units: take the number as is
+        return src.resolution
+
+
+def _footprint(src: BandSource, crs: object) -> tuple[float, float, float, float]:
+    if same_crs(src.crs, crs):  # type: ignore[arg-type]
+        return src.bounds
+    return transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
+
+
+def _integer(value: float) -> int | None:
+    r = round(value)
+    return r if abs(value - r) < PIXEL_TOLERANCE * max(1.0, abs(value)) else None
+
+
+def _classify(src: BandSource, crs: object, res: float, origin: tuple[float, float]
+              ) -> tuple[int, str | None]:
+    """Return the band's factor on the grid and why it must be warped (None: read as is)."""
+    t = src.transform
+    if not same_crs(src.crs, crs):  # type: ignore[arg-type]
+        reason = f"CRS {src.crs.to_string() or 'custom'} differs from the grid's"
+    elif not src.is_north_up:
+        reason = "rotated or flipped geotransform"
+    elif abs(abs(t.a) - abs(t.e)) > PIXEL_TOLERANCE * abs(t.a):
+        reason = f"non-square pixels ({abs(t.a):g} x {abs(t.e):g})"
+    elif (f := _integer(t.a / res)) is None or f < 1:
+        reason = f"resolution {t.a:g} is not an integer multiple of the base {res:g}"
+    elif _integer((t.c - origin[0]) / (f * res)) is None or \
+            _integer((origin[1] - t.f) / (f * res)) is None:
+        reason = f"origin ({t.c:g}, {t.f:g}) is off the grid's {f * res:g}-unit lattice"
+    else:
+        return f, None
+    if same_crs(src.crs, crs) and src.is_north_up:  # type: ignore[arg-type]
+        native = src.resolution
+    else:
+        dt, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height,
+                                               *src.bounds)
+        native = abs(dt.a)
+    return max(1, round(native / res)), reason
+
+
+def plan_grid(sources: dict[str, tuple[BandSource, ...]], *, grid: GridSpec | None = None,
+              crs: object | None = None, resolution: float | None = None,
+              reference: str | None = None, extent: Extent = "intersection",
+              ) -> tuple[GridSpec, dict[str, tuple[BandPlan, ...]]]:
+    """Choose the target grid and, per band, its layer factor and whether it is warped.
+
+    The grid is ``grid`` when given; else ``crs``/``resolution`` (pixel edges on multiples of
+    the resolution, like ``gdalwarp -tap``); else the finest band of ``reference`` (default:
+    the modality holding the finest band) gives CRS, resolution and origin. Bounds follow
+    ``extent`` and are snapped to the coarsest factor so that every layer has whole pixels.
+
+    Raises:
+        GridError: the rasters do not overlap, or an explicit grid does not fit the layers.
+    """
+    allsrc = [s for srcs in sources.values() for s in srcs]
+    if grid is not None:
+        t_crs, res = grid.crs, grid.resolution
+        origin = (grid.bounds[0], grid.bounds[3])
+    elif crs is not None or resolution is not None:
+        if crs is None or resolution is None:
+            raise RecipeError("grid: give both `crs` and `resolution` (or neither, to take "
+                              "them from the reference modality)")
+        t_crs, res, origin = to_crs(crs), float(resolution), (0.0, 0.0)
+    else:
+        if reference is not None and reference not in sources:
+            raise RecipeError(f"grid.reference: no modality {reference!r}; choose one of "
+                              f"{', '.join(sources)}")
+        cands = sources[reference] if reference else allsrc
+        ref = min(cands, key=_ground_resolution)
+        t_crs, res, origin = ref.crs, ref.resolution, (ref.transform.c, ref.transform.f)
+    plans = {m: tuple(BandPlan(s, *_classify(s, t_crs, res, origin)) for s in srcs)
+             for m, srcs in sources.items()}
+    step = math.lcm(*(p.factor for ps in plans.values() for p in ps))
+    if grid is not None:
+        for m, ps in plans.items():
+            for p in ps:
+                if grid.height % p.factor or grid.width % p.factor:
+                    raise GridError(
+                        f"grid of {grid.width} x {grid.height} px is not a whole number of "
+                        f"{p.factor * res:g}-unit pixels ({m}/{p.source.spec.name}); make the "
+                        f"grid's width and height multiples of {p.factor} base pixels")
+        return grid, plans
+    foot = [(_footprint(s, t_crs), s) for s in allsrc]
+    if extent == "intersection":
+        b = (max(f[0] for f, _ in foot), max(f[1] for f, _ in foot),
+             min(f[2] for f, _ in foot), min(f[3] for f, _ in foot))
+    elif extent == "union":
+        b = (min(f[0] for f, _ in foot), min(f[1] for f, _ in foot),
+             max(f[2] for f, _ in foot), max(f[3] for f, _ in foot))
+    else:
+        raise RecipeError(f"grid.extent: {extent!r} is not 'intersection' or 'union'")
+    snapped = snap_bounds(b, origin, step * res, outward=extent == "union")
+    if snapped[2] <= snapped[0] or snapped[3] <= snapped[1]:
+        _raise_no_overlap(foot, step * res)
+    return GridSpec(t_crs, res, snapped), plans
+
+
+def _raise_no_overlap(foot: list, step: float) -> None:
+    fb = {}
+    for f, s in foot:
+        fb.setdefault(s.path.name, tuple(round(v, 3) for v in f))
+    items = list(fb.items())
+    # name the first pair that does not overlap (by at least one coarsest pixel)
+    for i, (na, a) in enumerate(items):
+        for nb, b in items[i + 1:]:
+            if min(a[2], b[2]) - max(a[0], b[0]) < step or min(a[3], b[3]) - max(a[1], b[1]) < step:
+                raise GridError(f"rasters do not overlap: {na} bounds {a} and {nb} bounds {b} "
+                                "(in the grid CRS); give rasters of the same area, or use "
+                                "extent: union")
+    raise GridError(f"the rasters' common area is smaller than one {step:g}-unit pixel: "
+                    f"{dict(items)}; give rasters of the same area, or use extent: union")
+
+
+def check_tile_size(tile_size: int, halo: int, factors: Sequence[int],
+                    names: dict[int, str]) -> None:
+    """Raise unless tile size and halo are whole numbers of pixels in every layer."""
+    if tile_size < 1:
+        raise RecipeError(f"tiling.size: {tile_size} must be a positive number of base pixels")
+    if halo < 0:
+        raise RecipeError(f"tiling.halo: {halo} must be zero or positive")
+    step = math.lcm(*factors)
+    for f in factors:
+        for what, v in (("tiling.size", tile_size), ("tiling.halo", halo)):
+            if v % f:
+                good = max(step, v // step * step)
+                raise GridError(f"{what}: {v} px is not a multiple of the resolution factor {f} "
+                                f"of {names[f]}; use a multiple of {step}, e.g. {good}")
+
+
+def _dataarray(data: da.Array, grid: GridSpec, factor: int, bands: Sequence[str] | None,
+               name: str) -> xr.DataArray:
+    t = grid.transform_at(factor)
+    h, w = data.shape[-2:]
+    coords: dict[str, object] = {
+        "y": t.f + t.e * (np.arange(h) + 0.5), "x": t.c + t.a * (np.arange(w) + 0.5)}
+    dims: tuple[str, ...] = ("y", "x")
+    if bands is not None:
+        coords["band"] = np.array(list(bands), dtype=object)
+        dims = ("band", "y", "x")
+    arr = xr.DataArray(data, dims=dims, coords=coords, name=name)
+    arr = arr.rio.write_crs(grid.crs).rio.write_transform(t)
+    arr.attrs["resolution"] = grid.resolution * factor
+    arr.attrs["factor"] = factor
+    return arr
+
+
+def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid: GridSpec,
+           tile_size: int) -> Layer:
+    h, w = grid.shape_at(factor)
+    t = grid.transform_at(factor)
+    res = grid.resolution * factor
+    reads = []
+    for p in plans:
+        s = p.source
+        if p.warp_reason is None:
+            reads.append(BandRead(s.path, s.index, s.nodata, False,
+                                  col_off=round((t.c - s.transform.c) / res),
+                                  row_off=round((s.transform.f - t.f) / res),
+                                  src_width=s.width, src_height=s.height))
+        else:
+            reads.append(BandRead(s.path, s.index, s.nodata, True, crs=grid.crs, transform=t,
+                                  width=w, height=h, resampling=modality.warp_resampling))
+    dtype = np.result_type(*(p.source.dtype for p in plans)).name
+    nodatas = {p.source.nodata for p in plans}
+    fill = next(iter(nodatas)) if len(nodatas) == 1 and None not in nodatas else 0
+    chunk = tile_size // factor
+    chunks = ((len(reads) + 1,), _split(h, chunk), _split(w, chunk))
+    raw = da.map_blocks(_read_chunk, dtype=dtype, chunks=chunks, meta=np.empty((0, 0, 0), dtype),
+                        reads=tuple(reads), dtype_=dtype, fill=fill,
+                        name=f"geomm-read-{modality.name}-{factor}-" + _token(reads, grid))
+    names = [p.source.spec.name for p in plans]
+    data = _dataarray(raw[:-1], grid, factor, names, "data")
+    valid = _dataarray(raw[-1].astype(bool), grid, factor, None, "valid")
+    data.attrs.update({"nodata": fill if len(nodatas) == 1 and None not in nodatas else None,
+                       "scale": modality.scale, "offset": modality.offset,
+                       "modality": modality.name})
+    warped = {p.source.spec.name: p.warp_reason for p in plans if p.warp_reason}
+    return Layer(modality.name, factor, data, valid, warped)
+
+
+def _token(reads: Sequence[BandRead], grid: GridSpec) -> str:
+    from dask.base import tokenize
+
+    return tokenize([(str(r.path), r.index, r.warp, r.col_off, r.row_off) for r in reads],
+                    grid.to_dict())
+
+
+def _read_chunk(block_info: dict | None = None, *, reads: tuple[BandRead, ...], dtype_: str,
+                fill: float) -> np.ndarray:
+    assert block_info is not None
+    (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
+    return read_block(reads, dtype_, fill, r0, r1, c0, c1)
+
+
+def _split(n: int, chunk: int) -> tuple[int, ...]:
+    full, rest = divmod(n, chunk)
+    return (chunk,) * full + ((rest,) if rest else ())
+
+
+def coregister(modalities: Sequence[ModalitySpec], *, grid: GridSpec | None = None,
+               crs: object | None = None, resolution: float | None = None,
+               reference: str | None = None, extent: Extent = "intersection",
+               tile_size: int = 384, halo: int = 0) -> CoregisteredStack:
+    """Co-register ``modalities`` onto one grid family as lazy, Dask-chunked DataArrays.
+
+    Args:
+        modalities: the modalities to stack; names must be unique.
+        grid: an explicit target grid; else one is derived (see :func:`plan_grid`).
+        crs: target CRS when no ``grid`` is given (needs ``resolution``).
+        resolution: base resolution with ``crs``.
+        reference: modality whose finest band gives CRS, resolution and origin.
+        extent: ``"intersection"`` (default) or ``"union"`` of the rasters' footprints.
+        tile_size: base pixels per tile side; one tile is one chunk in every layer.
+        halo: overlap (base pixels) that tiles will be read with; checked here.
+
+    Returns:
+        A :class:`CoregisteredStack`; nothing is read until its arrays are computed.
+
+    Raises:
+        GeommError: missing files or CRS, bad band selection, no overlap, or a tile size /
+            halo that is not a multiple of every layer's factor.
+    """
+    names = [m.name for m in modalities]
+    if not names:
+        raise RecipeError("no modalities given; list at least one under `modalities:`")
+    if len(set(names)) != len(names):
+        raise RecipeError(f"modality names must be unique, got {names}")
+    sources = {m.name: inspect_modality(m) for m in modalities}
+    target, plans = plan_grid(sources, grid=grid, crs=crs, resolution=resolution,
+                              reference=reference, extent=extent)
+    by_factor: dict[int, str] = {}
+    for m, ps in plans.items():
+        for p in ps:
+            by_factor.setdefault(p.factor, f"{m}/{p.source.spec.name} "
+                                           f"({p.factor * target.resolution:g} units)")
+    check_tile_size(tile_size, halo, sorted(by_factor), by_factor)
+    layers: dict[str, Layer] = {}
+    for mod in modalities:
+        groups: dict[int, list[BandPlan]] = {}
+        for p in plans[mod.name]:
+            groups.setdefault(p.factor, []).append(p)
+        for factor in sorted(groups):
+            layer = _layer(mod, factor, groups[factor], target, tile_size)
+            layers[layer.key] = layer
+    return CoregisteredStack(target, layers, tile_size)

@@ -1,0 +1,272 @@
+"""Describe a raster or vector file at a glance: the ``geomm info`` command.
+
+Only rasterio and pyogrio are imported (no torch, torchgeo or dask), so this stays fast:
+``describe(path)`` gives a :class:`RasterInfo` or :class:`VectorInfo`, ``format_info`` its text.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyogrio
+import pyogrio.raw
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from geomm.errors import NotGeodataError
+
+__all__ = ["RasterInfo", "VectorInfo", "describe", "format_info"]
+
+_WKT_NAMES = {n.upper(): n for n in ("Point", "LineString", "Polygon", "MultiPoint",
+                                     "MultiLineString", "MultiPolygon", "GeometryCollection")}
+_NOT_GEODATA = "{path}: not a raster or vector dataset GDAL/OGR can read ({reason}); {fix}"
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a GIS user wants to know about a raster file before using it."""
+
+    path: str
+    """The file described."""
+    driver: str
+    """GDAL driver short name, e.g. ``"GTiff"`` or ``"JP2OpenJPEG"``."""
+    crs: str | None
+    """``"EPSG:xxxx"`` when an EPSG code matches, else the CRS name; ``None`` without a CRS."""
+    epsg: int | None
+    """EPSG code of the CRS, or ``None``."""
+    resolution: tuple[float, float]
+    """Pixel size ``(x, y)`` in CRS units."""
+    width: int
+    """Columns."""
+    height: int
+    """Rows."""
+    bounds: tuple[float, float, float, float]
+    """``(left, bottom, right, top)`` in CRS units."""
+    count: int
+    """Number of bands."""
+    dtypes: tuple[str, ...]
+    """Data type of each band, e.g. ``"uint16"``."""
+    descriptions: tuple[str | None, ...]
+    """Description (band name) of each band, ``None`` where unset."""
+    nodata: tuple[float | None, ...]
+    """Nodata value of each band, ``None`` where unset."""
+    block_size: tuple[int, int]
+    """Block (tile or strip) size of band 1 as ``(width, height)`` in pixels."""
+    overviews: tuple[int, ...]
+    """Overview decimation factors of band 1, e.g. ``(2, 4, 8)``."""
+    is_cog: bool
+    """Whether the file is a Cloud Optimized GeoTIFF (see :func:`describe`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (``kind: "raster"``; NaN nodata becomes ``"nan"``)."""
+        doc = {"kind": "raster", **asdict(self)}
+        doc["nodata"] = ["nan" if v is not None and math.isnan(v) else v for v in self.nodata]
+        return doc
+
+
+@dataclass(frozen=True)
+class VectorInfo:
+    """What a GIS user wants to know about a vector file before using it."""
+
+    path: str
+    """The file described."""
+    driver: str
+    """OGR driver short name, e.g. ``"GPKG"`` or ``"GeoJSON"``."""
+    layer: str
+    """Name of the layer described (the first one with geometries)."""
+    layer_count: int
+    """Number of layers in the file."""
+    crs: str | None
+    """``"EPSG:xxxx"`` when an EPSG code matches, else the CRS name; ``None`` without a CRS."""
+    epsg: int | None
+    """EPSG code of the CRS, or ``None``."""
+    feature_count: int
+    """Number of features in the layer."""
+    geometry_types: tuple[str, ...]
+    """Geometry type(s) of the layer, e.g. ``("Polygon",)``."""
+    fields: dict[str, str]
+    """Attribute field name -> data type, in file order."""
+    bounds: tuple[float, float, float, float] | None
+    """Total ``(minx, miny, maxx, maxy)`` in CRS units, ``None`` for an empty layer."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (``kind: "vector"``)."""
+        return {"kind": "vector", **asdict(self)}
+
+
+def describe(path: str | Path) -> RasterInfo | VectorInfo:
+    """Describe a raster (tried first, with rasterio) or a vector (with pyogrio).
+
+    A file is a Cloud Optimized GeoTIFF (``is_cog``) when its driver is GTiff, it is tiled (or
+    is a single block of at most 512 x 512 px), it has no external ``.ovr`` overviews, and GDAL
+    reports ``LAYOUT=COG`` in its IMAGE_STRUCTURE metadata: GDAL >= 3.1 (the one rasterio
+    bundles) does so when the file carries the COG ghost header and IFD/data order, whatever
+    wrote it. A tiled GeoTIFF without that layout is not a COG: its IFDs may sit anywhere, so
+    HTTP range readers cannot rely on it.
+
+    Args:
+        path: A raster or vector file.
+
+    Returns:
+        A :class:`RasterInfo` or a :class:`VectorInfo`.
+
+    Raises:
+        NotGeodataError: ``path`` does not exist, neither GDAL nor OGR can open it, or OGR opens
+            it only as a table without geometries (a plain CSV or text file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NotGeodataError(f"{path}: no such file")
+    try:
+        return _describe_raster(path)
+    except RasterioError:
+        pass
+    try:
+        layers = pyogrio.list_layers(path)
+    except Exception as exc:  # pyogrio raises DataSourceError, or others for odd inputs
+        raise NotGeodataError(_NOT_GEODATA.format(
+            path=path, reason="no GDAL raster or OGR vector driver recognises it",
+            fix="check the file is complete and in a format `gdalinfo` or `ogrinfo` opens",
+        )) from exc
+    with_geometry = [str(name) for name, geom_type in layers if geom_type is not None]
+    if not with_geometry:
+        raise NotGeodataError(_NOT_GEODATA.format(
+            path=path, fix="give a raster, or a vector file with geometries",
+            reason="OGR opens it as a table with no geometry column" if len(layers)
+            else "OGR finds no layer in it"))
+    return _describe_vector(path, with_geometry[0], len(layers))
+
+
+def _crs_label(crs: CRS | None) -> tuple[str | None, int | None]:
+    """``(label, epsg)`` of a CRS: ``"EPSG:xxxx"`` when one matches, else its name."""
+    if not crs:  # None, or a dataset CRS that is empty
+        return None, None
+    epsg = crs.to_epsg()
+    if epsg is not None:
+        return f"EPSG:{epsg}", epsg
+    try:
+        from pyproj import CRS as ProjCRS
+
+        name = ProjCRS.from_wkt(crs.to_wkt()).name
+    except Exception:  # the name is a nicety: fall back to the PROJ string
+        name = None
+    if name and name != "unknown":
+        return name, None
+    return crs.to_proj4() or crs.to_string(), None
+
+
+def _describe_raster(path: Path) -> RasterInfo:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            crs, epsg = _crs_label(src.crs)
+            block_h, block_w = src.block_shapes[0]
+            return RasterInfo(
+                path=str(path), driver=src.driver, crs=crs, epsg=epsg,
+                resolution=(float(src.res[0]), float(src.res[1])),
+                width=src.width, height=src.height, bounds=_box(src.bounds),
+                count=src.count, dtypes=tuple(src.dtypes),
+                descriptions=tuple(d or None for d in src.descriptions),
+                nodata=tuple(None if v is None else float(v) for v in src.nodatavals),
+                block_size=(block_w, block_h), overviews=tuple(src.overviews(1)),
+                is_cog=_is_cog(src),
+            )
+
+
+def _is_cog(src: Any) -> bool:
+    """Apply the COG rule documented in :func:`describe` to an open rasterio dataset."""
+    if src.driver != "GTiff":
+        return False
+    block_h, block_w = src.block_shapes[0]
+    tiled = block_w != src.width  # GDAL gives a striped TIFF blocks as wide as the raster
+    single_block = (block_h >= src.height and block_w >= src.width
+                    and max(src.width, src.height) <= 512)
+    external_ovr = any(str(f).lower().endswith(".ovr") for f in src.files)
+    if not (tiled or single_block) or external_ovr:
+        return False
+    layout = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT")
+    return layout is not None and layout.upper() == "COG"
+
+
+def _describe_vector(path: Path, layer: str, layer_count: int) -> VectorInfo:
+    meta = pyogrio.read_info(path, layer=layer, force_feature_count=True,
+                             force_total_bounds=True)
+    crs, epsg = _crs_label(CRS.from_user_input(meta["crs"]) if meta.get("crs") else None)
+    bounds = meta.get("total_bounds")
+    if bounds is not None and not all(math.isfinite(float(b)) for b in bounds):
+        bounds = None  # an empty layer has NaN bounds
+    return VectorInfo(
+        path=str(path), driver=str(meta["driver"]), layer=layer, layer_count=layer_count,
+        crs=crs, epsg=epsg, feature_count=int(meta["features"]),
+        geometry_types=_geometry_types(path, layer, str(meta["geometry_type"])),
+        fields={str(n): "str" if t == "object" else str(t)  # pyogrio reads strings as object
+                for n, t in zip(meta["fields"], meta["dtypes"], strict=True)},
+        bounds=None if bounds is None else _box(bounds),
+    )
+
+
+def _geometry_types(path: Path, layer: str, declared: str) -> tuple[str, ...]:
+    """The declared geometry type or, for a mixed ("Unknown") layer, the distinct ones found."""
+    if "Unknown" not in declared:
+        return (declared,)
+    try:
+        sql = 'SELECT DISTINCT OGR_GEOMETRY FROM "{}"'.format(layer.replace('"', '""'))
+        found = pyogrio.raw.read(path, sql=sql, sql_dialect="OGRSQL", read_geometry=False)[3][0]
+    except Exception:  # the scan is a nicety: keep what the layer declares
+        return (declared,)
+    names = sorted({_WKT_NAMES.get(str(g), str(g)) for g in found if g is not None})
+    return tuple(names) or (declared,)
+
+
+def _box(values: Any) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
+def _num(value: float) -> str:
+    return f"{value:.10g}"
+
+
+def format_info(info: RasterInfo | VectorInfo) -> str:
+    """Format a description as a compact, aligned text block for a terminal.
+
+    Args:
+        info: What :func:`describe` returned.
+
+    Returns:
+        Several lines: a header naming the path, then ``key  value`` rows.
+    """
+    rows: list[tuple[str, str]] = [("driver", info.driver),
+                                   ("crs", info.crs or "none (not georeferenced)")]
+    if isinstance(info, RasterInfo):
+        nodata = ["none" if v is None else _num(v) for v in info.nodata]
+        rows += [
+            ("size",
+             f"{info.width} x {info.height} px, {info.count} band{'s' * (info.count > 1)}"),
+            ("resolution", f"{_num(info.resolution[0])} x {_num(info.resolution[1])}"),
+            ("bounds", " ".join(_num(b) for b in info.bounds) + "  (left bottom right top)"),
+            ("nodata", nodata[0] if len(set(nodata)) == 1 else ", ".join(nodata)),
+            ("block", f"{info.block_size[0]} x {info.block_size[1]} px"),
+            ("overviews", ", ".join(str(o) for o in info.overviews) or "none"),
+            ("COG", "yes" if info.is_cog else "no"),
+        ]
+        for i, (dtype, desc) in enumerate(zip(info.dtypes, info.descriptions, strict=True), 1):
+            rows.append((f"band {i}", f"{dtype:<8} {desc or '-'}"))
+    else:
+        more = info.layer_count - 1
+        layer = info.layer + (f"  (+{more} more layer{'s' * (more > 1)})" if more else "")
+        rows += [
+            ("layer", layer),
+            ("features", str(info.feature_count)),
+            ("geometry", ", ".join(info.geometry_types)),
+            ("bounds", "none" if info.bounds is None else
+             " ".join(_num(b) for b in info.bounds) + "  (minx miny maxx maxy)"),
+            ("fields", ", ".join(f"{n} ({t})" for n, t in info.fields.items()) or "none"),
+        ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"{info.path}"] + [f"  {k:<{width}}  {v}" for k, v in rows])

@@ -1,0 +1,274 @@
+"""Recipes: YAML that maps onto typed, validated specs.
+
+A recipe names the modalities (band files), the labels, the target grid and the tiling. Every
+key is checked when the recipe is loaded; an error names the key, the bad value and what is
+allowed. Paths are relative to ``data_root``: a folder (relative to the recipe file), or
+``sample:NAME`` for a geomm sample scene (fetched and cached on first use). A recipe with
+``scenes:`` is a template: ``{placeholder}``s in paths are filled from each scene's entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from geomm.errors import RecipeError
+from geomm.modality import BandSpec, ModalitySpec
+
+__all__ = ["GridRequest", "LabelSpec", "Recipe", "SceneInputs", "TilingSpec", "load_recipe"]
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """How the target grid is chosen."""
+
+    reference: str | None = None
+    """Modality whose finest band gives CRS, resolution and origin (default: the finest)."""
+    crs: str | None = None
+    """Explicit target CRS (with ``resolution``)."""
+    resolution: float | None = None
+    """Explicit base resolution in CRS units (with ``crs``)."""
+    bounds: tuple[float, float, float, float] | None = None
+    """Explicit (left, bottom, right, top); needs ``crs`` and ``resolution``."""
+    extent: Literal["intersection", "union"] = "intersection"
+    """Footprint policy when bounds are derived."""
+
+
+@dataclass(frozen=True)
+class TilingSpec:
+    """How the stack is cut into tiles."""
+
+    size: int = 384
+    """Tile side in base pixels; a multiple of every layer's resolution factor."""
+    halo: int = 48
+    """Overlap read around each tile, base pixels; a multiple of every factor."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Where labels come from."""
+
+    kind: Literal["vector", "raster", "json-multilabel"]
+    """Polygons with a class column, a class-code raster, or per-scene JSON class lists."""
+    path: str
+    """File (template); relative to the data root."""
+    class_column: str | None = None
+    """Vector: attribute holding the class; JSON: key holding the list of class names."""
+    classes: tuple[str, ...] | None = None
+    """Class names in id order (default: sorted values found)."""
+    values: Mapping[int, str] | None = None
+    """Raster: code -> class name."""
+    colours: tuple[str, ...] | None = None
+    """Optional '#rrggbb' per class."""
+    ignore_value: int = 255
+    """Label value of unlabelled pixels."""
+
+
+@dataclass(frozen=True)
+class SceneInputs:
+    """One scene of a recipe with every path resolved."""
+
+    id: str
+    """Scene identifier (sub-folder of the store for multi-scene recipes)."""
+    modalities: tuple[ModalitySpec, ...]
+    """Modalities with absolute band paths."""
+    labels: LabelSpec | None
+    """Labels with an absolute path."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe."""
+
+    name: str
+    """Recipe name; the store goes to ``tiles/<name>/``."""
+    modalities: tuple[ModalitySpec, ...]
+    """Modality templates (paths may hold ``{placeholders}``)."""
+    labels: LabelSpec | None
+    """Label source template, or None."""
+    grid: GridRequest
+    """Target grid choice."""
+    tiling: TilingSpec
+    """Tile size and halo."""
+    data_root: str
+    """Folder or ``sample:NAME`` the paths are relative to."""
+    base_dir: Path
+    """Folder of the recipe file (relative ``data_root`` is taken from here)."""
+    scenes: tuple[Mapping[str, str], ...] = field(default=())
+    """Per-scene placeholder values; empty for a single-scene recipe."""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """The recipe as loaded, for the store's provenance."""
+
+    def root(self) -> Path:
+        """Resolve ``data_root`` (fetching a sample scene if it names one)."""
+        if self.data_root.startswith("sample:"):
+            from geomm.sampledata import fetch
+
+            return fetch(self.data_root.removeprefix("sample:")).root
+        root = Path(self.data_root).expanduser()
+        return root if root.is_absolute() else (self.base_dir / root)
+
+    def scene_inputs(self) -> list[SceneInputs]:
+        """Every scene with placeholders filled and paths made absolute."""
+        root = self.root()
+        entries = self.scenes or ({"id": self.name},)
+        out = []
+        for i, entry in enumerate(entries):
+            def fill(p: Path | str, _e: Mapping[str, str] = entry, _i: int = i) -> Path:
+                try:
+                    text = str(p).format(**_e)
+                except KeyError as exc:
+                    raise RecipeError(f"scenes[{_i}]: path {str(p)!r} uses placeholder {exc} "
+                                      f"that the scene does not define (it has "
+                                      f"{sorted(_e)})") from None
+                return root / text
+            mods = tuple(
+                ModalitySpec(m.name, tuple(BandSpec(fill(b.path), b.name, b.index, b.description)
+                                           for b in m.bands),
+                             m.nodata, m.scale, m.offset, m.categorical, m.resampling)
+                for m in self.modalities)
+            labels = None
+            if self.labels is not None:
+                labels = LabelSpec(**{**self.labels.__dict__, "path": str(fill(self.labels.path))})
+            out.append(SceneInputs(str(entry["id"]), mods, labels))
+        return out
+
+
+_TOP = {"name", "data_root", "modalities", "labels", "grid", "tiling", "scenes", "description"}
+_MOD = {"bands", "file", "nodata", "scale", "offset", "categorical", "resampling"}
+_BAND = {"file", "name", "index", "description"}
+_LAB = {"vector", "raster", "json", "class_column", "key", "classes", "values", "colours",
+        "ignore_value"}
+_GRID = {"reference", "crs", "resolution", "bounds", "extent"}
+_TILE = {"size", "halo"}
+
+
+def _keys(where: str, doc: Any, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(doc, Mapping):
+        raise RecipeError(f"{where}: expected a mapping, got {type(doc).__name__} {doc!r}")
+    bad = sorted(set(map(str, doc)) - allowed)
+    if bad:
+        raise RecipeError(f"{where}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+    return doc
+
+
+def _get(where: str, doc: Mapping[str, Any], key: str, typ: type | tuple[type, ...],
+         default: Any = None) -> Any:
+    val = doc.get(key, default)
+    if val is None or val is default:
+        return val
+    if typ is float and isinstance(val, int) and not isinstance(val, bool):
+        return float(val)
+    if not isinstance(val, typ) or (isinstance(val, bool) and typ in (int, float)):
+        names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise RecipeError(f"{where}.{key}: expected {names}, got {val!r}")
+    return val
+
+
+def _modality(name: str, doc: Any) -> ModalitySpec:
+    where = f"modalities.{name}"
+    d = _keys(where, doc, _MOD)
+    bands_doc = d.get("bands")
+    if not isinstance(bands_doc, list) or not bands_doc:
+        raise RecipeError(f"{where}.bands: expected a non-empty list of bands")
+    template = _get(where, d, "file", str)
+    bands = []
+    for i, b in enumerate(bands_doc):
+        if isinstance(b, str):
+            if template is None:
+                raise RecipeError(f"{where}.bands[{i}]: a bare band name {b!r} needs a "
+                                  f"modality-level `file:` template with {{band}}")
+            bands.append(BandSpec(Path(template.replace("{band}", b)), b))
+            continue
+        bd = _keys(f"{where}.bands[{i}]", b, _BAND)
+        file = _get(f"{where}.bands[{i}]", bd, "file", str) or template
+        bname = _get(f"{where}.bands[{i}]", bd, "name", str)
+        if file is None or bname is None:
+            raise RecipeError(f"{where}.bands[{i}]: needs `file` and `name`")
+        bands.append(BandSpec(Path(file.replace("{band}", bname)), bname,
+                              _get(f"{where}.bands[{i}]", bd, "index", int),
+                              _get(f"{where}.bands[{i}]", bd, "description", str)))
+    return ModalitySpec(name, tuple(bands), _get(where, d, "nodata", float),
+                        _get(where, d, "scale", float, 1.0), _get(where, d, "offset", float, 0.0),
+                        bool(_get(where, d, "categorical", bool, False)),
+                        _get(where, d, "resampling", str))
+
+
+def _labels(doc: Any) -> LabelSpec:
+    d = _keys("labels", doc, _LAB)
+    kinds = [k for k in ("vector", "raster", "json") if k in d]
+    if len(kinds) != 1:
+        raise RecipeError("labels: give exactly one of `vector: FILE`, `raster: FILE` or "
+                          f"`json: FILE`, got {kinds or 'none'}")
+    kind = kinds[0]
+    path = _get("labels", d, kind, str)
+    column = _get("labels", d, "class_column", str) or _get("labels", d, "key", str)
+    if kind in ("vector", "json") and not column:
+        raise RecipeError(f"labels: a {kind} label source needs `class_column` (the attribute "
+                          "or key holding the class name)")
+    classes = _get("labels", d, "classes", list)
+    values = _get("labels", d, "values", dict)
+    colours = _get("labels", d, "colours", list)
+    return LabelSpec(
+        "json-multilabel" if kind == "json" else kind, path, column,
+        tuple(map(str, classes)) if classes else None,
+        {int(k): str(v) for k, v in values.items()} if values else None,
+        tuple(map(str, colours)) if colours else None,
+        _get("labels", d, "ignore_value", int, 255))
+
+
+def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
+    """Validate a recipe mapping (as loaded from YAML) into a :class:`Recipe`."""
+    d = _keys(source, doc, _TOP)
+    name = _get("name", d, "name", str)
+    if not name or "/" in name:
+        raise RecipeError(f"{source}: `name` must be a non-empty string without '/'")
+    mods = _keys("modalities", d.get("modalities"), set(map(str, d.get("modalities") or {})))
+    if not mods:
+        raise RecipeError(f"{source}: `modalities` must list at least one modality")
+    g = _keys("grid", d.get("grid") or {}, _GRID)
+    extent = _get("grid", g, "extent", str, "intersection")
+    if extent not in ("intersection", "union"):
+        raise RecipeError(f"grid.extent: {extent!r} is not one of 'intersection', 'union'")
+    bounds = _get("grid", g, "bounds", list)
+    if bounds is not None and (len(bounds) != 4 or not g.get("crs")):
+        raise RecipeError("grid.bounds: give [left, bottom, right, top] together with `crs` "
+                          "and `resolution`")
+    crs = g.get("crs")
+    grid = GridRequest(_get("grid", g, "reference", str), None if crs is None else str(crs),
+                       _get("grid", g, "resolution", float),
+                       tuple(float(v) for v in bounds) if bounds else None,  # type: ignore[arg-type]
+                       extent)
+    t = _keys("tiling", d.get("tiling") or {}, _TILE)
+    tiling = TilingSpec(_get("tiling", t, "size", int, 384), _get("tiling", t, "halo", int, 48))
+    scenes = d.get("scenes") or []
+    if not isinstance(scenes, list) or any(not isinstance(s, Mapping) or "id" not in s
+                                           for s in scenes):
+        raise RecipeError("scenes: expected a list of mappings, each with an `id`")
+    return Recipe(name, tuple(_modality(str(k), v) for k, v in mods.items()),
+                  _labels(d["labels"]) if d.get("labels") else None, grid, tiling,
+                  str(_get(source, d, "data_root", str, ".")), base_dir,
+                  tuple({str(k): str(v) for k, v in s.items()} for s in scenes), raw=dict(d))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe YAML file.
+
+    Raises:
+        RecipeError: the file is missing, not YAML, or has a bad key or value.
+    """
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{p}: no such recipe file") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return parse_recipe(doc, base_dir=p.resolve().parent, source=str(p))
+    except RecipeError as exc:
+        raise RecipeError(f"{p}: {exc}") from None

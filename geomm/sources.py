@@ -1,0 +1,116 @@
+"""Open each band file once, up front, and record what co-registration needs to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+
+from geomm.errors import CRSMissingError, RasterReadError, RecipeError
+from geomm.modality import BandSpec, ModalitySpec
+
+__all__ = ["BandSource", "inspect_modality"]
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """A band as found on disk: its spec plus the file's grid, dtype and nodata."""
+
+    spec: BandSpec
+    """What the recipe asked for."""
+    index: int
+    """Resolved 1-based band index in the file."""
+    crs: CRS
+    """The file's CRS."""
+    transform: Affine
+    """The file's geotransform."""
+    width: int
+    """Width in the file's pixels."""
+    height: int
+    """Height in the file's pixels."""
+    dtype: str
+    """The band's data type."""
+    nodata: float | None
+    """Nodata: the modality's if set, else the file's."""
+
+    @property
+    def path(self) -> Path:
+        """The band's file."""
+        return self.spec.path
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the file's CRS (north-up files)."""
+        t = self.transform
+        xs = (t.c, t.c + t.a * self.width + t.b * self.height)
+        ys = (t.f, t.f + t.d * self.width + t.e * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    @property
+    def is_north_up(self) -> bool:
+        """No rotation or shear, and rows run south."""
+        t = self.transform
+        return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
+
+    @property
+    def resolution(self) -> float:
+        """Pixel width in CRS units (the larger side for non-square pixels)."""
+        return max(abs(self.transform.a), abs(self.transform.e))
+
+
+def _open(path: Path) -> rasterio.DatasetReader:
+    if not path.exists():
+        raise RasterReadError(f"{path}: no such file; check the band's `file:` in the recipe "
+                              "(relative paths are taken from the recipe's data root)")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterReadError(f"{path}: GDAL cannot open it as a raster ({exc}); give a "
+                              "GeoTIFF, JPEG2000, VRT or other GDAL raster") from None
+
+
+def _resolve_index(src: rasterio.DatasetReader, band: BandSpec, modality: str) -> int:
+    if band.description is not None:
+        descs = list(src.descriptions)
+        if band.description not in descs:
+            have = ", ".join(repr(d) for d in descs if d) or "none"
+            raise RecipeError(f"{band.path}: no band described {band.description!r} for "
+                              f"{modality}/{band.name}; the file's descriptions are {have}")
+        return descs.index(band.description) + 1
+    index = band.index or 1
+    if index > src.count:
+        raise RecipeError(f"{band.path}: band index {index} for {modality}/{band.name} does "
+                          f"not exist; the file has {src.count} band(s), numbered from 1")
+    return index
+
+
+def inspect_modality(modality: ModalitySpec) -> tuple[BandSource, ...]:
+    """Open every band of ``modality`` and describe it; nothing is read but headers.
+
+    Raises:
+        RasterReadError: a file is missing or not a raster.
+        CRSMissingError: a file has no CRS.
+        RecipeError: a band index or description does not exist in its file.
+    """
+    out = []
+    for band in modality.bands:
+        with _open(band.path) as src:
+            if src.crs is None:
+                raise CRSMissingError(
+                    f"{band.path}: raster has no CRS; assign one first, e.g. "
+                    "`gdal_edit.py -a_srs EPSG:32633 FILE`, or give the modality's files "
+                    "a .prj/.aux.xml with the CRS")
+            index = _resolve_index(src, band, modality.name)
+            nodata = modality.nodata if modality.nodata is not None else src.nodatavals[index - 1]
+            if nodata is not None and np.isnan(nodata) and not np.issubdtype(
+                    np.dtype(src.dtypes[index - 1]), np.floating):
+                nodata = None
+            out.append(BandSource(spec=band, index=index, crs=src.crs,
+                                  transform=src.transform, width=src.width, height=src.height,
+                                  dtype=src.dtypes[index - 1], nodata=nodata))
+    return tuple(out)

