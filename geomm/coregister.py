@@ -11,14 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import dask.array as da
 import numpy as np
-import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from rasterio.warp import calculate_default_transform, transform_bounds
 
+from geomm._arrays import grid_dataarray, split_chunks, upsample
 from geomm._blocks import BandRead, read_block
 from geomm.errors import GridError, RecipeError
 from geomm.grid import PIXEL_TOLERANCE, GridSpec, same_crs, snap_bounds, to_crs
@@ -49,6 +50,8 @@ class Layer:
     valid: xr.DataArray
     warped: dict[str, str] = field(default_factory=dict)
     """Band name -> why it was warped; empty when every band was read as stored."""
+    files: tuple[Path, ...] = ()
+    """Source file of each band, in band order."""
 
     @property
     def key(self) -> str:
@@ -82,32 +85,20 @@ class CoregisteredStack:
         base = layers[0]
         mask = base.valid.data
         for lyr in layers[1:]:
-            mask = mask & _upsample(lyr.valid.data, lyr.factor // base.factor)
+            mask = mask & upsample(lyr.valid.data, lyr.factor // base.factor)
         return base.valid.copy(data=mask)
 
     def combined_valid(self) -> xr.DataArray:
         """Base-resolution mask: True where every band of every modality is valid."""
         mask = None
         for lyr in self.layers.values():
-            m = _upsample(lyr.valid.data, lyr.factor)
+            m = upsample(lyr.valid.data, lyr.factor)
             mask = m if mask is None else mask & m
         assert mask is not None  # a stack always has a layer
-        return _dataarray(mask, self.grid, 1, None, "valid")
+        return grid_dataarray(mask, self.grid, 1, None, "valid")
 
     def _modalities(self) -> set[str]:
         return {lyr.modality for lyr in self.layers.values()}
-
-
-def _upsample(arr: da.Array, factor: int) -> da.Array:
-    """Nearest-neighbour upsampling by an integer factor, chunk by chunk (chunks scale too)."""
-    if factor == 1:
-        return arr
-    chunks = arr.chunks[:-2] + tuple(tuple(c * factor for c in ch) for ch in arr.chunks[-2:])
-    return arr.map_blocks(_repeat_block, factor, chunks=chunks, dtype=arr.dtype)
-
-
-def _repeat_block(block: np.ndarray, factor: int) -> np.ndarray:
-    return block.repeat(factor, axis=-2).repeat(factor, axis=-1)
 
 
 def _ground_resolution(src: BandSource) -> float:
@@ -248,23 +239,6 @@ def check_tile_size(tile_size: int, halo: int, factors: Sequence[int],
                                 f"of {names[f]}; use a multiple of {step}, e.g. {good}")
 
 
-def _dataarray(data: da.Array, grid: GridSpec, factor: int, bands: Sequence[str] | None,
-               name: str) -> xr.DataArray:
-    t = grid.transform_at(factor)
-    h, w = data.shape[-2:]
-    coords: dict[str, object] = {
-        "y": t.f + t.e * (np.arange(h) + 0.5), "x": t.c + t.a * (np.arange(w) + 0.5)}
-    dims: tuple[str, ...] = ("y", "x")
-    if bands is not None:
-        coords["band"] = np.array(list(bands), dtype=object)
-        dims = ("band", "y", "x")
-    arr = xr.DataArray(data, dims=dims, coords=coords, name=name)
-    arr = arr.rio.write_crs(grid.crs).rio.write_transform(t)
-    arr.attrs["resolution"] = grid.resolution * factor
-    arr.attrs["factor"] = factor
-    return arr
-
-
 def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid: GridSpec,
            tile_size: int) -> Layer:
     h, w = grid.shape_at(factor)
@@ -285,18 +259,19 @@ def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid:
     nodatas = {p.source.nodata for p in plans}
     fill = next(iter(nodatas)) if len(nodatas) == 1 and None not in nodatas else 0
     chunk = tile_size // factor
-    chunks = ((len(reads) + 1,), _split(h, chunk), _split(w, chunk))
+    chunks = ((len(reads) + 1,), split_chunks(h, chunk), split_chunks(w, chunk))
     raw = da.map_blocks(_read_chunk, dtype=dtype, chunks=chunks, meta=np.empty((0, 0, 0), dtype),
                         reads=tuple(reads), dtype_=dtype, fill=fill,
                         name=f"geomm-read-{modality.name}-{factor}-" + _token(reads, grid))
     names = [p.source.spec.name for p in plans]
-    data = _dataarray(raw[:-1], grid, factor, names, "data")
-    valid = _dataarray(raw[-1].astype(bool), grid, factor, None, "valid")
+    data = grid_dataarray(raw[:-1], grid, factor, names, "data")
+    valid = grid_dataarray(raw[-1].astype(bool), grid, factor, None, "valid")
     data.attrs.update({"nodata": fill if len(nodatas) == 1 and None not in nodatas else None,
                        "scale": modality.scale, "offset": modality.offset,
                        "modality": modality.name})
     warped = {p.source.spec.name: p.warp_reason for p in plans if p.warp_reason}
-    return Layer(modality.name, factor, data, valid, warped)
+    return Layer(modality.name, factor, data, valid, warped,
+                 tuple(p.source.path for p in plans))
 
 
 def _token(reads: Sequence[BandRead], grid: GridSpec) -> str:
@@ -311,11 +286,6 @@ def _read_chunk(block_info: dict | None = None, *, reads: tuple[BandRead, ...], 
     assert block_info is not None
     (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
     return read_block(reads, dtype_, fill, r0, r1, c0, c1)
-
-
-def _split(n: int, chunk: int) -> tuple[int, ...]:
-    full, rest = divmod(n, chunk)
-    return (chunk,) * full + ((rest,) if rest else ())
 
 
 def coregister(modalities: Sequence[ModalitySpec], *, grid: GridSpec | None = None,

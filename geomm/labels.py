@@ -20,8 +20,9 @@ import xarray as xr
 from affine import Affine
 from dask.base import tokenize
 
+from geomm._arrays import grid_dataarray, split_chunks, upsample
 from geomm.classes import ClassTable
-from geomm.coregister import _dataarray, _split, _upsample, coregister
+from geomm.coregister import coregister
 from geomm.errors import CRSMissingError, LabelError, LabelWarning, RecipeError
 from geomm.grid import GridSpec, same_crs
 from geomm.modality import BandSpec, ModalitySpec
@@ -212,13 +213,13 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
                                     tile_size)
     h, w = grid.shape
     data = da.map_blocks(_Burner(gdf, grid.transform, ignore_value), dtype=np.uint8,
-                         chunks=(_split(h, tile_size), _split(w, tile_size)),
+                         chunks=(split_chunks(h, tile_size), split_chunks(w, tile_size)),
                          meta=np.empty((0, 0), np.uint8), name=name)
     return LabelResult(_labels_array(data, grid, table), table, report)
 
 
 def _labels_array(data: da.Array, grid: GridSpec, table: ClassTable) -> xr.DataArray:
-    arr = _dataarray(data, grid, 1, None, "labels")
+    arr = grid_dataarray(data, grid, 1, None, "labels")
     arr = arr.rio.write_nodata(table.ignore_value, encoded=False)
     arr.attrs["classes"] = list(table.names)
     return arr
@@ -281,7 +282,7 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
         else "read as stored"
     note = (f"{path} band {band}: {layer.data.attrs['resolution']:g}-unit pixels, "
             f"{how}, repeated {layer.factor}x{layer.factor}; {len(table)} classes")
-    return LabelResult(_labels_array(_upsample(mapped, layer.factor), grid, table), table,
+    return LabelResult(_labels_array(upsample(mapped, layer.factor), grid, table), table,
                        LabelReport(str(path), notes=(note,)))
 
 
@@ -304,3 +305,36 @@ def label_counts(labels: xr.DataArray, table: ClassTable) -> dict[str, int]:
     blocks = da.asarray(labels.data).to_delayed().ravel()
     totals = sum(dask.compute(*(dask.delayed(count)(b) for b in blocks)), np.zeros(k, np.int64))
     return {name: int(n) for name, n in zip(table.names, totals, strict=True)}
+
+
+def read_scene_labels(path: str | os.PathLike[str], key: str, *,
+                      classes: Sequence[str] | None = None,
+                      colours: Sequence[str] | None = None) -> tuple[list[str], ClassTable]:
+    """Read a scene-level multi-label JSON (BigEarthNet style): the names under ``key``.
+
+    Returns:
+        The scene's class names and the class table (``classes``, default the names found).
+
+    Raises:
+        LabelError: unreadable JSON, a missing key, or a name not among ``classes``.
+    """
+    import json
+
+    p = Path(path)
+    try:
+        names = json.loads(p.read_text())[key]
+    except (OSError, ValueError) as exc:
+        raise LabelError(f"{p}: cannot read labels JSON ({exc})") from None
+    except (KeyError, TypeError):
+        raise LabelError(f"{p}: no key {key!r}; set labels.key to the key holding the list "
+                         "of class names") from None
+    if not isinstance(names, list):
+        raise LabelError(f"{p}: key {key!r} holds {type(names).__name__}, not a list of names")
+    names = [str(n) for n in names]
+    table = ClassTable.from_names(list(classes) if classes else sorted(set(names)),
+                                  list(colours) if colours else None)
+    unknown = sorted(set(names) - set(table.names))
+    if unknown:
+        raise LabelError(f"{p}: class(es) {unknown} are not in labels.classes; add them to "
+                         "the recipe's class list")
+    return names, table

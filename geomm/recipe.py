@@ -255,17 +255,29 @@ def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
                   tuple({str(k): str(v) for k, v in s.items()} for s in scenes), raw=dict(d))
 
 
+def bundled_recipes() -> dict[str, Path]:
+    """Recipes shipped with geomm (the repo's ``recipes/`` folder), by name."""
+    from importlib.resources import files
+
+    root = files("geomm.recipes")
+    return {Path(str(f)).stem: Path(str(f)) for f in root.iterdir() if str(f).endswith(".yaml")}
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe YAML file.
+    """Read and validate a recipe YAML file, or a bundled recipe by name (``s2-landcover``).
 
     Raises:
         RecipeError: the file is missing, not YAML, or has a bad key or value.
     """
     p = Path(path)
+    if not p.exists() and p.suffix == "" and len(p.parts) == 1:
+        p = bundled_recipes().get(p.name, p)
     try:
         doc = yaml.safe_load(p.read_text())
     except FileNotFoundError:
-        raise RecipeError(f"{p}: no such recipe file") from None
+        names = ", ".join(sorted(bundled_recipes()))
+        raise RecipeError(f"{p}: no such recipe file; give a path to a YAML recipe or a "
+                          f"bundled recipe name ({names})") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:

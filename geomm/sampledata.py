@@ -345,9 +345,22 @@ def _extract(archive: Path, spec: _ArchiveSpec, name: str, into: Path) -> None:
             with zf.open(member) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             if target.name.endswith(".tar.bz2"):
-                with tarfile.open(target, "r:bz2") as tf:
-                    tf.extractall(into, filter="data")
+                _untar(target, into)
                 target.unlink()
+
+
+def _untar(path: Path, into: Path) -> None:
+    """Extract a tar archive, refusing members that would land outside ``into``."""
+    with tarfile.open(path, "r:*") as tf:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+            tf.extractall(into, filter="data")
+            return
+        root = into.resolve()
+        for member in tf.getmembers():
+            dest = (into / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not dest.is_relative_to(root):
+                raise SampleDataError(f"{path}: unsafe member {member.name!r} in the archive")
+        tf.extractall(into)  # noqa: S202 - members checked above
 
 
 def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = None) -> Sample:
@@ -371,7 +384,10 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
     base = Path(dest) if dest is not None else cache_dir() / "samples"
     root = base / name
     marker = root / ".geomm-sample.json"
-    if not _is_complete(marker, spec) or from_archive is not None:
+    if root.exists() and not marker.exists():
+        raise SampleDataError(f"{root} exists and is not a geomm sample folder; geomm will not "
+                              "replace it: move it away or choose another --dest")
+    if not _is_complete(root, spec) or from_archive is not None:
         base.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=base, prefix=f".{name}-") as tmp:
             tmpdir = Path(tmp)
@@ -380,29 +396,36 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
             _verify(archive, name, spec)
             staged = tmpdir / name
             _extract(archive, spec, name, staged)
+            files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
             (staged / ".geomm-sample.json").write_text(json.dumps(
-                {"sample": name, "requirement": spec.requirement, "sha256": spec.sha256}))
+                {"sample": name, "requirement": spec.requirement, "sha256": spec.sha256,
+                 "files": files}))
             if root.exists():
-                if not marker.exists():
-                    raise SampleDataError(
-                        f"{root} exists and is not a geomm sample folder; geomm will not "
-                        f"replace it: move it away or choose another --dest")
-                shutil.rmtree(root)
-            staged.replace(root)  # atomic on one file system: no half-extracted sample
+                shutil.rmtree(root)  # our own (marker checked above), stale or damaged
+            try:
+                staged.replace(root)  # atomic on one file system: no half-extracted sample
+            except OSError:
+                if not _is_complete(root, spec):  # not another process's finished copy
+                    raise SampleDataError(f"{root}: could not move the extracted sample into "
+                                          "place; remove the folder and try again") from None
     return Sample(name=name, title=spec.title, root=root, scenes=spec.build(root),
                   source=f"{spec.requirement} ({spec.filename}, sha256 {spec.sha256[:12]}...)",
                   licence=spec.licence, attribution=spec.attribution,
                   extra_files=spec.extra(root))
 
 
-def _is_complete(marker: Path, spec: _ArchiveSpec) -> bool:
+def _is_complete(root: Path, spec: _ArchiveSpec) -> bool:
+    """True when ``root`` holds this sample's extraction, every file still in place."""
     try:
-        return json.loads(marker.read_text()).get("sha256") == spec.sha256
+        doc = json.loads((root / ".geomm-sample.json").read_text())
     except (OSError, ValueError):
         return False
+    files = doc.get("files") or []
+    return (doc.get("sha256") == spec.sha256 and bool(files)
+            and all((root / f).is_file() for f in files))
 
 
 def cached_samples() -> dict[str, bool]:
     """Return, for every known sample, whether it is already in the cache."""
     base = cache_dir() / "samples"
-    return {n: _is_complete(base / n / ".geomm-sample.json", s) for n, s in SAMPLES.items()}
+    return {n: _is_complete(base / n, s) for n, s in SAMPLES.items()}

@@ -1,4 +1,9 @@
-"""``geomm stack``: co-register a recipe's inputs and persist them as a tile store."""
+"""``geomm stack``: co-register a recipe's inputs and persist them as a tile store.
+
+Every scene of the recipe is planned first (files opened, grid chosen, labels checked), so bad
+input fails before anything is written; then each scene is written into a staged folder that
+replaces its target only when complete.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,17 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import xarray as xr
 
 from geomm import __version__
+from geomm.classes import ClassTable
 from geomm.coregister import CoregisteredStack, coregister
-from geomm.errors import LabelError
 from geomm.grid import GridSpec, to_crs
 from geomm.recipe import LabelSpec, Recipe, SceneInputs
 from geomm.store import check_target, read_manifest, staged_store, write_manifest
 from geomm.windows import tile_windows
 
-__all__ = ["SceneSummary", "stack", "stack_scene"]
+__all__ = ["SceneSummary", "stack"]
 
 
 @dataclass
@@ -38,8 +44,6 @@ class SceneSummary:
     """True when the store already matched the inputs and nothing was written."""
     seconds: float = 0.0
     """Wall time of the run."""
-    notes: list[str] = field(default_factory=list)
-    """Label repairs and other remarks."""
 
     def describe(self) -> str:
         """Text summary: grid, layers (native res, warped or not), tiles, labels per class."""
@@ -60,12 +64,26 @@ class SceneSummary:
             total = sum(m["label_pixels"].values())
             lines.append(f"  labelled pixels: {total} "
                          f"({100 * total / max(1, grid.width * grid.height):.1f} %)")
-            for name, n in m["label_pixels"].items():
-                lines.append(f"    {name:<16} {n:>10}")
+            lines += [f"    {name:<16} {n:>10}" for name, n in m["label_pixels"].items()]
         if m.get("scene_labels") is not None:
-            lines.append(f"  scene labels: {', '.join(m['scene_labels']) or '(none)'}")
-        lines += [f"  note: {n}" for n in self.notes]
+            lines.append(f"  scene labels: {'; '.join(m['scene_labels']) or '(none)'}")
+        lines += [f"  note: {n}" for n in m.get("notes", [])]
         return "\n".join(lines)
+
+
+@dataclass
+class _Plan:
+    """A scene ready to write: lazy arrays, labels and what goes into the manifest."""
+
+    recipe: Recipe
+    scene: SceneInputs
+    out: Path
+    fingerprint: str
+    st: CoregisteredStack
+    labels: xr.DataArray | None = None
+    table: ClassTable | None = None
+    scene_labels: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _fingerprint(recipe: Recipe, scene: SceneInputs) -> str:
@@ -80,54 +98,7 @@ def _fingerprint(recipe: Recipe, scene: SceneInputs) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _labels(spec: LabelSpec, st: CoregisteredStack) -> tuple[Any, Any, list[str], Any]:
-    """Return (labels DataArray or None, ClassTable, notes, scene label names or None)."""
-    from geomm import labels as lab
-    from geomm.classes import ClassTable
-
-    if spec.kind == "vector":
-        assert spec.class_column is not None  # checked when the recipe was parsed
-        res = lab.burn_vector_labels(Path(spec.path), spec.class_column, st.grid,
-                                     classes=spec.classes, tile_size=st.tile_size,
-                                     ignore_value=spec.ignore_value)
-    elif spec.kind == "raster":
-        res = lab.burn_raster_labels(Path(spec.path), st.grid, values=spec.values,
-                                     tile_size=st.tile_size, ignore_value=spec.ignore_value)
-    else:
-        path = Path(spec.path)
-        try:
-            names = json.loads(path.read_text())[spec.class_column]
-        except (OSError, ValueError) as exc:
-            raise LabelError(f"{path}: cannot read labels JSON ({exc})") from None
-        except KeyError:
-            raise LabelError(f"{path}: no key {spec.class_column!r}; set labels.key to the key "
-                             "holding the list of class names") from None
-        table = ClassTable.from_names(spec.classes or sorted(names), spec.colours)
-        return None, table, [], [str(n) for n in names]
-    if spec.colours and len(spec.colours) == len(res.classes):
-        res = type(res)(res.labels, ClassTable.from_names(list(res.classes.names), spec.colours),
-                        res.report)
-    return res.labels, res.classes, res.report.messages(), None
-
-
-def _tile_counts(valid: np.ndarray, labels: np.ndarray | None, n_classes: int) -> np.ndarray:
-    out = np.zeros((1, 1, n_classes + 2), dtype=np.int64)
-    out[0, 0, 0] = valid.size
-    out[0, 0, 1] = int(valid.sum())
-    if labels is not None:
-        out[0, 0, 2:] = np.bincount(labels.ravel(), minlength=256)[:n_classes]
-    return out
-
-
-def stack_scene(recipe: Recipe, scene: SceneInputs, out: Path, *, workers: int | None = None,
-                overwrite: bool = False) -> SceneSummary:
-    """Co-register one scene of ``recipe`` and write its tile store to ``out``.
-
-    Re-running with the same inputs is a no-op; with changed inputs it raises
-    :class:`~geomm.errors.StoreError` unless ``overwrite``. Everything is validated before
-    anything is written, and the store appears at ``out`` only when complete.
-    """
-    t0 = time.perf_counter()
+def _plan(recipe: Recipe, scene: SceneInputs, out: Path, overwrite: bool) -> _Plan | SceneSummary:
     fp = _fingerprint(recipe, scene)
     if check_target(out, fp, overwrite=overwrite):
         return SceneSummary(scene.id, out, read_manifest(out) or {}, up_to_date=True)
@@ -137,85 +108,137 @@ def stack_scene(recipe: Recipe, scene: SceneInputs, out: Path, *, workers: int |
     st = coregister(scene.modalities, grid=grid, crs=None if grid else g.crs,
                     resolution=None if grid else g.resolution, reference=g.reference,
                     extent=g.extent, tile_size=recipe.tiling.size, halo=recipe.tiling.halo)
-    labels, table, notes, scene_labels = (_labels(scene.labels, st) if scene.labels
-                                          else (None, None, [], None))
-    valid = st.combined_valid()
-    n_cls = len(table) if (table is not None and labels is not None) else 0
-    counts = da.map_blocks(_tile_counts, valid.data,
-                           labels.data if labels is not None else None, n_cls,
-                           dtype=np.int64, chunks=(1, 1, n_cls + 2), new_axis=2) \
-        if labels is not None else da.map_blocks(
-            _tile_counts, valid.data, None, 0, dtype=np.int64, chunks=(1, 1, 2), new_axis=2)
-    with staged_store(out) as tmp:
-        import xarray as xr
+    plan = _Plan(recipe, scene, out, fp, st)
+    if scene.labels is not None:
+        _add_labels(plan, scene.labels)
+    return plan
 
+
+def _add_labels(plan: _Plan, spec: LabelSpec) -> None:
+    from geomm import labels as lab
+
+    st = plan.st
+    if spec.kind == "json-multilabel":
+        assert spec.class_column is not None  # checked when the recipe was parsed
+        plan.scene_labels, plan.table = lab.read_scene_labels(
+            spec.path, spec.class_column, classes=spec.classes, colours=spec.colours)
+        return
+    if spec.kind == "vector":
+        assert spec.class_column is not None
+        res = lab.burn_vector_labels(Path(spec.path), spec.class_column, st.grid,
+                                     classes=spec.classes, tile_size=st.tile_size,
+                                     ignore_value=spec.ignore_value)
+    else:
+        res = lab.burn_raster_labels(Path(spec.path), st.grid, values=spec.values,
+                                     tile_size=st.tile_size, ignore_value=spec.ignore_value)
+    plan.labels, plan.table, plan.notes = res.labels, res.classes, res.report.messages()
+    if spec.colours:
+        plan.table = ClassTable.from_names(res.classes.names, spec.colours,
+                                           ignore_value=spec.ignore_value)
+
+
+def _tile_counts(valid: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per chunk: [pixels, valid pixels, pixels of class 0..K-1]."""
+    out = np.zeros((1, 1, n_classes + 2), dtype=np.int64)
+    out[0, 0, 0] = valid.size
+    out[0, 0, 1] = int(valid.sum())
+    if n_classes:
+        out[0, 0, 2:] = np.bincount(labels.ravel(), minlength=256)[:n_classes]
+    return out
+
+
+def _write(plan: _Plan, workers: int | None) -> SceneSummary:
+    t0 = time.perf_counter()
+    st = plan.st
+    valid = st.combined_valid()
+    pixel_labels = plan.labels is not None and plan.table is not None
+    n_cls = len(plan.table) if pixel_labels and plan.table is not None else 0
+    labels = plan.labels.data if plan.labels is not None else da.zeros_like(valid.data, np.uint8)
+    counts = da.map_blocks(_tile_counts, valid.data, labels, n_cls, dtype=np.int64,
+                           chunks=(1, 1, n_cls + 2), new_axis=2)
+    with staged_store(plan.out) as tmp:
         zpath = tmp / "store.zarr"
         writes = [xr.Dataset({"data": lyr.data, "valid": lyr.valid}).to_zarr(
             zpath, group=key, mode="w", compute=False, consolidated=False)
             for key, lyr in st.layers.items()]
-        base = {"valid": valid} | ({"labels": labels} if labels is not None else {})
+        base = {"valid": valid} | ({"labels": plan.labels} if plan.labels is not None else {})
         writes.append(xr.Dataset(base).to_zarr(zpath, group="base", mode="w", compute=False,
                                                consolidated=False))
         with dask.config.set(scheduler="threads", num_workers=workers):
             *_, tile_counts = dask.compute(*writes, counts)
-        index = _tile_index(st, tile_counts, table if labels is not None else None,
-                            scene_labels, table)
+        index = _tile_index(plan, tile_counts, n_cls)
         index.to_parquet(tmp / "index.parquet")
-        label_pixels = ({name: int(tile_counts[..., 2 + i].sum())
-                         for i, name in enumerate(table.names)} if labels is not None else {})
-        write_manifest(tmp, {
-            "geomm": __version__, "recipe": recipe.name, "scene": scene.id, "fingerprint": fp,
-            "grid": st.grid.to_dict(),
-            "tiling": {"size": recipe.tiling.size, "halo": recipe.tiling.halo},
-            "layers": [{"key": k, "modality": lyr.modality, "factor": lyr.factor,
-                        "resolution": lyr.data.attrs["resolution"],
-                        "bands": [str(b) for b in lyr.data.band.values],
-                        "dtype": str(lyr.data.dtype), "shape": list(lyr.data.shape[1:]),
-                        "nodata": lyr.data.attrs["nodata"], "scale": lyr.data.attrs["scale"],
-                        "offset": lyr.data.attrs["offset"], "warped": lyr.warped}
-                       for k, lyr in st.layers.items()],
-            "classes": table.to_dict() if table is not None else None,
-            "label_kind": scene.labels.kind if scene.labels else None,
-            "scene_labels": scene_labels,
-            "tiles": len(index), "valid_fraction": float(tile_counts[..., 1].sum()
-                                                         / max(1, tile_counts[..., 0].sum())),
-            "label_pixels": label_pixels, "notes": notes,
-        })
-    return SceneSummary(scene.id, out, read_manifest(out) or {},
-                        seconds=time.perf_counter() - t0, notes=notes)
+        write_manifest(tmp, _manifest(plan, tile_counts, n_cls, len(index)))
+    return SceneSummary(plan.scene.id, plan.out, read_manifest(plan.out) or {},
+                        seconds=time.perf_counter() - t0)
 
 
-def _tile_index(st: CoregisteredStack, counts: np.ndarray, pixel_table: Any,
-                scene_labels: list[str] | None, table: Any) -> Any:
+def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int) -> dict[str, Any]:
+    st, table = plan.st, plan.table
+    return {
+        "geomm": __version__, "recipe": plan.recipe.name, "scene": plan.scene.id,
+        "fingerprint": plan.fingerprint, "grid": st.grid.to_dict(),
+        "tiling": {"size": plan.recipe.tiling.size, "halo": plan.recipe.tiling.halo},
+        "layers": [{"key": k, "modality": lyr.modality, "factor": lyr.factor,
+                    "resolution": lyr.data.attrs["resolution"],
+                    "bands": [str(b) for b in lyr.data.band.values],
+                    "files": [str(p) for p in lyr.files],
+                    "dtype": str(lyr.data.dtype), "shape": list(lyr.data.shape[1:]),
+                    "nodata": lyr.data.attrs["nodata"], "scale": lyr.data.attrs["scale"],
+                    "offset": lyr.data.attrs["offset"], "warped": lyr.warped}
+                   for k, lyr in st.layers.items()],
+        "classes": table.to_dict() if table is not None else None,
+        "label_kind": plan.scene.labels.kind if plan.scene.labels else None,
+        "scene_labels": plan.scene_labels, "tiles": n_tiles,
+        "valid_fraction": float(counts[..., 1].sum() / max(1, counts[..., 0].sum())),
+        "label_pixels": ({name: int(counts[..., 2 + i].sum())
+                          for i, name in enumerate(table.names)} if n_cls and table else {}),
+        "notes": plan.notes,
+    }
+
+
+def _tile_index(plan: _Plan, counts: np.ndarray, n_cls: int) -> Any:
     import geopandas as gpd
     from shapely.geometry import box
 
+    st, table = plan.st, plan.table
     rows = []
-    tr = st.grid.transform
     for w in tile_windows(*st.grid.shape, st.tile_size):
         c = counts[w.row, w.col]
         row: dict[str, Any] = {"tile_id": w.id, "row": w.row, "col": w.col,
                                "row0": w.row0, "col0": w.col0, "height": w.core_shape[0],
-                               "width": w.core_shape[1], "geometry": box(*w.bounds(tr)),
+                               "width": w.core_shape[1],
+                               "geometry": box(*w.bounds(st.grid.transform)),
                                "valid_fraction": float(c[1] / c[0])}
-        if pixel_table is not None:
+        if n_cls and table is not None:
             row["labelled_fraction"] = float(c[2:].sum() / c[0])
-            for i, name in enumerate(pixel_table.names):
-                row[f"frac_{name}"] = float(c[2 + i] / c[0])
-        if scene_labels is not None:
-            for name in table.names:
-                row[f"has_{name}"] = name in scene_labels
+            row.update({f"frac_{name}": float(c[2 + i] / c[0])
+                        for i, name in enumerate(table.names)})
+        if plan.scene_labels is not None and table is not None:
+            row.update({f"has_{name}": name in plan.scene_labels for name in table.names})
         rows.append(row)
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=st.grid.crs)
 
 
 def stack(recipe: Recipe, *, out: Path | None = None, workers: int | None = None,
           overwrite: bool = False) -> list[SceneSummary]:
-    """Build the tile store(s) of ``recipe``: ``out`` (default ``tiles/<name>``), one
-    sub-folder per scene for multi-scene recipes."""
+    """Build the tile store(s) of ``recipe``.
+
+    Args:
+        recipe: a loaded recipe (:func:`geomm.recipe.load_recipe`).
+        out: store folder (default ``tiles/<name>``); multi-scene recipes get one
+            sub-folder per scene.
+        workers: dask threads (default: all cores).
+        overwrite: replace stores made from other inputs (never anything else).
+
+    Returns:
+        One summary per scene. A scene whose store matches its inputs is not rewritten.
+
+    Raises:
+        GeommError: any bad input, found before anything is written.
+    """
     base = Path(out) if out is not None else Path("tiles") / recipe.name
     scenes = recipe.scene_inputs()
-    if len(scenes) == 1 and not recipe.scenes:
-        return [stack_scene(recipe, scenes[0], base, workers=workers, overwrite=overwrite)]
-    return [stack_scene(recipe, s, base / s.id, workers=workers, overwrite=overwrite)
-            for s in scenes]
+    single = len(scenes) == 1 and not recipe.scenes
+    plans = [_plan(recipe, s, base if single else base / s.id, overwrite) for s in scenes]
+    return [p if isinstance(p, SceneSummary) else _write(p, workers) for p in plans]

@@ -135,13 +135,15 @@ class TileStore:
 
         if key not in self.layer_keys:
             raise KeyError(f"{self.path}: no layer {key!r}; layers are {self.layer_keys}")
-        return xr.open_zarr(self.path / "store.zarr", group=key, consolidated=False)
+        return xr.open_zarr(self.path / "store.zarr", group=key, consolidated=False,
+                            mask_and_scale=False)
 
     def base(self) -> Any:
         """Base-resolution ``valid`` (and ``labels`` when the store has raster labels)."""
         import xarray as xr
 
-        return xr.open_zarr(self.path / "store.zarr", group="base", consolidated=False)
+        return xr.open_zarr(self.path / "store.zarr", group="base", consolidated=False,
+                            mask_and_scale=False)
 
     def index(self) -> Any:
         """The tile index as a GeoDataFrame."""

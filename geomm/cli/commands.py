@@ -46,22 +46,25 @@ def info(paths: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--dest", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Where to put the sample scene (default: the cache).")
-def demo(dest: Path | None) -> None:
+@opt.out_dir
+@opt.workers
+def demo(out: Path | None, workers: int | None) -> None:
     """Run the pipeline on the real s2-t33uuu sample scene."""
     from geomm.demo import run_demo
 
-    run_demo(dest=dest, echo=click.echo)
+    run_demo(out=out, workers=workers, echo=click.echo)
 
 
 @main.command("stack")
-@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("recipe")
 @opt.out_dir
 @opt.workers
 @opt.overwrite
-def stack_cmd(recipe: Path, out: Path | None, workers: int | None, overwrite: bool) -> None:
-    """Co-register a recipe's rasters and labels into a tile store (tiles/<name>/)."""
+def stack_cmd(recipe: str, out: Path | None, workers: int | None, overwrite: bool) -> None:
+    """Co-register a recipe's rasters and labels into a tile store (tiles/<name>/).
+
+    RECIPE is a YAML file or the name of a bundled recipe (s2-landcover, s1s2-bigearthnet).
+    """
     from geomm.recipe import load_recipe
     from geomm.stack import stack
 

@@ -1,0 +1,126 @@
+"""Where does geomm's co-registration time go? ``python bench/_profile.py WHAT [N] [TILE]``.
+
+WHAT: ``loop`` (every chunk of every layer through geomm's reader, one thread, no dask;
+per-layer ms/chunk), ``dask`` (the benchmark's ``da.store`` path; extra args THREADS
+(0: sync) and PARTS (dv: data and valid, d: data only)), ``cprofile``
+(the ``loop`` under cProfile, top functions), ``windows`` (plain rasterio window reads of
+TILE x TILE, one handle, one thread: the floor for a chunked reader), ``warp`` (warped
+chunk reads, one thread, per-chunk ms).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _cases  # noqa: E402
+import _scene  # noqa: E402
+import rasterio  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
+
+from geomm._blocks import read_block  # noqa: E402
+from geomm.coregister import coregister  # noqa: E402
+
+
+def loop(n: int, tile: int, crs: str | None = None) -> None:
+    kw = {"crs": crs, "resolution": 10.0} if crs else {}
+    only = _cases.VISIBLE if crs else None
+    stack = coregister(_scene.modality_specs(_scene.scene(n), only), tile_size=tile, **kw)
+    total_t = total_px = 0.0
+    for key, layer in stack.layers.items():
+        arr = layer.data.data
+        reads, dtype, fill = _layer_args(layer)
+        ys, xs = arr.chunks[1], arr.chunks[2]
+        t0 = time.perf_counter()
+        nchunks, r0 = 0, 0
+        for h in ys:
+            c0 = 0
+            for w in xs:
+                read_block(reads, dtype, fill, r0, r0 + h, c0, c0 + w)
+                c0 += w
+                nchunks += 1
+            r0 += h
+        dt = time.perf_counter() - t0
+        total_t += dt
+        total_px += layer.data.size
+        print(f"  {key:<20} {nchunks:4d} chunks {ys[0]}x{xs[0]}: {dt:6.2f} s, "
+              f"{1e3 * dt / nchunks:6.2f} ms/chunk, {layer.data.size / dt / 1e6:6.1f} Mpx/s")
+    print(f"  total {total_t:.2f} s, {total_px / total_t / 1e6:.1f} Mpx/s (1 thread, no dask)")
+
+
+def _layer_args(layer):
+    """Dig the reader arguments out of the layer's map_blocks graph."""
+    graph = layer.data.data.__dask_graph__()
+    for name, hlg_layer in graph.layers.items():
+        if name.startswith("geomm-read"):
+            for task in hlg_layer.values():
+                kw = getattr(task, "kwargs", None) or {}
+                if "reads" in kw:
+                    return kw["reads"], kw["dtype_"], kw["fill"]
+                for arg in getattr(task, "args", ()):
+                    if isinstance(arg, dict) and "reads" in arg:
+                        return arg["reads"], arg["dtype_"], arg["fill"]
+                break
+    raise RuntimeError("could not find the reader arguments in the graph")
+
+
+def windows(n: int, tile: int) -> None:
+    doc, total_t, total_px = _scene.scene(n), 0.0, 0
+    for path in _scene.band_paths(doc):
+        with rasterio.open(path) as src:
+            t = tile * 10 // int(src.res[0])
+            t0 = time.perf_counter()
+            for r in range(0, src.height, t):
+                for c in range(0, src.width, t):
+                    src.read(1, window=Window(c, r, min(t, src.width - c),
+                                              min(t, src.height - r)))
+            total_t += time.perf_counter() - t0
+            total_px += src.width * src.height
+    print(f"  window reads ({tile} base px): {total_t:.2f} s, "
+          f"{total_px / total_t / 1e6:.1f} Mpx/s")
+
+
+def dask_store(n: int, tile: int, threads: int = 2, parts: str = "dv",
+               crs: str | None = None) -> None:
+    """The benchmark's path; ``parts``: ``dv`` data and valid, ``d`` data only."""
+    import dask
+    import dask.array as da
+
+    kw = {"crs": crs, "resolution": 10.0} if crs else {}
+    only = _cases.VISIBLE if crs else None
+    t0 = time.perf_counter()
+    stack = coregister(_scene.modality_specs(_scene.scene(n), only), tile_size=tile, **kw)
+    srcs = [a for lyr in stack.layers.values()
+            for a in ((lyr.data.data, lyr.valid.data) if parts == "dv" else (lyr.data.data,))]
+    sched = {"scheduler": "threads", "num_workers": threads} if threads else {"scheduler": "sync"}
+    with dask.config.set(**sched):
+        da.store(srcs, [_cases.NullSink() for _ in srcs], lock=False)
+    dt = time.perf_counter() - t0
+    px = sum(lyr.data.size for lyr in stack.layers.values())
+    print(f"  dask store {crs or ''} tile {tile} threads {threads} {parts}: {dt:.2f} s, "
+          f"{px / dt / 1e6:.1f} Mpx/s")
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    tile = int(sys.argv[3]) if len(sys.argv) > 3 else 384
+    if what == "loop":
+        loop(n, tile)
+    elif what == "warp":
+        loop(n, tile, crs=_cases.WARP_CRS)
+    elif what == "windows":
+        windows(n, tile)
+    elif what == "dask":
+        dask_store(n, tile, *(int(a) if a.isdigit() else a for a in sys.argv[4:]))
+    elif what == "dask-warp":
+        dask_store(n, tile, *(int(a) if a.isdigit() else a for a in sys.argv[4:6]),
+                   crs=_cases.WARP_CRS)
+    elif what == "cprofile":
+        cProfile.run("loop(n, tile)", "/tmp/geomm-bench.prof")
+        pstats.Stats("/tmp/geomm-bench.prof").sort_stats("tottime").print_stats(15)
