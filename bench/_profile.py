@@ -1,11 +1,12 @@
 """Where does geomm's co-registration time go? ``python bench/_profile.py WHAT [N] [TILE]``.
 
 WHAT: ``loop`` (every chunk of every layer through geomm's reader, one thread, no dask;
-per-layer ms/chunk), ``dask`` (the benchmark's ``da.store`` path; extra args THREADS
-(0: sync) and PARTS (dv: data and valid, d: data only)), ``cprofile``
-(the ``loop`` under cProfile, top functions), ``windows`` (plain rasterio window reads of
-TILE x TILE, one handle, one thread: the floor for a chunked reader), ``warp`` (warped
-chunk reads, one thread, per-chunk ms).
+per-layer ms/chunk); ``dask`` (the benchmark's ``da.store`` path; extra args THREADS (0: sync)
+and PARTS (dv: data and valid, d: data only)); ``cprofile`` (``dask`` on the sync scheduler
+under cProfile); ``windows`` (plain rasterio window reads of TILE x TILE, one handle, one
+thread: the floor for a chunked reader); ``warp`` (warped chunk reads, one thread, per-chunk
+ms); ``dask-warp`` (like ``dask``, case (b)); ``warp-proto`` (a per-chunk ``reproject``
+reader instead of WarpedVRT; extra arg THREADS).
 """
 
 from __future__ import annotations
@@ -106,6 +107,45 @@ def dask_store(n: int, tile: int, threads: int = 2, parts: str = "dv",
           f"{px / dt / 1e6:.1f} Mpx/s")
 
 
+def warp_proto(n: int, tile: int, threads: int = 2) -> None:
+    """Alternative warp reader: per chunk, ``rasterio.warp.reproject`` of each band straight
+    into the chunk buffer (alpha as the valid mask), on per-thread handles; no WarpedVRT."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    doc = _scene.scene(n)
+    t0 = time.perf_counter()
+    grid = coregister(_scene.modality_specs(doc, _cases.VISIBLE), crs=_cases.WARP_CRS,
+                      resolution=10.0, tile_size=tile).grid
+    (height, width), paths, local = grid.shape, _scene.band_paths(doc, _cases.VISIBLE), \
+        threading.local()
+
+    def chunk(r0: int, c0: int) -> None:
+        handles = local.__dict__.setdefault("h", {})
+        h, w = min(tile, height - r0), min(tile, width - c0)
+        t = grid.transform * Affine.translation(c0, r0)
+        out = np.zeros((len(paths) + 1, h, w), np.uint16)
+        for i, path in enumerate(paths):
+            src = handles.get(path) or handles.setdefault(path, rasterio.open(path))
+            dst = np.zeros((2, h, w), np.uint16)
+            reproject(rasterio.band(src, 1), dst, dst_transform=t, dst_crs=grid.crs,
+                      resampling=Resampling.bilinear, dst_alpha=2, num_threads=1)
+            out[i] = dst[0]
+            out[-1] = dst[1] > 0 if i == 0 else out[-1] & (dst[1] > 0)
+
+    jobs = [(r, c) for r in range(0, height, tile) for c in range(0, width, tile)]
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(lambda rc: chunk(*rc), jobs))
+    dt = time.perf_counter() - t0
+    px = height * width * len(paths)
+    print(f"  reproject-per-chunk tile {tile} threads {threads}: {dt:.2f} s, "
+          f"{px / dt / 1e6:.1f} Mpx/s")
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 4
@@ -121,6 +161,9 @@ if __name__ == "__main__":
     elif what == "dask-warp":
         dask_store(n, tile, *(int(a) if a.isdigit() else a for a in sys.argv[4:6]),
                    crs=_cases.WARP_CRS)
+    elif what == "warp-proto":
+        warp_proto(n, tile, *(int(a) for a in sys.argv[4:5]))
     elif what == "cprofile":
-        cProfile.run("loop(n, tile)", "/tmp/geomm-bench.prof")
+        cProfile.run("dask_store(n, tile, 0)", "/tmp/geomm-bench.prof")  # sync scheduler
         pstats.Stats("/tmp/geomm-bench.prof").sort_stats("tottime").print_stats(15)
+        pstats.Stats("/tmp/geomm-bench.prof").sort_stats("cumtime").print_stats(30)

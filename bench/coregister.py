@@ -69,7 +69,9 @@ def _machine() -> dict:
         except (OSError, subprocess.CalledProcessError):
             return "n/a"
 
-    return {"cores": os.cpu_count(), "platform": platform.platform(),
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cores": os.cpu_count(), "ram_gib": round(ram, 1), "platform": platform.platform(),
+            "GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "unset (GDAL: 5% of RAM)"),
             "python": platform.python_version(), "gdalwarp": sh("gdalwarp", "--version"),
             "commit": sh("git", "rev-parse", "--short", "HEAD"),
             "dirty": bool(sh("git", "status", "--porcelain", "--", "geomm") not in ("", "n/a"))}
@@ -124,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     machine = _machine()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    print(f"# geomm co-registration benchmark\n\ncommand: `{command}`\nmachine: "
-          f"{machine['cores']} cores, {machine['platform']}, Python {machine['python']}, "
-          f"{machine['gdalwarp']}\ngeomm commit: {machine['commit']}"
-          f"{' (geomm/ has uncommitted changes)' if machine['dirty'] else ''}", flush=True)
+    m = machine
+    print(f"# geomm co-registration benchmark\n\ncommand: `{command}`\n"
+          f"machine: {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['platform']}, "
+          f"Python {m['python']}, {m['gdalwarp']}\nGDAL_CACHEMAX: {m['GDAL_CACHEMAX']}\n"
+          f"geomm commit: {m['commit']}"
+          f"{' (geomm/ has uncommitted changes)' if m['dirty'] else ''}", flush=True)
     print(f"building/reusing scenes {n}x{n}, {big}x{big} ...", flush=True)
     subprocess.run([sys.executable, str(HERE / "_scene.py"), str(n), str(big)], check=True,
                    cwd=ROOT)

@@ -9,6 +9,7 @@ in another CRS, on a shifted or rotated grid, or at a non-integer resolution rat
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import xarray as xr
 from rasterio.warp import calculate_default_transform, transform_bounds
 
 from geomm._arrays import grid_dataarray, split_chunks, upsample
-from geomm._blocks import BandRead, read_block
+from geomm._blocks import AlignedRead, LayerReader, WarpGroup
 from geomm.errors import GridError, RecipeError
 from geomm.grid import PIXEL_TOLERANCE, GridSpec, same_crs, snap_bounds, to_crs
 from geomm.modality import ModalitySpec
@@ -29,6 +30,9 @@ from geomm.sources import BandSource, inspect_modality
 __all__ = ["CoregisteredStack", "Layer", "coregister", "plan_grid"]
 
 Extent = Literal["intersection", "union"]
+
+DEFAULT_CHUNK = 1536
+"""Read chunk side in base pixels (rounded to a multiple of the tile size)."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,13 @@ class CoregisteredStack:
     """Every modality on one grid family: layers keyed ``"<modality>/<res>m"``."""
 
     grid: GridSpec
+    """The base grid."""
     layers: dict[str, Layer]
+    """Layers by key, e.g. ``"infrared/20m"``."""
     tile_size: int
+    """Tile side, base pixels."""
+    chunk_size: int
+    """Read chunk side, base pixels: a whole number of tiles."""
 
     @property
     def factors(self) -> tuple[int, ...]:
@@ -239,59 +248,70 @@ def check_tile_size(tile_size: int, halo: int, factors: Sequence[int],
                                 f"of {names[f]}; use a multiple of {step}, e.g. {good}")
 
 
-def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid: GridSpec,
-           tile_size: int) -> Layer:
-    h, w = grid.shape_at(factor)
+def _reader(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan],
+            grid: GridSpec) -> LayerReader:
     t = grid.transform_at(factor)
     res = grid.resolution * factor
-    reads = []
-    for p in plans:
+    aligned, groups = [], {}
+    for pos, p in enumerate(plans):
         s = p.source
         if p.warp_reason is None:
-            reads.append(BandRead(s.path, s.index, s.nodata, False,
-                                  col_off=round((t.c - s.transform.c) / res),
-                                  row_off=round((s.transform.f - t.f) / res),
-                                  src_width=s.width, src_height=s.height))
+            aligned.append(AlignedRead(pos, s.path, s.index, s.nodata,
+                                       col_off=round((t.c - s.transform.c) / res),
+                                       row_off=round((s.transform.f - t.f) / res),
+                                       src_width=s.width, src_height=s.height))
         else:
-            reads.append(BandRead(s.path, s.index, s.nodata, True, crs=grid.crs, transform=t,
-                                  width=w, height=h, resampling=modality.warp_resampling))
+            key = (s.crs.to_wkt(), tuple(s.transform), s.width, s.height, s.nodata, s.dtype)
+            groups.setdefault(key, []).append((pos, s))
+    warps = tuple(
+        WarpGroup(tuple(pos for pos, _ in members), tuple((s.path, s.index) for _, s in members),
+                  members[0][1].nodata, members[0][1].crs, members[0][1].transform,
+                  members[0][1].width, members[0][1].height, grid.crs,
+                  modality.warp_resampling)
+        for members in groups.values())
     dtype = np.result_type(*(p.source.dtype for p in plans)).name
     nodatas = {p.source.nodata for p in plans}
     fill = next(iter(nodatas)) if len(nodatas) == 1 and None not in nodatas else 0
-    chunk = tile_size // factor
-    chunks = ((len(reads) + 1,), split_chunks(h, chunk), split_chunks(w, chunk))
-    raw = da.map_blocks(_read_chunk, dtype=dtype, chunks=chunks, meta=np.empty((0, 0, 0), dtype),
-                        reads=tuple(reads), dtype_=dtype, fill=fill,
-                        name=f"geomm-read-{modality.name}-{factor}-" + _token(reads, grid))
+    return LayerReader(tuple(aligned), warps, len(plans), dtype, fill, t)
+
+
+def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid: GridSpec,
+           chunk_size: int) -> Layer:
+    h, w = grid.shape_at(factor)
+    reader = _reader(modality, factor, plans, grid)
+    chunk = chunk_size // factor
+    chunks = ((reader.nbands + 1,), split_chunks(h, chunk), split_chunks(w, chunk))
+    raw = da.map_blocks(reader, dtype=reader.dtype, chunks=chunks,
+                        meta=np.empty((0, 0, 0), reader.dtype),
+                        name=f"geomm-read-{modality.name}-{factor}-" + _token(plans, grid, chunk))
     names = [p.source.spec.name for p in plans]
     data = grid_dataarray(raw[:-1], grid, factor, names, "data")
     valid = grid_dataarray(raw[-1].astype(bool), grid, factor, None, "valid")
-    data.attrs.update({"nodata": fill if len(nodatas) == 1 and None not in nodatas else None,
-                       "scale": modality.scale, "offset": modality.offset,
+    nodatas = {p.source.nodata for p in plans}
+    data.attrs.update({"nodata": reader.fill if len(nodatas) == 1 and None not in nodatas
+                       else None, "scale": modality.scale, "offset": modality.offset,
                        "modality": modality.name})
     warped = {p.source.spec.name: p.warp_reason for p in plans if p.warp_reason}
     return Layer(modality.name, factor, data, valid, warped,
                  tuple(p.source.path for p in plans))
 
 
-def _token(reads: Sequence[BandRead], grid: GridSpec) -> str:
+def _token(plans: Sequence[BandPlan], grid: GridSpec, chunk: int) -> str:
     from dask.base import tokenize
 
-    return tokenize([(str(r.path), r.index, r.warp, r.col_off, r.row_off) for r in reads],
-                    grid.to_dict())
-
-
-def _read_chunk(block_info: dict | None = None, *, reads: tuple[BandRead, ...], dtype_: str,
-                fill: float) -> np.ndarray:
-    assert block_info is not None
-    (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
-    return read_block(reads, dtype_, fill, r0, r1, c0, c1)
+    files = []
+    for p in plans:
+        st = os.stat(p.source.path)
+        files.append((str(p.source.path), p.source.index, st.st_mtime_ns, st.st_size,
+                      p.warp_reason))
+    return tokenize(files, grid.to_dict(), chunk)
 
 
 def coregister(modalities: Sequence[ModalitySpec], *, grid: GridSpec | None = None,
                crs: object | None = None, resolution: float | None = None,
                reference: str | None = None, extent: Extent = "intersection",
-               tile_size: int = 384, halo: int = 0) -> CoregisteredStack:
+               tile_size: int = 384, halo: int = 0,
+               chunk_size: int | None = None) -> CoregisteredStack:
     """Co-register ``modalities`` onto one grid family as lazy, Dask-chunked DataArrays.
 
     Args:
@@ -301,7 +321,11 @@ def coregister(modalities: Sequence[ModalitySpec], *, grid: GridSpec | None = No
         resolution: base resolution with ``crs``.
         reference: modality whose finest band gives CRS, resolution and origin.
         extent: ``"intersection"`` (default) or ``"union"`` of the rasters' footprints.
-        tile_size: base pixels per tile side; one tile is one chunk in every layer.
+        tile_size: base pixels per tile side; a multiple of every layer's factor.
+        chunk_size: base pixels per read chunk side, a multiple of ``tile_size`` so that tile
+            edges are chunk edges in every layer (a tile never straddles two chunks).
+            Default: the multiple nearest to 1536 px, which keeps dask's per-task overhead
+            and GDAL's block re-reads small; pass ``tile_size`` for one chunk per tile.
         halo: overlap (base pixels) that tiles will be read with; checked here.
 
     Returns:
@@ -325,12 +349,17 @@ def coregister(modalities: Sequence[ModalitySpec], *, grid: GridSpec | None = No
             by_factor.setdefault(p.factor, f"{m}/{p.source.spec.name} "
                                            f"({p.factor * target.resolution:g} units)")
     check_tile_size(tile_size, halo, sorted(by_factor), by_factor)
+    if chunk_size is None:
+        chunk_size = tile_size * max(1, round(DEFAULT_CHUNK / tile_size))
+    if chunk_size < tile_size or chunk_size % tile_size:
+        raise RecipeError(f"chunk size {chunk_size} must be a multiple of the tile size "
+                          f"{tile_size}")
     layers: dict[str, Layer] = {}
     for mod in modalities:
         groups: dict[int, list[BandPlan]] = {}
         for p in plans[mod.name]:
             groups.setdefault(p.factor, []).append(p)
         for factor in sorted(groups):
-            layer = _layer(mod, factor, groups[factor], target, tile_size)
+            layer = _layer(mod, factor, groups[factor], target, chunk_size)
             layers[layer.key] = layer
-    return CoregisteredStack(target, layers, tile_size)
+    return CoregisteredStack(target, layers, tile_size, chunk_size)

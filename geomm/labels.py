@@ -261,7 +261,8 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
     """
     path = Path(path)
     spec = ModalitySpec("labels", (BandSpec(path, "labels", index=band),), categorical=True)
-    layer = next(iter(coregister([spec], grid=grid, tile_size=tile_size).layers.values()))
+    stack = coregister([spec], grid=grid, tile_size=tile_size, chunk_size=tile_size)
+    layer = next(iter(stack.layers.values()))
     codes, valid = layer.data.data[0], layer.valid.data
     if values is None:
         found = np.unique(da.unique(codes[valid]).compute())

@@ -126,24 +126,29 @@ def _add_labels(plan: _Plan, spec: LabelSpec) -> None:
     if spec.kind == "vector":
         assert spec.class_column is not None
         res = lab.burn_vector_labels(Path(spec.path), spec.class_column, st.grid,
-                                     classes=spec.classes, tile_size=st.tile_size,
+                                     classes=spec.classes, tile_size=st.chunk_size,
                                      ignore_value=spec.ignore_value)
     else:
         res = lab.burn_raster_labels(Path(spec.path), st.grid, values=spec.values,
-                                     tile_size=st.tile_size, ignore_value=spec.ignore_value)
+                                     tile_size=st.chunk_size, ignore_value=spec.ignore_value)
     plan.labels, plan.table, plan.notes = res.labels, res.classes, res.report.messages()
     if spec.colours:
         plan.table = ClassTable.from_names(res.classes.names, spec.colours,
                                            ignore_value=spec.ignore_value)
 
 
-def _tile_counts(valid: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per chunk: [pixels, valid pixels, pixels of class 0..K-1]."""
-    out = np.zeros((1, 1, n_classes + 2), dtype=np.int64)
-    out[0, 0, 0] = valid.size
-    out[0, 0, 1] = int(valid.sum())
-    if n_classes:
-        out[0, 0, 2:] = np.bincount(labels.ravel(), minlength=256)[:n_classes]
+def _tile_counts(valid: np.ndarray, labels: np.ndarray, tile: int, n_classes: int
+                 ) -> np.ndarray:
+    """Per tile of a chunk: [pixels, valid pixels, pixels of class 0..K-1]."""
+    ny, nx = -(-valid.shape[0] // tile), -(-valid.shape[1] // tile)
+    out = np.zeros((ny, nx, n_classes + 2), dtype=np.int64)
+    for i in range(ny):
+        for j in range(nx):
+            sl = (slice(i * tile, (i + 1) * tile), slice(j * tile, (j + 1) * tile))
+            out[i, j, 0] = valid[sl].size
+            out[i, j, 1] = int(valid[sl].sum())
+            if n_classes:
+                out[i, j, 2:] = np.bincount(labels[sl].ravel(), minlength=256)[:n_classes]
     return out
 
 
@@ -154,16 +159,16 @@ def _write(plan: _Plan, workers: int | None) -> SceneSummary:
     pixel_labels = plan.labels is not None and plan.table is not None
     n_cls = len(plan.table) if pixel_labels and plan.table is not None else 0
     labels = plan.labels.data if plan.labels is not None else da.zeros_like(valid.data, np.uint8)
-    counts = da.map_blocks(_tile_counts, valid.data, labels, n_cls, dtype=np.int64,
-                           chunks=(1, 1, n_cls + 2), new_axis=2)
+    tile = st.tile_size
+    counts = da.map_blocks(_tile_counts, valid.data, labels, tile, n_cls, dtype=np.int64,
+                           chunks=(*(tuple(-(-c // tile) for c in ch) for ch in valid.data.chunks),
+                                   (n_cls + 2,)), new_axis=2)
     with staged_store(plan.out) as tmp:
         zpath = tmp / "store.zarr"
-        writes = [xr.Dataset({"data": lyr.data, "valid": lyr.valid}).to_zarr(
-            zpath, group=key, mode="w", compute=False, consolidated=False)
-            for key, lyr in st.layers.items()]
+        writes = [_to_zarr({"data": lyr.data, "valid": lyr.valid}, zpath, key, tile // lyr.factor)
+                  for key, lyr in st.layers.items()]
         base = {"valid": valid} | ({"labels": plan.labels} if plan.labels is not None else {})
-        writes.append(xr.Dataset(base).to_zarr(zpath, group="base", mode="w", compute=False,
-                                               consolidated=False))
+        writes.append(_to_zarr(base, zpath, "base", tile))
         with dask.config.set(scheduler="threads", num_workers=workers):
             *_, tile_counts = dask.compute(*writes, counts)
         index = _tile_index(plan, tile_counts, n_cls)
@@ -171,6 +176,14 @@ def _write(plan: _Plan, workers: int | None) -> SceneSummary:
         write_manifest(tmp, _manifest(plan, tile_counts, n_cls, len(index)))
     return SceneSummary(plan.scene.id, plan.out, read_manifest(plan.out) or {},
                         seconds=time.perf_counter() - t0)
+
+
+def _to_zarr(variables: dict[str, xr.DataArray], path: Path, group: str, chunk: int) -> Any:
+    """Lazy write of one group; Zarr chunks are one tile, whatever the dask chunks."""
+    ds = xr.Dataset(variables)
+    enc = {name: {"chunks": (*v.shape[:-2], chunk, chunk)} for name, v in ds.data_vars.items()}
+    return ds.to_zarr(path, group=group, mode="w", compute=False, consolidated=False,
+                      encoding=enc)
 
 
 def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int) -> dict[str, Any]:

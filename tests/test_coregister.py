@@ -38,7 +38,7 @@ def s2like(make_raster, rng):
 def test_native_resolutions_are_read_bit_identical(s2like):
     mods = [mod("visible", (s2like["b10"][0], "B02")),
             mod("infrared", (s2like["b20"][0], "B11"), (s2like["b60"][0], "B09"))]
-    st = coregister(mods, tile_size=60)
+    st = coregister(mods, tile_size=60, chunk_size=60)
     assert st.grid.resolution == 10 and st.grid.shape == (120, 120)
     assert set(st.layers) == {"visible/10m", "infrared/20m", "infrared/60m"}
     for key, name, factor, chunk in [("visible/10m", "b10", 1, 60), ("infrared/20m", "b20", 2, 30),
@@ -54,13 +54,12 @@ def test_native_resolutions_are_read_bit_identical(s2like):
 
 
 def test_nothing_is_read_until_computed(s2like, monkeypatch):
-    import geomm._blocks as blocks
+    from geomm._blocks import LayerReader
 
     calls = []
-    real = blocks.read_block
-    monkeypatch.setattr("geomm.coregister.read_block",
-                        lambda *a, **k: calls.append(a) or real(*a, **k))
-    st = coregister([mod("v", (s2like["b10"][0], "B02"))], tile_size=60)
+    real = LayerReader.read
+    monkeypatch.setattr(LayerReader, "read", lambda self, *a: calls.append(a) or real(self, *a))
+    st = coregister([mod("v", (s2like["b10"][0], "B02"))], tile_size=60, chunk_size=60)
     assert calls == []
     data = st.layers["v/10m"].data.values
     assert data.shape == (1, 120, 120)
@@ -245,6 +244,17 @@ def test_bad_input_is_one_clear_error(case, make_raster, rng):
     assert "\n" not in msg
     for word in words:
         assert word in msg, (word, msg)
+
+
+def test_default_chunks_are_whole_tiles_in_every_layer(s2like):
+    mods = [mod("v", (s2like["b10"][0], "B02")), mod("c", (s2like["b60"][0], "B09"))]
+    st = coregister(mods, tile_size=12)
+    assert st.chunk_size % 12 == 0 and st.chunk_size >= 12
+    for layer in st.layers.values():
+        for sizes in layer.data.chunks[1:]:
+            assert all(c * layer.factor % 12 == 0 for c in sizes[:-1])
+    with pytest.raises(RecipeError, match="multiple of the tile size"):
+        coregister(mods, tile_size=12, chunk_size=18)
 
 
 def test_parallel_compute_matches_serial(s2like):
