@@ -127,7 +127,7 @@ def warp_proto(n: int, tile: int, threads: int = 2) -> None:
     def chunk(r0: int, c0: int) -> None:
         handles = local.__dict__.setdefault("h", {})
         h, w = min(tile, height - r0), min(tile, width - c0)
-        t = grid.transform * Affine.translation(c0, r0)
+        t = grid.transform @ Affine.translation(c0, r0)
         out = np.zeros((len(paths) + 1, h, w), np.uint16)
         for i, path in enumerate(paths):
             src = handles.get(path) or handles.setdefault(path, rasterio.open(path))

@@ -35,7 +35,7 @@ def upsample(arr: da.Array, factor: int) -> da.Array:
     if factor == 1:
         return arr
     chunks = arr.chunks[:-2] + tuple(tuple(c * factor for c in ch) for ch in arr.chunks[-2:])
-    return arr.map_blocks(_repeat_block, factor, chunks=chunks, dtype=arr.dtype)
+    return da.map_blocks(_repeat_block, arr, factor, chunks=chunks, dtype=arr.dtype)
 
 
 def _repeat_block(block: np.ndarray, factor: int) -> np.ndarray:

@@ -99,7 +99,7 @@ class LayerReader:
         for path, bands in by_file.items():
             _read_aligned(path, bands, out, valid, row0, col0)
         for group in self.warps:
-            _read_warped(group, out, valid, self.transform * Affine.translation(col0, row0))
+            _read_warped(group, out, valid, self.transform @ Affine.translation(col0, row0))
         out[-1] = valid
         return out
 
@@ -137,8 +137,8 @@ def _source_window(g: WarpGroup, dst_transform: Affine, h: int, w: int
                    ) -> tuple[Window | None, bool]:
     """Source pixels that can influence the chunk (None: none can), and whether the chunk
     lies wholly inside the source (every output pixel then has data)."""
-    left, top = dst_transform * (0, 0)
-    right, bottom = dst_transform * (w, h)
+    left, top = dst_transform @ (0, 0)
+    right, bottom = dst_transform @ (w, h)
     try:
         sl, sb, sr, st = _transformer(g.dst_wkt, g.src_wkt).transform_bounds(
             left, bottom, right, top, densify_pts=21)
@@ -147,7 +147,7 @@ def _source_window(g: WarpGroup, dst_transform: Affine, h: int, w: int
     except Exception:  # outside the projection's domain: let GDAL sort out the whole source
         return Window(0, 0, g.src_width, g.src_height), False
     inv = ~g.src_transform
-    cols, rows = zip(*(inv * (x, y) for x, y in ((sl, sb), (sl, st), (sr, sb), (sr, st))),
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((sl, sb), (sl, st), (sr, sb), (sr, st))),
                      strict=True)
     uc0, ur0 = math.floor(min(cols)) - _WARP_MARGIN, math.floor(min(rows)) - _WARP_MARGIN
     uc1, ur1 = math.ceil(max(cols)) + _WARP_MARGIN, math.ceil(max(rows)) + _WARP_MARGIN
@@ -186,7 +186,7 @@ def _read_warped(g: WarpGroup, out: np.ndarray, valid: np.ndarray,
     alpha = not interior or g.nodata is not None
     n = len(g.sources)
     dst = np.empty((n + alpha, h, w), dtype=out.dtype)
-    reproject(src, dst, src_transform=g.src_transform * Affine.translation(win.col_off,
+    reproject(src, dst, src_transform=g.src_transform @ Affine.translation(win.col_off,
                                                                            win.row_off),
               src_crs=g.src_crs, src_nodata=g.nodata, dst_transform=dst_transform,
               dst_crs=g.dst_crs, dst_nodata=g.nodata if g.nodata is not None else 0,

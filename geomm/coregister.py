@@ -49,9 +49,13 @@ class Layer:
     """One modality at one resolution factor: lazy data (band, y, x) and its valid mask."""
 
     modality: str
+    """Modality name."""
     factor: int
+    """Resolution factor: pixel size = factor x the base resolution."""
     data: xr.DataArray
+    """Lazy (band, y, x) values, raw (``attrs``: nodata, scale, offset, resolution)."""
     valid: xr.DataArray
+    """Lazy (y, x) mask: every band of the layer has data there."""
     warped: dict[str, str] = field(default_factory=dict)
     """Band name -> why it was warped; empty when every band was read as stored."""
     files: tuple[Path, ...] = ()
@@ -87,15 +91,18 @@ class CoregisteredStack:
                       key=lambda lyr: lyr.factor)
 
     def modality_valid(self, modality: str) -> xr.DataArray:
-        """Valid mask of a modality at its finest layer's resolution (all its bands valid)."""
+        """Valid mask of a modality (all its bands valid) at the finest factor that holds all
+        of its layers' pixels whole: its finest layer's when the factors divide each other."""
         layers = self.modality_layers(modality)
         if not layers:
             raise KeyError(f"no modality {modality!r}; have {sorted(self._modalities())}")
-        base = layers[0]
-        mask = base.valid.data
-        for lyr in layers[1:]:
-            mask = mask & upsample(lyr.valid.data, lyr.factor // base.factor)
-        return base.valid.copy(data=mask)
+        factor = math.gcd(*(lyr.factor for lyr in layers))
+        mask = None
+        for lyr in layers:
+            m = upsample(lyr.valid.data, lyr.factor // factor)
+            mask = m if mask is None else mask & m
+        assert mask is not None
+        return grid_dataarray(mask, self.grid, factor, None, "valid")
 
     def combined_valid(self) -> xr.DataArray:
         """Base-resolution mask: True where every band of every modality is valid."""
@@ -123,7 +130,7 @@ def _ground_resolution(src: BandSource) -> float:
 
 
 def _footprint(src: BandSource, crs: object) -> tuple[float, float, float, float]:
-    if same_crs(src.crs, crs):  # type: ignore[arg-type]
+    if same_crs(src.crs, crs):
         return src.bounds
     return transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
 
@@ -137,7 +144,7 @@ def _classify(src: BandSource, crs: object, res: float, origin: tuple[float, flo
               ) -> tuple[int, str | None]:
     """Return the band's factor on the grid and why it must be warped (None: read as is)."""
     t = src.transform
-    if not same_crs(src.crs, crs):  # type: ignore[arg-type]
+    if not same_crs(src.crs, crs):
         reason = f"CRS {src.crs.to_string() or 'custom'} differs from the grid's"
     elif not src.is_north_up:
         reason = "rotated or flipped geotransform"
@@ -150,7 +157,7 @@ def _classify(src: BandSource, crs: object, res: float, origin: tuple[float, flo
         reason = f"origin ({t.c:g}, {t.f:g}) is off the grid's {f * res:g}-unit lattice"
     else:
         return f, None
-    if same_crs(src.crs, crs) and src.is_north_up:  # type: ignore[arg-type]
+    if same_crs(src.crs, crs) and src.is_north_up:
         native = src.resolution
     else:
         dt, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height,
@@ -217,7 +224,7 @@ def plan_grid(sources: dict[str, tuple[BandSource, ...]], *, grid: GridSpec | No
 
 
 def _raise_no_overlap(foot: list, step: float) -> None:
-    fb = {}
+    fb: dict[str, tuple[float, ...]] = {}
     for f, s in foot:
         fb.setdefault(s.path.name, tuple(round(v, 3) for v in f))
     items = list(fb.items())
@@ -252,7 +259,8 @@ def _reader(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan],
             grid: GridSpec) -> LayerReader:
     t = grid.transform_at(factor)
     res = grid.resolution * factor
-    aligned, groups = [], {}
+    aligned: list[AlignedRead] = []
+    groups: dict[tuple[object, ...], list[tuple[int, BandSource]]] = {}
     for pos, p in enumerate(plans):
         s = p.source
         if p.warp_reason is None:
@@ -271,7 +279,8 @@ def _reader(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan],
         for members in groups.values())
     dtype = np.result_type(*(p.source.dtype for p in plans)).name
     nodatas = {p.source.nodata for p in plans}
-    fill = next(iter(nodatas)) if len(nodatas) == 1 and None not in nodatas else 0
+    only = next(iter(nodatas)) if len(nodatas) == 1 else None
+    fill = float(only) if only is not None else 0.0
     return LayerReader(tuple(aligned), warps, len(plans), dtype, fill, t)
 
 

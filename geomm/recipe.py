@@ -213,8 +213,10 @@ def _labels(doc: Any) -> LabelSpec:
     classes = _get("labels", d, "classes", list)
     values = _get("labels", d, "values", dict)
     colours = _get("labels", d, "colours", list)
+    label_kind: Literal["vector", "raster", "json-multilabel"] = (
+        "json-multilabel" if kind == "json" else "vector" if kind == "vector" else "raster")
     return LabelSpec(
-        "json-multilabel" if kind == "json" else kind, path, column,
+        label_kind, path, column,
         tuple(map(str, classes)) if classes else None,
         {int(k): str(v) for k, v in values.items()} if values else None,
         tuple(map(str, colours)) if colours else None,

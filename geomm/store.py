@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,7 @@ class TileStore:
     """Store folder."""
     manifest: dict[str, Any]
     """Its manifest."""
+    _open: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def grid(self) -> GridSpec:
@@ -133,17 +134,16 @@ class TileStore:
         """The stored layer ``key`` as a lazy xarray Dataset (``data``, ``valid``)."""
         import xarray as xr
 
-        if key not in self.layer_keys:
+        if key not in self.layer_keys and key != "base":
             raise KeyError(f"{self.path}: no layer {key!r}; layers are {self.layer_keys}")
-        return xr.open_zarr(self.path / "store.zarr", group=key, consolidated=False,
-                            mask_and_scale=False)
+        if key not in self._open:  # opened once: tile reads then only fetch chunks
+            self._open[key] = xr.open_zarr(self.path / "store.zarr", group=key,
+                                           consolidated=False, mask_and_scale=False)
+        return self._open[key]
 
     def base(self) -> Any:
         """Base-resolution ``valid`` (and ``labels`` when the store has raster labels)."""
-        import xarray as xr
-
-        return xr.open_zarr(self.path / "store.zarr", group="base", consolidated=False,
-                            mask_and_scale=False)
+        return self.layer("base")
 
     def index(self) -> Any:
         """The tile index as a GeoDataFrame."""

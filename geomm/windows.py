@@ -68,8 +68,8 @@ class TileWindow:
 
     def bounds(self, transform: Affine) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of the core under a north-up base ``transform``."""
-        left, top = transform * (self.col0, self.row0)
-        right, bottom = transform * (self.col1, self.row1)
+        left, top = transform @ (self.col0, self.row0)
+        right, bottom = transform @ (self.col1, self.row1)
         return left, bottom, right, top
 
 

@@ -51,6 +51,8 @@ def test_native_resolutions_are_read_bit_identical(s2like):
         np.testing.assert_array_equal(data, s2like[name][1])  # bit-identical, not resampled
         assert layer.valid.values.all()
         assert layer.data.rio.transform() == Affine(10 * factor, 0, X0, 0, -10 * factor, Y0)
+    ir_valid = st.modality_valid("infrared")  # 20 m and 60 m layers: mask at 20 m
+    assert ir_valid.shape == (60, 60) and bool(ir_valid.all())
 
 
 def test_nothing_is_read_until_computed(s2like, monkeypatch):
@@ -80,6 +82,8 @@ def test_nodata_hole_and_combined_mask(make_raster, rng):
     assert combined.shape == (60, 60)
     assert not combined[0:4, 0:4].any()  # the 20 m hole covers 4 x 4 base pixels
     assert combined.sum() == 3600 - 100 - 16
+    b_valid = st.modality_valid("b").values
+    assert b_valid.shape == (30, 30) and not b_valid[0:2, 0:2].any() and b_valid.sum() == 896
 
 
 def _strip_authority(wkt: str) -> str:
@@ -132,7 +136,7 @@ def geographic_band(make_raster):
     yy, xx = np.mgrid[0:h, 0:w]
     arr = (1000 + 5 * xx + 4 * yy).astype(np.uint16)
     arr[58:63, 78:83] = 9000
-    lon, lat = t * (80.5, 60.5)  # centre of the bright block
+    lon, lat = t @ (80.5, 60.5)  # centre of the bright block
     return make_raster("geo.tif", arr, crs="EPSG:4326", transform=t), (lon, lat)
 
 
@@ -156,7 +160,7 @@ def test_warp_equals_gdal_reproject_and_feature_lands_in_place(make_raster, geog
     assert close[valid].mean() >= 0.999
     # the bright block's intensity centroid lands where its lon/lat projects, within 0.5 px
     xs, ys = transform("EPSG:4326", "EPSG:32633", [lon], [lat])
-    col, row = ~layer.data.rio.transform() * (xs[0], ys[0])
+    col, row = ~layer.data.rio.transform() @ (xs[0], ys[0])
     bright = np.where(ours > 3000, ours.astype(float) - 2000, 0)
     rr, cc = np.indices(ours.shape)
     assert abs((bright * (cc + 0.5)).sum() / bright.sum() - col) < 0.5

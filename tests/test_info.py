@@ -250,3 +250,21 @@ def test_plain_tiled_geotiff_is_not_a_cog(make_raster):
     arr = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
     path = make_raster("tiled.tif", arr, tiled=True, blockxsize=16, blockysize=16)
     assert describe(path).is_cog is False
+
+
+@pytest.mark.e2e
+def test_info_on_the_real_sample_jp2_bands_and_osm_geopackage(s2_sample):
+    infrared = s2_sample.scene.modalities["infrared"].bands
+    b08, b11 = describe(infrared[0].path), describe(infrared[1].path)
+    assert isinstance(b08, RasterInfo) and b08.driver == "JP2OpenJPEG"
+    assert b08.epsg == 32633 and b08.crs == "EPSG:32633"
+    assert b08.resolution == (10.0, 10.0) and (b08.width, b08.height) == (1536, 768)
+    assert b11.resolution == (20.0, 20.0) and (b11.width, b11.height) == (768, 384)
+    assert b08.bounds == pytest.approx((330000.0, 5814360.0, 345360.0, 5822040.0))
+    assert b08.dtypes == ("uint16",) and b08.is_cog is False
+    osm = describe(s2_sample.scene.labels.path)
+    assert isinstance(osm, VectorInfo) and osm.driver == "GPKG"
+    assert osm.epsg == 32633 and osm.feature_count == 604
+    assert "fclass" in osm.fields and any("Polygon" in g for g in osm.geometry_types)
+    res = CliRunner().invoke(main, ["info", str(infrared[1].path)])
+    assert res.exit_code == 0 and "EPSG:32633" in res.output and "768 x 384" in res.output
