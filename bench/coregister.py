@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="2x2 scene (memory: 4x4 vs 2x2), one repeat")
     ap.add_argument("--repeats", type=int, help="repeats per case (default 3; --quick 1)")
     args = ap.parse_args(argv)
+    if shutil.which("gdalwarp") is None:
+        sys.exit("bench/coregister.py: gdalwarp (the baseline of case b) is not on PATH; install "
+                 "GDAL's command-line tools (Debian/Ubuntu: apt-get install gdal-bin; conda: "
+                 "conda install -c conda-forge gdal) and run it again")
     n, big = (2, 4) if args.quick else (4, 8)
     repeats = args.repeats or (1 if args.quick else 3)
     t0 = time.perf_counter()

@@ -8,17 +8,19 @@ dask) are imported inside the commands that need them, so ``geomm --help``, ``ge
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import click
 
-from geomm.errors import GeommError
+from geomm.errors import GeommError, GeommWarning
 
 
 class _GeommGroup(click.Group):
     """Turns a :class:`GeommError` into one stderr line and exit 1 (traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        _show_geomm_warnings_as_lines()
         try:
             return super().invoke(ctx)
         except GeommError as exc:
@@ -26,6 +28,20 @@ class _GeommGroup(click.Group):
                 raise
             click.echo(f"geomm: error: {exc}", err=True)
             ctx.exit(1)
+
+
+def _show_geomm_warnings_as_lines() -> None:
+    """geomm's own warnings print as ``geomm: warning: ...``; others keep Python's format."""
+    default = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if issubclass(category, GeommWarning):
+            click.echo(f"geomm: warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @click.group(cls=_GeommGroup)
