@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from geomm.cli import main
-from geomm.errors import GridError, LabelError, StoreError
+from geomm.errors import CRSMissingError, GridError, LabelError, RecipeError, StoreError
 from geomm.recipe import load_recipe
 from geomm.stack import stack
 from geomm.store import open_store
@@ -128,15 +128,45 @@ def test_never_replaces_a_folder_that_is_not_a_store(scene, tmp_path):
     ({"tiling": {"size": 64, "halo": 0}}, GridError, ["tiling.size", "multiple of 6"]),
     ({"labels": {"vector": "labels.gpkg", "class_column": "fclass"}}, LabelError,
      ["labels.gpkg", "fclass", "cls"]),
+    ({"modalities": {"far": {"bands": [{"file": "far.tif", "name": "F"}]},
+                     "coarse": {"file": "{band}.tif", "bands": ["b60"]}}},
+     GridError, ["do not overlap", "far.tif", "b60.tif", "(505000.0"]),
+    ({"modalities": {"nocrs": {"bands": [{"file": "nocrs.tif", "name": "N"}]}}},
+     CRSMissingError, ["nocrs.tif", "no CRS"]),
+    ({"modalities": {"optical": {"bands": [{"file": "b10.tif", "name": "B1", "index": 2}]}}},
+     RecipeError, ["b10.tif", "index 2", "1 band"]),
 ])
-def test_bad_input_writes_nothing(scene, tmp_path, change, err, words):
-    recipe_path, _, doc = scene
+def test_bad_input_writes_nothing(scene, tmp_path, make_raster, change, err, words):
+    recipe_path, arrays, doc = scene
+    make_raster("far.tif", arrays["b10"], transform=Affine(10, 0, X0 + 5000, 0, -10, Y0))
+    make_raster("nocrs.tif", arrays["b10"], crs=None)
     recipe_path.write_text(yaml.safe_dump({**doc, **change}, sort_keys=False))
     out = tmp_path / "out" / "store"
     with pytest.raises(err) as info:
         stack(load_recipe(recipe_path), out=out)
     assert all(w in str(info.value) for w in words), str(info.value)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_band_in_another_crs_is_warped_into_the_store(scene, tmp_path, make_raster, rng):
+    from rasterio.warp import transform_bounds
+
+    recipe_path, _, doc = scene
+    left, bottom, right, top = transform_bounds("EPSG:32633", "EPSG:4326",
+                                                X0 - 100, Y0 - 1300, X0 + 1300, Y0 + 100)
+    t = Affine((right - left) / 100, 0, left, 0, -(top - bottom) / 100, top)
+    make_raster("geo.tif", rng.integers(1, 100, (100, 100), dtype=np.uint16), crs="EPSG:4326",
+                transform=t)
+    doc = {**doc, "modalities": {**doc["modalities"],
+                                 "geo": {"bands": [{"file": "geo.tif", "name": "G"}]}}}
+    recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (summary,) = stack(load_recipe(recipe_path), out=tmp_path / "w")
+    layers = {lyr["key"]: lyr for lyr in summary.manifest["layers"]}
+    geo = next(v for k, v in layers.items() if k.startswith("geo/"))
+    assert "CRS" in geo["warped"]["G"] and layers["optical/10m"]["warped"] == {}
+    ds = open_store(tmp_path / "w").layer(geo["key"])
+    assert ds["valid"].values.mean() > 0.99 and int(ds["data"].values.min()) >= 1
+    assert "warped: G: CRS" in summary.describe()
 
 
 def test_multi_scene_recipe_checks_every_scene_before_writing(scene, tmp_path):
