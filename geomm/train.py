@@ -1,0 +1,362 @@
+"""Training: a Lightning task (on torchgeo's ``BaseTask``) and a datamodule over a tile store.
+
+The datamodule cuts the store into spatially disjoint blocks (:mod:`geomm.split`), draws
+fresh random training patches every epoch from the training blocks only (labels of any other
+block are ignored inside a patch), computes normalisation statistics on the training pixels
+alone, and validates on a regular grid of patches of the validation blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchgeo.trainers import BaseTask
+
+from geomm.dataset import (
+    NormStats,
+    PatchSampler,
+    StorePatchDataset,
+    class_weights,
+    compute_norm_stats,
+    patch_lattice,
+)
+from geomm.errors import RecipeError
+from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
+from geomm.split import SpatialSplit, make_folds, train_val_test
+from geomm.store import TileStore
+
+__all__ = ["FusionTask", "StoreDataModule", "TrainConfig", "TrainResult", "fit_cnn",
+           "model_config_for"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a fusion CNN is trained."""
+
+    patch_size: int = 96
+    """Training patch side in base pixels (a multiple of every layer's factor)."""
+    batch_size: int = 16
+    """Patches per step."""
+    steps_per_epoch: int = 60
+    """Random patches drawn per epoch = steps x batch size."""
+    max_epochs: int = 40
+    """Upper bound on epochs (early stopping may end sooner)."""
+    max_minutes: float | None = None
+    """Wall-time budget; training stops cleanly when it is spent."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (one-cycle cosine schedule)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    patience: int = 8
+    """Early stopping: epochs without a better validation loss."""
+    block_size: float = 2000.0
+    """Side of the spatial blocks of the split, CRS units."""
+    n_folds: int = 5
+    """Number of spatial folds."""
+    test_fold: int = 0
+    """Fold held out for testing."""
+    val_fold: int | None = None
+    """Fold used for validation (default: the one after ``test_fold``)."""
+    seed: int = 0
+    """Seed of the split, the patches, the augmentations and the weights."""
+    fusion: str = "concat"
+    """Fusion of the branches (see :class:`geomm.model.ModelConfig`)."""
+    backbone: str = "light"
+    """Branch encoder."""
+    width: int = 32
+    """Branch width."""
+    modality_dropout: float = 0.0
+    """Probability of dropping a modality per training sample."""
+    modalities: tuple[str, ...] | None = None
+    """Train on these modalities only (ablations); default all."""
+    weights: dict[str, str] = field(default_factory=dict)
+    """Pretrained weights per layer or modality (ResNet backbones)."""
+    num_workers: int = 0
+    """DataLoader workers (0: load in the training process, best on 2 cores)."""
+
+
+def model_config_for(store: TileStore, cfg: TrainConfig) -> ModelConfig:
+    """The model config matching a store's layers (all, or ``cfg.modalities``')."""
+    layers = []
+    for lyr in store.manifest["layers"]:
+        if cfg.modalities is None or lyr["modality"] in cfg.modalities:
+            layers.append(LayerSpec(lyr["key"], lyr["modality"], len(lyr["bands"]),
+                                    int(lyr["factor"]), tuple(lyr["bands"])))
+    if not layers:
+        have = sorted({lyr["modality"] for lyr in store.manifest["layers"]})
+        raise RecipeError(f"modalities {list(cfg.modalities or ())} are not in the store "
+                          f"(it has {have})")
+    n_classes = len(store.manifest["classes"]["classes"])
+    return ModelConfig(tuple(layers), n_classes, fusion=cfg.fusion,  # type: ignore[arg-type]
+                       backbone=cfg.backbone, width=cfg.width,
+                       modality_dropout=cfg.modality_dropout, weights=dict(cfg.weights))
+
+
+class FusionTask(BaseTask):
+    """Semantic segmentation with a :class:`~geomm.model.MultiBranchNet` (torchgeo task).
+
+    The loss is cross-entropy weighted per pixel by the dataset's ``weight`` (class-frequency
+    weights, zero on ignored pixels), so unlabelled and held-out pixels never count.
+    """
+
+    ignore = None
+
+    def __init__(self, model_config: dict[str, Any], lr: float = 3e-3,
+                 weight_decay: float = 1e-4, total_steps: int = 1000,
+                 ignore_index: int = 255) -> None:
+        super().__init__()
+
+    def configure_models(self) -> None:
+        self.config = ModelConfig.from_dict(self.hparams["model_config"])
+        self.model = MultiBranchNet(self.config)
+        self.keys = [layer.key for layer in self.config.layers]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        logits = self.model({k: batch[k] for k in self.keys})
+        labels = batch["labels"]
+        safe = torch.where(labels == self.hparams["ignore_index"], 0, labels)
+        ce = torch.nn.functional.cross_entropy(logits, safe, reduction="none")
+        w = batch["weight"]
+        return (ce * w).sum() / w.sum().clamp_min(1e-6), logits
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, _ = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, logits = self._loss(batch)
+        labels = batch["labels"]
+        keep = labels != self.hparams["ignore_index"]
+        acc = (logits.argmax(1)[keep] == labels[keep]).float().mean() if keep.any() else \
+            torch.tensor(0.0)
+        n = labels.shape[0]
+        self.log("val_loss", loss, prog_bar=True, batch_size=n)
+        self.log("val_oa", acc, prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"],
+                                weight_decay=self.hparams["weight_decay"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.hparams["lr"], total_steps=max(2, self.hparams["total_steps"]),
+            pct_start=0.1, anneal_strategy="cos")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class StoreDataModule(pl.LightningDataModule):
+    """Training and validation patches of one tile store, split by spatial blocks."""
+
+    def __init__(self, store: TileStore, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.store, self.cfg = store, cfg
+        patch_lattice(store, cfg.patch_size)  # fail early on a bad patch size
+        (self.train_mask, self.val_mask, self.test_mask,
+         self.split) = self.split_masks(store, cfg)
+        self.stats: NormStats = compute_norm_stats(store, self.train_mask)
+        self.class_weights = class_weights(store, self.train_mask)
+        self.train_sampler = PatchSampler(store, self.train_mask, cfg.patch_size,
+                                          min_labelled=cfg.patch_size)
+        self.val_sampler = PatchSampler(store, self.val_mask, cfg.patch_size, min_labelled=1)
+        self.train_ds = StorePatchDataset(store, self._draw(0), cfg.patch_size, self.stats,
+                                          self.train_mask, augment=True,
+                                          weights=self.class_weights, seed=cfg.seed)
+        self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), cfg.patch_size,
+                                        self.stats, self.val_mask, augment=False,
+                                        weights=self.class_weights, seed=cfg.seed)
+
+    @staticmethod
+    def split_masks(store: TileStore, cfg: TrainConfig
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpatialSplit]:
+        """Train, validation and test masks of ``cfg``'s spatial-block split, and the split.
+
+        Blocks are snapped to whole pixels of the coarsest layer, so no coarse pixel straddles
+        two folds.
+        """
+        labels = np.asarray(store.base()["labels"].values)
+        ignore = int(store.manifest["classes"]["ignore_value"])
+        align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
+        split = make_folds(store.grid, labels != ignore, block_size=cfg.block_size,
+                           n_folds=cfg.n_folds, seed=cfg.seed, align=align)
+        return (*train_val_test(split, cfg.test_fold, cfg.val_fold), split)
+
+    def _draw(self, epoch: int) -> np.ndarray:
+        n = self.cfg.steps_per_epoch * self.cfg.batch_size
+        return self.train_sampler.random(n, seed=self.cfg.seed, epoch=epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_ds.set_origins(self._draw(epoch))
+        self.train_ds.set_epoch(epoch)
+        return DataLoader(self.train_ds, batch_size=self.cfg.batch_size, shuffle=False,
+                          num_workers=self.cfg.num_workers, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_ds, batch_size=self.cfg.batch_size,
+                          num_workers=self.cfg.num_workers)
+
+
+@dataclass
+class TrainResult:
+    """A trained model and what is needed to use and judge it."""
+
+    model: MultiBranchNet
+    """The trained network (eval mode, CPU)."""
+    config: ModelConfig
+    """Its architecture."""
+    stats: NormStats
+    """Normalisation statistics of the training pixels."""
+    split: SpatialSplit
+    """The spatial split."""
+    test_mask: np.ndarray
+    """Base-resolution mask of the held-out fold."""
+    train_config: TrainConfig
+    """How it was trained."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Final training/validation figures and the wall time."""
+
+
+def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
+            progress: bool = True) -> TrainResult:
+    """Train a fusion CNN on ``store`` with a spatial-block split; deterministic on CPU."""
+    t0 = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = StoreDataModule(store, cfg)
+    mcfg = model_config_for(store, cfg)
+    task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                      total_steps=cfg.max_epochs * cfg.steps_per_epoch,
+                      ignore_index=int(store.manifest["classes"]["ignore_value"]))
+    loggers: list[Any] = []
+    if log_dir is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers.append(CSVLogger(str(log_dir), name="", version=""))
+        try:
+            import tensorboard  # noqa: F401
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(log_dir), name="", version="tb"))
+        except ImportError:
+            pass
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    trainer = pl.Trainer(
+        max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, deterministic=True,
+        logger=loggers or False, enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+        callbacks=[EarlyStopping("val_loss", patience=cfg.patience)],
+        max_time=(timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None),
+        num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=dm)
+    model = task.model.eval()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(epochs=float(trainer.current_epoch), seconds=time.perf_counter() - t0)
+    return TrainResult(model, mcfg, dm.stats, dm.split, dm.test_mask, cfg, metrics)
+
+
+def train_config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """JSON-able form of a training config."""
+    doc = asdict(cfg)
+    doc["modalities"] = list(cfg.modalities) if cfg.modalities else None
+    return doc
+
+
+def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
+                    recipe_raw: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write a trained network as a model bundle (safetensors weights + JSON metadata)."""
+    from geomm.bundle import BundleMeta, layers_from_manifest, save_bundle
+
+    keys = [layer.key for layer in result.config.layers]
+    meta = BundleMeta(
+        store.manifest.get("recipe", ""), layers_from_manifest(store.manifest, keys),
+        store.manifest["classes"], normalisation=result.stats.to_dict(),
+        config={"model": result.config.to_dict(),
+                "training": train_config_dict(result.train_config)},
+        split=result.split.to_dict(), metrics=result.metrics, recipe_raw=recipe_raw)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    return save_bundle(out, kind="cnn", tensors=tensors, meta=meta, overwrite=overwrite)
+
+
+def load_cnn_bundle(path: Path) -> tuple[MultiBranchNet, NormStats, Any]:
+    """Rebuild a network from a "cnn" bundle: (model in eval mode, stats, bundle)."""
+    from geomm.bundle import BundleError, load_bundle
+
+    bundle = load_bundle(path)
+    if bundle.kind != "cnn":
+        raise BundleError(f"{path}: a {bundle.kind!r} bundle holds no network")
+    config = ModelConfig.from_dict(bundle.meta.config["model"])
+    model = MultiBranchNet(config, load_weights=False)
+    state = model.state_dict()
+    bad = sorted(set(state) ^ set(bundle.tensors)) or [
+        k for k in state if tuple(state[k].shape) != tuple(bundle.tensors[k].shape)]
+    if bad:
+        raise BundleError(f"{path}: weights do not fit the model described in bundle.json "
+                          f"(first mismatch: {bad[0]!r}); the bundle is damaged or was edited")
+    model.load_state_dict(dict(bundle.tensors))
+    return model.eval(), NormStats.from_dict(bundle.meta.normalisation), bundle
+
+
+def recipe_store(recipe: Any, *, workers: int | None = None) -> TileStore:
+    """Stack ``recipe`` (a no-op when its store is up to date) and open its single store."""
+    from geomm.stack import stack
+    from geomm.store import open_store
+
+    summaries = stack(recipe, workers=workers)
+    if len(summaries) != 1:
+        raise RecipeError(f"recipe {recipe.name!r} has {len(summaries)} scenes; training a "
+                          "segmentation model on a multi-scene recipe is not supported yet")
+    store = open_store(summaries[0].path)
+    if store.manifest.get("label_kind") not in ("vector", "raster"):
+        raise RecipeError(f"recipe {recipe.name!r}: training needs pixel labels "
+                          "(labels.vector or labels.raster)")
+    return store
+
+
+def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = TrainConfig(),
+                 classifier: str | None = None, workers: int | None = None,
+                 overwrite: bool = False, progress: bool = True) -> Path:
+    """Train on ``recipe``'s tile store (stacked first if needed) and write a model bundle.
+
+    Args:
+        recipe: a loaded recipe.
+        out: bundle folder (default ``models/<recipe>-<cnn|rf|svm>``).
+        cfg: split and CNN settings; the baselines use the same split.
+        classifier: ``"rf"`` or ``"svm"`` for the per-pixel baseline instead of the CNN.
+        workers: dask threads for stacking.
+        overwrite: replace an existing bundle.
+        progress: show the training progress bar.
+
+    Returns:
+        The bundle folder.
+    """
+    store = recipe_store(recipe, workers=workers)
+    out = out or Path("models") / f"{recipe.name}-{classifier or 'cnn'}"
+    if classifier is not None:
+        from geomm.baseline import (
+            fit_classifier,
+            pixel_features,
+            sample_training_pixels,
+            save_classifier,
+        )
+
+        train_mask, _, _, split = StoreDataModule.split_masks(store, cfg)
+        px = sample_training_pixels(store, train_mask, seed=cfg.seed)
+        X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
+        model = fit_classifier(classifier, X, px.labels, seed=cfg.seed)
+        return save_classifier(out, model, store, split=split.to_dict(),
+                               metrics={"training_pixels": int(len(px.labels))},
+                               recipe_raw=dict(recipe.raw), overwrite=overwrite)
+    result = fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress)
+    return save_cnn_bundle(result, store, out, recipe_raw=dict(recipe.raw), overwrite=overwrite)
