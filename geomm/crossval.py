@@ -73,13 +73,20 @@ def _score(store: TileStore, pred: np.ndarray, test_mask: np.ndarray, k: int) ->
                                    mask=test_mask & (pred != ignore)))
 
 
-def _cnn(store: TileStore, cfg: TrainConfig, k: int, progress: bool) -> tuple[Scores, np.ndarray]:
+def _cnn(store: TileStore, cfg: TrainConfig, k: int, progress: bool,
+         withhold: Sequence[str]) -> dict[str, Scores]:
+    """Scores with every modality, then with each of ``withhold`` left out at inference."""
     from geomm.infer import predict_store
     from geomm.train import fit_cnn
 
     res = fit_cnn(store, cfg, progress=progress)
-    pred, _ = predict_store(res.model, store, res.stats)
-    return _score(store, pred, res.test_mask, k), res.test_mask
+    out = {}
+    for gone in ("", *withhold):
+        if gone and gone not in res.config.modalities:
+            continue
+        pred, _ = predict_store(res.model, store, res.stats, missing={gone} - {""})
+        out[gone] = _score(store, pred, res.test_mask, k)
+    return out
 
 
 def _classical(store: TileStore, kind: str, cfg: TrainConfig, k: int) -> Scores:
@@ -100,7 +107,8 @@ def _classical(store: TileStore, kind: str, cfg: TrainConfig, k: int) -> Scores:
 
 
 def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None = None,
-             baselines: Sequence[str] = ("rf",), ablation: bool = False, progress: bool = False,
+             baselines: Sequence[str] = ("rf",), ablation: bool = False,
+             withhold: Sequence[str] = (), progress: bool = False,
              echo: Callable[[str], object] = print) -> CrossvalReport:
     """Train and score the CNN and the baselines on the same spatial-block folds.
 
@@ -110,6 +118,8 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         folds: which held-out folds to run (default: all ``cfg.n_folds``).
         baselines: classical methods, each of ``"rf"``, ``"svm"``.
         ablation: also train a CNN on each single modality and an early-fusion CNN.
+        withhold: modalities to leave out at inference, one at a time, scored as
+            ``<method>-without-<modality>`` (a sensor outage; see ``modality_dropout``).
         progress: show Lightning's progress bar.
         echo: receives one line per finished fold.
     """
@@ -124,27 +134,32 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
     for fold in folds if folds is not None else range(cfg.n_folds):
         for name, vcfg in variants:
             t0 = time.perf_counter()
-            sc, _ = _cnn(store, replace(vcfg, test_fold=fold), k, progress)
-            results.append(FoldScore(name, fold, sc, time.perf_counter() - t0))
-            echo(f"fold {fold} {name:<18} OA {100 * sc.overall_accuracy:5.1f} "
-                 f"kappa {sc.kappa:.3f} macro-F1 {sc.macro_f1:.3f} "
-                 f"({results[-1].seconds:.0f} s)")
+            by_gone = _cnn(store, replace(vcfg, test_fold=fold), k, progress, withhold)
+            seconds = time.perf_counter() - t0
+            for gone, sc in by_gone.items():
+                results.append(FoldScore(f"{name}-without-{gone}" if gone else name, fold, sc,
+                                         seconds))
+                echo(_line(results[-1]))
         for kind in baselines:
             t0 = time.perf_counter()
             sc = _classical(store, kind, replace(cfg, test_fold=fold), k)
             results.append(FoldScore(kind, fold, sc, time.perf_counter() - t0))
-            echo(f"fold {fold} {kind:<18} OA {100 * sc.overall_accuracy:5.1f} "
-                 f"kappa {sc.kappa:.3f} macro-F1 {sc.macro_f1:.3f} "
-                 f"({results[-1].seconds:.0f} s)")
+            echo(_line(results[-1]))
     return CrossvalReport(tuple(results), names)
+
+
+def _line(r: FoldScore) -> str:
+    s = r.scores
+    return (f"fold {r.fold} {r.method:<26} OA {100 * s.overall_accuracy:5.1f} "
+            f"kappa {s.kappa:.3f} macro-F1 {s.macro_f1:.3f} ({r.seconds:.0f} s)")
 
 
 def crossval_recipe(recipe: object, *, cfg: TrainConfig, folds: Sequence[int] | None = None,
                     baselines: Sequence[str] = ("rf",), ablation: bool = False,
-                    workers: int | None = None, echo: Callable[[str], object] = print
-                    ) -> CrossvalReport:
+                    withhold: Sequence[str] = (), workers: int | None = None,
+                    echo: Callable[[str], object] = print) -> CrossvalReport:
     """:func:`crossval` on a recipe's tile store (stacked first when needed)."""
     from geomm.train import recipe_store
 
     return crossval(recipe_store(recipe, workers=workers), cfg, folds=folds,
-                    baselines=baselines, ablation=ablation, echo=echo)
+                    baselines=baselines, ablation=ablation, withhold=withhold, echo=echo)

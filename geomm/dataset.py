@@ -12,96 +12,19 @@ passes (statistics, eligibility) stream one row of tiles at a time.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geomm._tiles import _check_mask, _classes, _row_bands, _TileReader, _usable, layer_bands
 from geomm.errors import LabelError, RecipeError
+from geomm.normalize import NormStats
 from geomm.store import TileStore
 
-__all__ = ["LayerStats", "NormStats", "PatchSampler", "StorePatchDataset", "class_weights",
-           "compute_norm_stats", "patch_lattice"]
-
-
-class _TileReader:
-    """Windows of a store's Zarr arrays, cut from decoded chunks (tiles) kept in an LRU cache.
-
-    Random patches revisit the same tiles; decoding each once per worker, instead of once
-    per patch, keeps the loader well ahead of a CPU model.
-    """
-
-    def __init__(self, store_path: Path, max_bytes: int = 0) -> None:
-        import zarr
-
-        self.group: Any = zarr.open_group(str(store_path / "store.zarr"), mode="r")
-        self.max_bytes, self.nbytes = max_bytes, 0
-        self.arrays: dict[str, Any] = {}
-        self.tiles: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
-
-    def read(self, name: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """Rows ``[r0, r1)`` x cols ``[c0, c1)`` of array ``name`` (e.g. ``"base/labels"``)."""
-        if name not in self.arrays:
-            self.arrays[name] = self.group[name]
-        arr = self.arrays[name]
-        (th, tw), lead = arr.chunks[-2:], (slice(None),) * (arr.ndim - 2)
-        if not self.max_bytes:  # a streamed pass: read straight through, chunks in parallel
-            return np.asarray(arr[(*lead, slice(r0, r1), slice(c0, c1))])
-        out = np.empty((*arr.shape[:-2], r1 - r0, c1 - c0), dtype=arr.dtype)
-        for tr in range(r0 // th, (r1 - 1) // th + 1):
-            for tc in range(c0 // tw, (c1 - 1) // tw + 1):
-                key = (name, tr, tc)
-                tile = self.tiles.get(key)
-                if tile is None:
-                    tile = self.tiles[key] = np.asarray(
-                        arr[(*lead, slice(tr * th, (tr + 1) * th), slice(tc * tw, (tc + 1) * tw))])
-                    self.nbytes += tile.nbytes
-                    while self.nbytes > self.max_bytes and len(self.tiles) > 1:
-                        self.nbytes -= self.tiles.popitem(last=False)[1].nbytes
-                self.tiles.move_to_end(key)
-                y0, y1 = max(r0, tr * th), min(r1, (tr + 1) * th)
-                x0, x1 = max(c0, tc * tw), min(c1, (tc + 1) * tw)
-                out[..., y0 - r0:y1 - r0, x0 - c0:x1 - c0] = \
-                    tile[..., y0 - tr * th:y1 - tr * th, x0 - tc * tw:x1 - tc * tw]
-        return out
-
-
-def _classes(store: TileStore, reader: _TileReader) -> tuple[int, int]:
-    """(number of classes, ignore value); 0 classes when the store has no label raster."""
-    table = store.manifest.get("classes") or {}
-    n = len(table.get("classes", [])) if "labels" in reader.group["base"] else 0
-    return n, int(table.get("ignore_value", 255))
-
-
-def _row_bands(store: TileStore, step: int) -> Iterator[tuple[int, int]]:
-    """Base-row ranges of one row of tiles each (a multiple of ``step`` rows)."""
-    rows = max(step, store.tile_size // step * step)
-    height = store.grid.height
-    for r0 in range(0, height, rows):
-        yield r0, min(r0 + rows, height)
-
-
-def _check_mask(store: TileStore, mask: np.ndarray, what: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != store.grid.shape:
-        raise RecipeError(f"{what} must be a bool mask of the base grid {store.grid.shape} "
-                          f"of {store.path}, got {mask.dtype} {mask.shape}")
-    return mask
-
-
-def _usable(reader: _TileReader, n_classes: int, r0: int, r1: int, c0: int, c1: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, valid mask and where labels count (valid and a class id) of a window."""
-    valid = reader.read("base/valid", r0, r1, c0, c1).astype(bool, copy=False)
-    if not n_classes:
-        return np.zeros(valid.shape, np.uint8), valid, np.zeros(valid.shape, bool)
-    labels = reader.read("base/labels", r0, r1, c0, c1)
-    return labels, valid, valid & (labels < n_classes)
+__all__ = ["PatchSampler", "StorePatchDataset", "patch_lattice"]
 
 
 def patch_lattice(store: TileStore, patch_size: int) -> int:
@@ -191,118 +114,6 @@ class PatchSampler:
         return self.eligible[idx]
 
 
-@dataclass(frozen=True)
-class LayerStats:
-    """Mean and standard deviation of one layer's raw values, per band."""
-
-    key: str
-    """Layer key, e.g. ``"visible/10m"``."""
-    bands: tuple[str, ...]
-    """Band names, in the layer's order."""
-    mean: tuple[float, ...]
-    """Mean raw value per band."""
-    std: tuple[float, ...]
-    """Standard deviation (population) of the raw values per band."""
-    count: int
-    """Valid pixels the statistics were taken over."""
-
-
-@dataclass(frozen=True)
-class NormStats:
-    """Normalisation statistics of every layer, taken on the training pixels only."""
-
-    layers: tuple[LayerStats, ...]
-    """One entry per layer."""
-
-    def __getitem__(self, key: str) -> LayerStats:
-        for lyr in self.layers:
-            if lyr.key == key:
-                return lyr
-        raise KeyError(f"no statistics for layer {key!r}; have {[s.key for s in self.layers]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"layers": [{"key": s.key, "bands": list(s.bands), "mean": list(s.mean),
-                            "std": list(s.std), "count": s.count} for s in self.layers]}
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> NormStats:
-        """Inverse of :meth:`to_dict`."""
-        try:
-            return cls(tuple(LayerStats(str(d["key"]), tuple(map(str, d["bands"])),
-                                        tuple(map(float, d["mean"])),
-                                        tuple(map(float, d["std"])), int(d["count"]))
-                             for d in doc["layers"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RecipeError(f"normalisation statistics: missing or bad key ({exc!r}); "
-                              "expected the keys written by NormStats.to_dict()") from None
-
-
-def _bands(store: TileStore, key: str) -> tuple[str, ...]:
-    return tuple(next(lyr["bands"] for lyr in store.manifest["layers"] if lyr["key"] == key))
-
-
-def compute_norm_stats(store: TileStore, mask: np.ndarray) -> NormStats:
-    """Per-band mean/std of every layer's raw values over the valid pixels inside ``mask``.
-
-    A coarse pixel counts when all the base pixels it covers are in ``mask``; nodata (the
-    layer's ``valid`` mask) and non-finite values are left out. Streams one row of tiles.
-
-    Raises:
-        RecipeError: a bad mask, or a layer without a valid pixel inside it.
-    """
-    mask = _check_mask(store, mask, "mask")
-    reader, step = _TileReader(store.path), math.lcm(*(store.factor(k) for k in store.layer_keys))
-    out = []
-    for key in store.layer_keys:
-        f, nb_ = store.factor(key), len(_bands(store, key))
-        n, mean, m2, w = 0, np.zeros(nb_), np.zeros(nb_), store.grid.width // f
-        for r0, r1 in _row_bands(store, step):
-            m = mask[r0:r1].reshape((r1 - r0) // f, f, -1, f).all(axis=(1, 3))
-            data = reader.read(f"{key}/data", r0 // f, r1 // f, 0, w)
-            sel = m & reader.read(f"{key}/valid", r0 // f, r1 // f, 0, w).astype(bool)
-            if data.dtype.kind == "f":
-                sel &= np.isfinite(data).all(axis=0)
-            x = data[:, sel].astype(np.float64)
-            nb = x.shape[1]
-            if not nb:
-                continue
-            mb = x.mean(axis=1)
-            delta, tot = mb - mean, n + nb  # Chan et al.: merge chunk moments exactly
-            m2 += ((x - mb[:, None]) ** 2).sum(axis=1) + delta ** 2 * n * nb / tot
-            mean += delta * nb / tot
-            n = tot
-        if not n:
-            raise RecipeError(f"{store.path}: layer {key} has no valid pixel inside the mask; "
-                              "normalisation statistics need training pixels with data")
-        out.append(LayerStats(key, _bands(store, key), tuple(map(float, mean)),
-                              tuple(map(float, np.sqrt(m2 / n))), n))
-    return NormStats(tuple(out))
-
-
-def class_weights(store: TileStore, mask: np.ndarray) -> np.ndarray:
-    """Square-root inverse class frequency over the labelled pixels inside ``mask``.
-
-    Returns:
-        (K,) float64 weights, scaled to mean 1 over those pixels; 0 for absent classes.
-
-    Raises:
-        LabelError: the store has no label raster, or no labelled pixel inside ``mask``.
-    """
-    mask = _check_mask(store, mask, "mask")
-    reader = _TileReader(store.path)
-    n_classes, _ = _classes(store, reader)
-    counts = np.zeros(n_classes, dtype=np.int64)
-    for r0, r1 in _row_bands(store, 1):
-        labels, _, usable = _usable(reader, n_classes, r0, r1, 0, store.grid.width)
-        counts += np.bincount(labels[usable & mask[r0:r1]], minlength=256)[:n_classes]
-    if not counts.sum():
-        raise LabelError(f"{store.path}: no labelled pixel inside the mask; class weights "
-                         "need a store with pixel labels and training pixels that have them")
-    w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
-    return np.asarray(w * counts.sum() / (counts * w).sum())
-
-
 class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
     """Patches of a tile store: every layer normalised at its native resolution, plus labels.
 
@@ -338,7 +149,7 @@ class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
         self.shape = store.grid.shape
         self.allowed = _check_mask(store, allowed_mask, "allowed_mask")
         have = {s.key: s.bands for s in stats.layers}
-        want = {k: _bands(store, k) for k in self.keys}
+        want = {k: layer_bands(store, k) for k in self.keys}
         if have != want:
             raise RecipeError(f"normalisation statistics are for layers {have}, the store "
                               f"{store.path} has {want}; compute them on this store")

@@ -13,8 +13,9 @@ from collections.abc import Collection
 import numpy as np
 import torch
 
-from geomm.dataset import NormStats, PatchSampler, StorePatchDataset
+from geomm.dataset import PatchSampler, StorePatchDataset
 from geomm.model import MultiBranchNet
+from geomm.normalize import NormStats
 from geomm.store import TileStore
 
 __all__ = ["predict_store"]

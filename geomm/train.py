@@ -22,16 +22,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchgeo.trainers import BaseTask
 
-from geomm.dataset import (
-    NormStats,
-    PatchSampler,
-    StorePatchDataset,
-    class_weights,
-    compute_norm_stats,
-    patch_lattice,
-)
+from geomm.dataset import PatchSampler, StorePatchDataset, patch_lattice
 from geomm.errors import RecipeError
 from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
+from geomm.normalize import NormStats, class_weights, compute_norm_stats
 from geomm.split import SpatialSplit, make_folds, train_val_test
 from geomm.store import TileStore
 
@@ -49,8 +43,9 @@ class TrainConfig:
     """Patches per step."""
     steps_per_epoch: int = 60
     """Random patches drawn per epoch = steps x batch size."""
-    max_epochs: int = 40
-    """Upper bound on epochs (early stopping may end sooner)."""
+    max_epochs: int = 12
+    """Epochs; the one-cycle schedule spans them (early stopping may end sooner). 12 x 60
+    steps is about 6 minutes on 2 CPU cores."""
     max_minutes: float | None = None
     """Wall-time budget; training stops cleanly when it is spent."""
     lr: float = 3e-3
@@ -126,6 +121,13 @@ class FusionTask(BaseTask):
 
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         logits = self.model({k: batch[k] for k in self.keys})
+        if self.config.head == "classification":  # scene-level targets
+            target = batch["target"]
+            if self.config.multilabel:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, target.argmax(1))
+            return loss, logits
         labels = batch["labels"]
         safe = torch.where(labels == self.hparams["ignore_index"], 0, labels)
         ce = torch.nn.functional.cross_entropy(logits, safe, reduction="none")
@@ -133,12 +135,15 @@ class FusionTask(BaseTask):
         return (ce * w).sum() / w.sum().clamp_min(1e-6), logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        loss, logits = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
+        if self.config.head == "classification":
+            self.log("val_loss", loss, prog_bar=True, batch_size=logits.shape[0])
+            return
         labels = batch["labels"]
         keep = labels != self.hparams["ignore_index"]
         acc = (logits.argmax(1)[keep] == labels[keep]).float().mean() if keep.any() else \
@@ -341,8 +346,14 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
     Returns:
         The bundle folder.
     """
-    store = recipe_store(recipe, workers=workers)
     out = out or Path("models") / f"{recipe.name}-{classifier or 'cnn'}"
+    if recipe.labels is not None and recipe.labels.kind == "json-multilabel":
+        if classifier is not None:
+            raise RecipeError(f"recipe {recipe.name!r} has scene-level labels; the per-pixel "
+                              "baselines need pixel labels (labels.vector or labels.raster)")
+        return _train_scenes(recipe, out, cfg, workers=workers, overwrite=overwrite,
+                             progress=progress)
+    store = recipe_store(recipe, workers=workers)
     if classifier is not None:
         from geomm.baseline import (
             fit_classifier,
@@ -360,3 +371,29 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
                                recipe_raw=dict(recipe.raw), overwrite=overwrite)
     result = fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress)
     return save_cnn_bundle(result, store, out, recipe_raw=dict(recipe.raw), overwrite=overwrite)
+
+
+def _train_scenes(recipe: Any, out: Path, cfg: TrainConfig, *, workers: int | None,
+                  overwrite: bool, progress: bool) -> Path:
+    """Multi-label scene classification on a multi-scene recipe (last scene held out)."""
+    from geomm.bundle import BundleMeta, layers_from_manifest, save_bundle
+    from geomm.multilabel import fit_multilabel
+    from geomm.stack import stack
+    from geomm.store import open_store
+
+    stores = {s.scene: open_store(s.path) for s in stack(recipe, workers=workers)}
+    ids = list(stores)
+    if len(ids) < 3:
+        raise RecipeError(f"recipe {recipe.name!r}: scene classification needs at least 3 "
+                          f"scenes (train, validation, test), it has {len(ids)}")
+    res = fit_multilabel(stores, cfg, test=ids[-1:], val=ids[-2:-1], progress=progress)
+    first = stores[ids[0]]
+    meta = BundleMeta(recipe.name, layers_from_manifest(first.manifest,
+                                                        [la.key for la in res.config.layers]),
+                      first.manifest["classes"], normalisation=res.stats.to_dict(),
+                      config={"model": res.config.to_dict(),
+                              "training": train_config_dict(res.train_config)},
+                      split={"scenes": res.scenes}, metrics=res.metrics,
+                      recipe_raw=dict(recipe.raw))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in res.model.state_dict().items()}
+    return save_bundle(out, kind="cnn", tensors=tensors, meta=meta, overwrite=overwrite)

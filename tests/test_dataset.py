@@ -14,14 +14,9 @@ import yaml
 from affine import Affine
 from torch.utils.data import DataLoader
 
-from geomm.dataset import (
-    NormStats,
-    PatchSampler,
-    StorePatchDataset,
-    class_weights,
-    compute_norm_stats,
-)
+from geomm.dataset import PatchSampler, StorePatchDataset
 from geomm.errors import LabelError, RecipeError
+from geomm.normalize import NormStats, class_weights, compute_norm_stats
 from geomm.recipe import load_recipe
 from geomm.split import make_folds
 from geomm.stack import stack

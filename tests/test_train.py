@@ -148,10 +148,40 @@ def test_crossval_scores_both_methods_on_the_same_folds(synth):
     from geomm.crossval import crossval
 
     _, store = synth
-    report = crossval(store, replace(TINY, max_epochs=1), folds=[0], echo=lambda s: None)
-    assert report.methods() == ["cnn", "rf"]
+    report = crossval(store, replace(TINY, max_epochs=1, modality_dropout=0.3), folds=[0],
+                      withhold=["mid"], echo=lambda s: None)
+    assert report.methods() == ["cnn", "cnn-without-mid", "rf"]
     rf = next(r for r in report.results if r.method == "rf")
     assert rf.scores.overall_accuracy > 0.9  # stripes told apart by band values
     assert sum(rf.scores.support) == sum(
         next(r for r in report.results if r.method == "cnn").scores.support)
     assert "| rf | 1 |" in report.table()
+
+
+@pytest.mark.e2e
+def test_bigearthnet_scene_classifier_trains_end_to_end(bigearthnet_sample, tmp_path,
+                                                        monkeypatch):
+    from geomm.multilabel import predict_scene_labels
+    from geomm.train import train_recipe
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(patch_size=120, batch_size=2, max_epochs=3, width=8, seed=1)
+    out = train_recipe(load_recipe("s1s2-bigearthnet"), out=tmp_path / "ben", cfg=cfg,
+                       progress=False)
+    bundle = load_bundle(out)
+    model_cfg = bundle.meta.config["model"]
+    assert model_cfg["head"] == "classification" and model_cfg["multilabel"] is True
+    assert model_cfg["num_classes"] == 43
+    assert [la["key"] for la in bundle.meta.layers][:2] == ["sar/10m", "visible/10m"]
+    assert bundle.meta.split["scenes"]["test"] == ["57_38"]
+    assert np.isfinite(bundle.meta.metrics["train_loss"])
+    model, stats, _ = load_cnn_bundle(out)
+    store = open_store(tmp_path / "tiles" / "s1s2-bigearthnet" / "57_38")
+
+    class Loaded:  # what predict_scene_labels needs from a training result
+        pass
+
+    res = Loaded()
+    res.model, res.stats, res.train_config = model, stats, cfg  # type: ignore[attr-defined]
+    probs = predict_scene_labels(res, store, threshold=0.0)
+    assert len(probs) == 43 and all(0.0 <= p <= 1.0 for p in probs.values())

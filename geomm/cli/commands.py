@@ -114,17 +114,23 @@ def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: in
               help="Run only these held-out folds (repeatable).")
 @click.option("--ablation", is_flag=True,
               help="Also train each single modality and an early-fusion CNN.")
-@click.option("--baseline", "baselines", type=click.Choice(["rf", "svm"]), multiple=True,
-              default=("rf",), show_default=True, help="Classical baselines to compare.")
+@click.option("--baseline", "baselines", type=click.Choice(["rf", "svm", "none"]),
+              multiple=True, default=("rf",), show_default=True,
+              help="Classical baselines to compare (repeatable; 'none' for none).")
+@click.option("--withhold", multiple=True,
+              help="Also score each CNN with this modality left out at inference (repeatable).")
 @opt.train_options
 @opt.workers
 def crossval_cmd(recipe: str, n_folds: int, only: tuple[int, ...], ablation: bool,
-                 baselines: tuple[str, ...], workers: int | None, **kw: Any) -> None:
+                 baselines: tuple[str, ...], withhold: tuple[str, ...], workers: int | None,
+                 **kw: Any) -> None:
     """Spatial-block cross-validation: fusion CNN against RF/SVM on the same folds."""
     from geomm.crossval import crossval_recipe
     from geomm.recipe import load_recipe
 
     report = crossval_recipe(load_recipe(recipe), cfg=_train_config(n_folds=n_folds, **kw),
-                             folds=list(only) or None, baselines=baselines, ablation=ablation,
-                             workers=workers, echo=click.echo)
+                             folds=list(only) or None,
+                             baselines=[b for b in baselines if b != "none"],
+                             ablation=ablation, withhold=withhold, workers=workers,
+                             echo=click.echo)
     click.echo(report.table())
