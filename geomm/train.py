@@ -290,8 +290,12 @@ def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
         config={"model": result.config.to_dict(),
                 "training": train_config_dict(result.train_config)},
         split=result.split.to_dict(), metrics=result.metrics, recipe_raw=recipe_raw)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    return save_bundle(out, kind="cnn", tensors=tensors, meta=meta, overwrite=overwrite)
+    return save_bundle(out, kind="cnn", tensors=_state_tensors(result.model), meta=meta,
+                       overwrite=overwrite)
+
+
+def _state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def load_cnn_bundle(path: Path) -> tuple[MultiBranchNet, NormStats, Any]:
@@ -395,5 +399,5 @@ def _train_scenes(recipe: Any, out: Path, cfg: TrainConfig, *, workers: int | No
                               "training": train_config_dict(res.train_config)},
                       split={"scenes": res.scenes}, metrics=res.metrics,
                       recipe_raw=dict(recipe.raw))
-    tensors = {k: v.detach().cpu().contiguous() for k, v in res.model.state_dict().items()}
-    return save_bundle(out, kind="cnn", tensors=tensors, meta=meta, overwrite=overwrite)
+    return save_bundle(out, kind="cnn", tensors=_state_tensors(res.model), meta=meta,
+                       overwrite=overwrite)
