@@ -29,6 +29,7 @@ class BandSpec:
     """Select the band whose GDAL description equals this, instead of an index."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # accept str paths from Python callers
         if self.index is not None and self.description is not None:
             raise RecipeError(f"band {self.name!r} ({self.path}): give `index` or "
                               "`description`, not both")

@@ -55,6 +55,11 @@ def test_native_resolutions_are_read_bit_identical(s2like):
     assert ir_valid.shape == (60, 60) and bool(ir_valid.all())
 
 
+def test_band_paths_may_be_strings(s2like):
+    st = coregister([ModalitySpec("v", (BandSpec(str(s2like["b10"][0]), "B02"),))], tile_size=60)
+    np.testing.assert_array_equal(st.layers["v/10m"].data.values[0], s2like["b10"][1])
+
+
 def test_nothing_is_read_until_computed(s2like, monkeypatch):
     from geomm._blocks import LayerReader
 
@@ -200,6 +205,11 @@ def test_union_extent_pads_with_invalid(make_raster, rng):
     assert union.combined_valid().values.sum() == 60 * 30
     assert union.layers["a/10m"].valid.values[:, :60].all()
     assert not union.layers["a/10m"].valid.values[:, 60:].any()
+    # chunks of 30 px cut across both files' edges: values must still land in place
+    small = coregister([mod("a", (a, "A")), mod("b", (b, "B"))], tile_size=30, chunk_size=30,
+                       extent="union")
+    with rasterio.open(b) as src:
+        np.testing.assert_array_equal(small.layers["b/10m"].data.values[0][:, 30:], src.read(1))
 
 
 def test_explicit_grid_in_another_crs(make_raster, rng):
