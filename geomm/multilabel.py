@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -78,12 +77,17 @@ class MultiLabelResult:
     """A trained scene classifier and its split."""
 
     model: MultiBranchNet
+    """The trained network (eval mode)."""
     config: ModelConfig
+    """Its architecture."""
     stats: NormStats
+    """Normalisation statistics pooled over the training scenes."""
     scenes: dict[str, list[str]]
     """Scene ids per part: train, val, test."""
     train_config: TrainConfig
+    """How it was trained."""
     metrics: dict[str, float] = field(default_factory=dict)
+    """Final training/validation figures and the wall time."""
 
 
 def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
@@ -106,7 +110,6 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
     classes = [c["name"] for c in first.manifest["classes"]["classes"]]
     everything = {s: np.ones(st.grid.shape, dtype=bool) for s, st in stores.items()}
     stats = pooled_stats([compute_norm_stats(stores[s], everything[s]) for s in train])
-    cfg = replace(cfg, n_folds=max(cfg.n_folds, 3))
     mcfg = replace(model_config_for(first, cfg), head="classification", multilabel=True,
                    num_classes=len(classes))
 
@@ -129,14 +132,12 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
                             {"train": train, "val": val, "test": list(test)}, cfg, metrics)
 
 
-def predict_scene_labels(result: MultiLabelResult | Any, store: TileStore,
-                         threshold: float = 0.5) -> dict[str, float]:
-    """Class probabilities of one scene (sigmoid of the logits)."""
+def predict_scene_labels(model: MultiBranchNet, stats: NormStats, store: TileStore, *,
+                         patch_size: int, threshold: float = 0.5) -> dict[str, float]:
+    """Probabilities (sigmoid of the logits) of the classes at or above ``threshold``."""
     classes = [c["name"] for c in store.manifest["classes"]["classes"]]
-    ds = SceneDataset(store, result.stats, classes, patch_size=result.train_config.patch_size,
-                      augment=False)
-    item = ds[0]
+    item = SceneDataset(store, stats, classes, patch_size=patch_size, augment=False)[0]
     with torch.no_grad():
-        logits = result.model({k: v[None] for k, v in item.items() if "/" in k})
+        logits = model.eval()({k: v[None] for k, v in item.items() if "/" in k})
     prob = torch.sigmoid(logits)[0].numpy()
     return {c: float(p) for c, p in zip(classes, prob, strict=True) if p >= threshold}

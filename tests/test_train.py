@@ -177,11 +177,5 @@ def test_bigearthnet_scene_classifier_trains_end_to_end(bigearthnet_sample, tmp_
     assert np.isfinite(bundle.meta.metrics["train_loss"])
     model, stats, _ = load_cnn_bundle(out)
     store = open_store(tmp_path / "tiles" / "s1s2-bigearthnet" / "57_38")
-
-    class Loaded:  # what predict_scene_labels needs from a training result
-        pass
-
-    res = Loaded()
-    res.model, res.stats, res.train_config = model, stats, cfg  # type: ignore[attr-defined]
-    probs = predict_scene_labels(res, store, threshold=0.0)
+    probs = predict_scene_labels(model, stats, store, patch_size=120, threshold=0.0)
     assert len(probs) == 43 and all(0.0 <= p <= 1.0 for p in probs.values())
