@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dask.array as da
 import numpy as np
@@ -26,6 +26,9 @@ from geomm.errors import GridError, RecipeError
 from geomm.grid import PIXEL_TOLERANCE, GridSpec, same_crs, snap_bounds, to_crs
 from geomm.modality import ModalitySpec
 from geomm.sources import BandSource, inspect_modality
+
+if TYPE_CHECKING:
+    from geomm.recipe import GridRequest
 
 __all__ = ["CoregisteredStack", "Layer", "coregister", "plan_grid"]
 
@@ -372,3 +375,15 @@ def coregister(modalities: Sequence[ModalitySpec], *, grid: GridSpec | None = No
             layer = _layer(mod, factor, groups[factor], target, chunk_size)
             layers[layer.key] = layer
     return CoregisteredStack(target, layers, tile_size, chunk_size)
+
+
+def coregister_request(modalities: Sequence[ModalitySpec], request: GridRequest, *,
+                       tile_size: int = 384, halo: int = 0,
+                       chunk_size: int | None = None) -> CoregisteredStack:
+    """:func:`coregister` with the grid chosen as a recipe's ``grid:`` section says."""
+    g = request
+    grid = (GridSpec(to_crs(g.crs), float(g.resolution or 0), g.bounds)
+            if g.bounds is not None else None)
+    return coregister(modalities, grid=grid, crs=None if grid else g.crs,
+                      resolution=None if grid else g.resolution, reference=g.reference,
+                      extent=g.extent, tile_size=tile_size, halo=halo, chunk_size=chunk_size)

@@ -82,8 +82,8 @@ def _cnn(store: TileStore, cfg: TrainConfig, k: int, progress: bool,
     res = fit_cnn(store, cfg, progress=progress)
     out = {}
     for gone in ("", *withhold):
-        if gone and gone not in res.config.modalities:
-            continue
+        if gone and (gone not in res.config.modalities or len(res.config.modalities) == 1):
+            continue  # nothing to leave out, or nothing would be left
         pred, _ = predict_store(res.model, store, res.stats, missing={gone} - {""})
         out[gone] = _score(store, pred, res.test_mask, k)
     return out

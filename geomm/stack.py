@@ -21,8 +21,8 @@ import xarray as xr
 
 from geomm import __version__
 from geomm.classes import ClassTable
-from geomm.coregister import CoregisteredStack, coregister
-from geomm.grid import GridSpec, to_crs
+from geomm.coregister import CoregisteredStack, coregister_request
+from geomm.grid import GridSpec
 from geomm.recipe import LabelSpec, Recipe, SceneInputs
 from geomm.store import check_target, read_manifest, staged_store, write_manifest
 from geomm.windows import tile_windows
@@ -102,12 +102,8 @@ def _plan(recipe: Recipe, scene: SceneInputs, out: Path, overwrite: bool) -> _Pl
     fp = _fingerprint(recipe, scene)
     if check_target(out, fp, overwrite=overwrite):
         return SceneSummary(scene.id, out, read_manifest(out) or {}, up_to_date=True)
-    g = recipe.grid
-    grid = (GridSpec(to_crs(g.crs), float(g.resolution or 0), g.bounds)
-            if g.bounds is not None else None)
-    st = coregister(scene.modalities, grid=grid, crs=None if grid else g.crs,
-                    resolution=None if grid else g.resolution, reference=g.reference,
-                    extent=g.extent, tile_size=recipe.tiling.size, halo=recipe.tiling.halo)
+    st = coregister_request(scene.modalities, recipe.grid, tile_size=recipe.tiling.size,
+                            halo=recipe.tiling.halo)
     plan = _Plan(recipe, scene, out, fp, st)
     if scene.labels is not None:
         _add_labels(plan, scene.labels)

@@ -1,0 +1,95 @@
+"""Build the engine of a model bundle for co-registered inputs, checking they match."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geomm.bundle import Bundle, BundleMismatchError, load_bundle
+from geomm.engine import ClassicalEngine, Engine, EngineLayer, NetworkEngine
+
+__all__ = ["engine_for", "input_layers"]
+
+
+def input_layers(st: Any) -> list[dict[str, Any]]:
+    """The co-registered inputs described like a bundle's layers (key, bands, factor)."""
+    return [{"key": key, "modality": lyr.modality, "factor": lyr.factor,
+             "bands": [str(b) for b in lyr.data["band"].values]}
+            for key, lyr in st.layers.items()]
+
+
+def _missing_modalities(bundle: Bundle, st: Any, asked: tuple[str, ...]) -> list[str]:
+    """Modalities of the bundle the inputs lack (or the user leaves out), checked."""
+    have = {lyr.modality for lyr in st.layers.values()}
+    mods = list(dict.fromkeys(str(lyr["modality"]) for lyr in bundle.meta.layers))
+    unknown = [m for m in asked if m not in mods]
+    if unknown:
+        raise BundleMismatchError(f"{bundle.path}: --missing {unknown[0]!r} is not a modality "
+                                  f"of the model (it has {mods})")
+    absent = [m for m in mods if m not in have or m in asked]
+    if absent and bundle.kind != "cnn":
+        raise BundleMismatchError(f"{bundle.path}: the {bundle.kind} model needs every "
+                                  f"modality it was trained on; the inputs lack {absent}")
+    if absent and len(absent) == len(mods):
+        raise BundleMismatchError(f"{bundle.path}: the inputs hold none of the model's "
+                                  f"modalities {mods} (they have {sorted(have)})")
+    lacking = [m for m in absent if m not in have and m not in asked]
+    if lacking:
+        dropout = float(bundle.meta.config.get("model", {}).get("modality_dropout", 0.0))
+        if dropout <= 0:
+            raise BundleMismatchError(
+                f"{bundle.path}: the inputs lack modality {lacking} and the model was trained "
+                f"without modality dropout; add the files, or pass --missing "
+                f"{' --missing '.join(lacking)} to accept a degraded map")
+    return absent
+
+
+def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
+    """Load the bundle at ``path`` and wrap it as an engine for the stack ``st``.
+
+    Raises:
+        BundleError: not a bundle, or a scene classifier (no per-pixel map).
+        BundleMismatchError: bands, resolutions or modalities differ from the inputs.
+    """
+    bundle = load_bundle(path)
+    missing = _missing_modalities(bundle, st, tuple(options.missing))
+    bundle.check_inputs(input_layers(st), missing_ok=bool(missing))
+    if missing:
+        from geomm.predict import warn_missing
+
+        warn_missing(missing, float(bundle.meta.config.get("model", {})
+                                    .get("modality_dropout", 0.0)))
+    if bundle.kind == "cnn":
+        return _network(path, bundle, options, missing), bundle
+    from geomm.baseline import classifier_from_bundle
+
+    layers = []
+    for lyr in bundle.meta.layers:
+        attrs = st.layers[lyr["key"]].data.attrs
+        scale, offset = float(attrs.get("scale", 1.0)), float(attrs.get("offset", 0.0))
+        n = len(lyr["bands"])
+        layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
+                                  (-offset / scale if scale else 0.0,) * n, (scale,) * n))
+    return ClassicalEngine(classifier_from_bundle(bundle), layers,
+                           len(bundle.meta.class_table)), bundle
+
+
+def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> Engine:
+    from geomm.bundle import BundleError
+    from geomm.train import load_cnn_bundle
+
+    model, stats, _ = load_cnn_bundle(path)
+    if model.config.head != "segmentation":
+        raise BundleError(f"{path}: a scene classifier ({model.config.head} head) makes no "
+                          "per-pixel map; geomm predict needs a segmentation bundle")
+    layers = []
+    for lyr in bundle.meta.layers:
+        s = stats[lyr["key"]]
+        std = np.asarray([v if v > 0 else 1.0 for v in s.std])
+        layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
+                                  tuple(s.mean), tuple(float(v) for v in 1.0 / std)))
+    return NetworkEngine(model, layers, device=options.device, amp=options.amp,
+                         channels_last=options.channels_last, compile=options.compile,
+                         missing=missing, threads=options.threads)

@@ -1,0 +1,213 @@
+"""Rasters written window by window, overviews built as rows complete, finished as COGs.
+
+A Cloud-Optimized GeoTIFF needs its overviews before its full-resolution tiles, so it cannot
+be appended to. :class:`StreamedRaster` writes the full-resolution windows into an
+uncompressed tiled GeoTIFF in a work folder and, whenever a band of rows is complete, reduces
+it into every overview level (``mode`` for class maps, nodata-aware ``average`` otherwise) in
+numpy, so the overviews are ready when the last window lands. :meth:`StreamedRaster.finish`
+then hands GDAL's COG driver a VRT of the full-resolution file with those overviews attached:
+the driver only compresses and lays out tiles; nothing is held whole in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+from rasterio.shutil import copy as gdal_copy
+from rasterio.windows import Window
+
+__all__ = ["RasterLayout", "StreamedRaster", "overview_factors"]
+
+BLOCK = 512
+_CHUNK_COLS = 4096
+
+
+def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
+    """Overview factors 2, 4, ... until the smallest level fits in one block (as GDAL's COG)."""
+    out, f = [], 2
+    while max(height, width) / (f // 2) > block:
+        out.append(f)
+        f *= 2
+    return out
+
+
+@dataclass(frozen=True)
+class RasterLayout:
+    """What one output raster holds and how its COG is encoded."""
+
+    count: int
+    """Bands."""
+    dtype: str
+    """``"uint8"`` or ``"float32"``."""
+    nodata: float | None
+    """Nodata value (excluded from overview averages and modes)."""
+    resampling: Literal["mode", "average"]
+    """Overview reduction."""
+    compress: str = "DEFLATE"
+    """COG compression."""
+    level: int | None = None
+    """Compression level (codec default when None)."""
+    descriptions: tuple[str, ...] = ()
+    """Band descriptions."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Dataset metadata items."""
+    band_tags: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    """Band (1-based) -> metadata items."""
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None
+    """Colour table of band 1."""
+    scale: float | None = None
+    """Band scale (physical value = stored * scale), e.g. 1/255 for probabilities."""
+
+
+class StreamedRaster:
+    """One output raster on a grid, written window by window, finished into a COG.
+
+    Args:
+        path: final COG path (written by :meth:`finish`).
+        work: work folder for the intermediate files (same file system as ``path``).
+        height, width, crs, transform: the grid.
+        layout: bands, encoding and metadata.
+
+    Windows may be written in any order; :meth:`rows_complete` must only be told about rows
+    whose every pixel has been written.
+    """
+
+    def __init__(self, path: Path, work: Path, *, height: int, width: int, crs: Any,
+                 transform: Any, layout: RasterLayout) -> None:
+        self.path, self.layout = path, layout
+        self.height, self.width = height, width
+        self.factors = overview_factors(height, width)
+        self._full = work / f"{path.stem}.full.tif"
+        self._levels = [work / f"{path.stem}.ov{f}.tif" for f in self.factors]
+        self._done_rows = 0
+        profile = {"driver": "GTiff", "height": height, "width": width,
+                   "count": layout.count, "dtype": layout.dtype, "crs": crs,
+                   "transform": transform, "nodata": layout.nodata, "tiled": True,
+                   "blockxsize": BLOCK, "blockysize": BLOCK, "interleave": "band",
+                   "BIGTIFF": "IF_SAFER"}
+        with rasterio.open(self._full, "w", **profile) as dst:
+            self._describe(dst)
+        for f, p in zip(self.factors, self._levels, strict=True):
+            with rasterio.open(p, "w", **{**profile, "height": math.ceil(height / f),
+                                          "width": math.ceil(width / f),
+                                          "transform": transform * transform.scale(f)}):
+                pass
+        self._dst = rasterio.open(self._full, "r+")
+
+    def _describe(self, dst: Any) -> None:
+        lay = self.layout
+        for i, d in enumerate(lay.descriptions, start=1):
+            dst.set_band_description(i, d)
+        if lay.tags:
+            dst.update_tags(**lay.tags)
+        for b, t in lay.band_tags.items():
+            dst.update_tags(b, **t)
+        if lay.colormap is not None:
+            dst.write_colormap(1, dict(lay.colormap))
+        if lay.scale is not None:
+            dst.scales = (lay.scale,) * lay.count
+
+    def write(self, data: np.ndarray, row: int, col: int) -> None:
+        """Write ``(count, h, w)`` at base (row, col)."""
+        h, w = data.shape[1:]
+        self._dst.write(data, window=Window(col, row, w, h))
+
+    def rows_complete(self, rows: int) -> None:
+        """Every pixel above ``rows`` is written: reduce them into the overview levels."""
+        if not self.factors:
+            self._done_rows = rows
+            return
+        step = self.factors[-1]
+        end = self.height if rows >= self.height else rows // step * step
+        if end <= self._done_rows:
+            return
+        levels = [rasterio.open(p, "r+") for p in self._levels]
+        try:
+            for c0 in range(0, self.width, _CHUNK_COLS):
+                c1 = min(self.width, c0 + _CHUNK_COLS)
+                block = self._dst.read(window=Window(c0, self._done_rows, c1 - c0,
+                                                     end - self._done_rows))
+                for f, ov in zip(self.factors, levels, strict=True):
+                    red = _reduce(block, f, self.layout)
+                    ov.write(red, window=Window(c0 // f, self._done_rows // f,
+                                                red.shape[2], red.shape[1]))
+        finally:
+            for ov in levels:
+                ov.close()
+        self._done_rows = end
+
+    def finish(self) -> Path:
+        """Write the COG at ``path`` (overviews from the levels built so far) and return it."""
+        self.rows_complete(self.height)
+        self._dst.close()
+        vrt = self._full.with_suffix(".vrt")
+        gdal_copy(self._full, vrt, driver="VRT")
+        tree = ET.parse(vrt)
+        for band in tree.getroot().iter("VRTRasterBand"):
+            for p in self._levels:
+                ov = ET.SubElement(band, "Overview")
+                ET.SubElement(ov, "SourceFilename", relativeToVRT="1").text = p.name
+                ET.SubElement(ov, "SourceBand").text = band.get("band", "1")
+        tree.write(vrt)
+        opts: dict[str, Any] = {"COMPRESS": self.layout.compress, "BLOCKSIZE": BLOCK,
+                                "OVERVIEWS": "FORCE_USE_EXISTING" if self.factors else "NONE",
+                                "NUM_THREADS": "ALL_CPUS", "BIGTIFF": "IF_SAFER"}
+        if self.layout.level is not None:
+            opts["LEVEL"] = self.layout.level
+        if self.layout.compress in ("DEFLATE", "ZSTD", "LZW"):
+            opts["PREDICTOR"] = "YES" if self.layout.dtype != "float32" else "FLOATING_POINT"
+        gdal_copy(vrt, self.path, driver="COG", **opts)
+        for p in (self._full, vrt, *self._levels):
+            p.unlink(missing_ok=True)
+        return self.path
+
+    def close(self) -> None:
+        """Release the intermediate file (after an error)."""
+        if not self._dst.closed:
+            self._dst.close()
+
+
+def _reduce(block: np.ndarray, f: int, layout: RasterLayout) -> np.ndarray:
+    """Downsample ``(C, h, w)`` by ``f`` (edge blocks partial): nodata-aware mode or mean."""
+    c, h, w = block.shape
+    hh, ww = math.ceil(h / f), math.ceil(w / f)
+    nodata = layout.nodata
+    fill = nodata if nodata is not None and not (isinstance(nodata, float)
+                                                 and math.isnan(nodata)) else 0
+    padded = np.full((c, hh * f, ww * f), fill, dtype=block.dtype)
+    padded[:, :h, :w] = block
+    inside = np.zeros((hh * f, ww * f), dtype=bool)
+    inside[:h, :w] = True
+    cells = padded.reshape(c, hh, f, ww, f).transpose(0, 1, 3, 2, 4).reshape(c, hh, ww, f * f)
+    ok = inside.reshape(hh, f, ww, f).transpose(0, 2, 1, 3).reshape(hh, ww, f * f)
+    ok = np.broadcast_to(ok, cells.shape)
+    if nodata is not None:
+        ok = ok & ~(np.isnan(cells) if isinstance(nodata, float) and math.isnan(nodata)
+                    else cells == nodata)
+    if layout.resampling == "mode":
+        return _mode(cells, ok, fill)
+    n = ok.sum(axis=-1)
+    total = np.where(ok, cells, 0).sum(axis=-1, dtype=np.float64)
+    mean = total / np.maximum(n, 1)
+    if block.dtype.kind in "iu":
+        mean = np.rint(mean)
+    return np.where(n > 0, mean, fill).astype(block.dtype)
+
+
+def _mode(cells: np.ndarray, ok: np.ndarray, fill: Any) -> np.ndarray:
+    """Most frequent valid value per cell (lowest value on ties); ``fill`` where none."""
+    values = np.unique(cells[ok])
+    best = np.full(cells.shape[:-1], fill, dtype=cells.dtype)
+    best_n = np.zeros(cells.shape[:-1], dtype=np.int32)
+    for v in values:
+        n = ((cells == v) & ok).sum(axis=-1, dtype=np.int32)
+        better = n > best_n
+        best[better], best_n[better] = v, n[better]
+    return best

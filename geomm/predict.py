@@ -1,0 +1,365 @@
+"""Apply a model bundle to a scene of any size: tiles streamed through the model into COGs.
+
+The inputs are co-registered as for ``geomm stack`` (each modality at its native resolution),
+then cut into overlapping tiles grouped in windows (:mod:`geomm.blend`). Three threads overlap:
+a reader fetches and normalises the next window's layers, the main thread runs the model on
+batches of tiles and blends them, a writer turns finished windows into class / probability /
+confidence blocks and writes them (:mod:`geomm.cogout`). Memory holds a few windows, never
+the scene. Outputs appear under their final names only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from geomm import __version__
+from geomm._outputs import staged_outputs
+from geomm.blend import Blender, TilePlan, Window
+from geomm.engine import Engine
+from geomm.errors import GeommError, GeommWarning
+from geomm.modality import ModalitySpec
+
+__all__ = ["OUTPUTS", "PredictOptions", "PredictSummary", "predict_recipe", "predict_scene"]
+
+OUTPUTS = ("classes.tif", "probabilities.tif", "confidence.tif", "classes.qml", "item.json",
+           "quicklook.png", "geomm-predict.json")
+"""Files ``geomm predict`` writes into its output folder (the run record last)."""
+GDAL_CACHE_BYTES = 256 * 2**20
+
+
+class PredictError(GeommError, ValueError):
+    """The inputs cannot be predicted with this bundle."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a scene is tiled and run through the model."""
+
+    tile_size: int = 516
+    """Tile side, base pixels (rounded to the model's lattice)."""
+    halo: int = 24
+    """Half the overlap of neighbouring tiles, base pixels (blended over ``2 * halo``)."""
+    batch_size: int | None = None
+    """Tiles per forward pass (default: about one megapixel per batch)."""
+    window: int = 2048
+    """Target side of a processing window, base pixels (memory grows with its square)."""
+    device: str = "auto"
+    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available)."""
+    amp: bool = True
+    """bf16 autocast on CUDA."""
+    channels_last: bool = True
+    """NHWC memory layout for the network."""
+    compile: bool = False
+    """``torch.compile`` the network (pays off on large scenes)."""
+    threads: int | None = None
+    """Torch CPU threads (default: the usable cores)."""
+    probabilities: Literal["uint8", "float32", "none"] = "uint8"
+    """Probability raster type (uint8 scaled 0-255), or none."""
+    missing: tuple[str, ...] = ()
+    """Modalities to predict without (a sensor outage)."""
+    overwrite: bool = False
+    """Replace the results of an earlier run in the output folder."""
+    progress: bool = False
+    """Show a progress bar of tiles."""
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a prediction run did."""
+
+    out_dir: Path
+    files: dict[str, str]
+    shape: tuple[int, int]
+    tile_size: int
+    halo: int
+    batch_size: int
+    tiles: int
+    tiles_run: int
+    seconds: float
+    model_seconds: float
+    engine: str
+    missing: tuple[str, ...]
+    class_pixels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scene_px(self) -> int:
+        """Pixels of the output map."""
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def tile_px(self) -> int:
+        """Pixels the model computed (overlap and padding included)."""
+        return self.tiles_run * self.tile_size ** 2
+
+    def describe(self) -> str:
+        """A few lines for the terminal."""
+        h, w = self.shape
+        return (f"{self.out_dir}: {w} x {h} px in {self.seconds:.1f} s "
+                f"({self.scene_px / self.seconds / 1e6:.2f} Mpx/s; model busy "
+                f"{100 * self.model_seconds / self.seconds:.0f} %), {self.tiles_run} tiles of "
+                f"{self.tile_size} px (halo {self.halo}), {self.engine}\n  "
+                + ", ".join(n for n in self.files))
+
+
+def _lattice_round(value: int, lattice: int, *, minimum: int) -> int:
+    return max(minimum, int(round(value / lattice)) * lattice)
+
+
+def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> TilePlan:
+    """Tile plan with tile side and halo snapped to multiples of ``lattice``."""
+    halo = math.ceil(opts.halo / lattice) * lattice if opts.halo else 0
+    stride = _lattice_round(opts.tile_size - 2 * halo, lattice, minimum=lattice)
+    tile = stride + 2 * halo
+    window = max(1, round(opts.window / stride))
+    return TilePlan(height, width, tile, halo, window)
+
+
+def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_dir: str | Path,
+                  *, grid: Any = None, options: PredictOptions = PredictOptions(),
+                  scene_id: str = "scene") -> PredictSummary:
+    """Predict one scene with a model bundle and write the map files into ``out_dir``.
+
+    Args:
+        bundle: model bundle folder (``geomm train``): network, RF or SVM.
+        modalities: the scene's inputs, with the bands the bundle was trained on.
+        out_dir: output folder (created; see :data:`OUTPUTS`).
+        grid: a recipe's :class:`~geomm.recipe.GridRequest` (default: the finest band's grid).
+        options: tiling, device and output settings.
+        scene_id: identifier written into the STAC item.
+
+    Returns:
+        A :class:`PredictSummary`.
+
+    Raises:
+        BundleMismatchError: the inputs' layers or bands differ from the bundle's.
+        PredictError: no valid input pixel, or a classification bundle.
+        OutputExistsError: ``out_dir`` holds results and not ``options.overwrite``.
+    """
+    import rasterio
+
+    from geomm._engines import engine_for
+    from geomm.coregister import coregister_request
+    from geomm.recipe import GridRequest
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    st = coregister_request(modalities, grid or GridRequest())
+    engine, bundle_obj = engine_for(Path(bundle), st, options)
+    height, width = st.grid.shape
+    plan = plan_tiles(height, width, engine.lattice, options)
+    batch = options.batch_size or max(1, round(2**20 / plan.tile ** 2))
+    with staged_outputs(out, OUTPUTS, overwrite=options.overwrite) as work, \
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        from geomm._mapfiles import MapWriter
+
+        writer = MapWriter(work, st.grid, bundle_obj.meta.class_table, options.probabilities)
+        try:
+            stats = _stream(engine, plan, st, writer, batch, options.progress)
+        finally:
+            writer.close()
+        if stats["valid_px"] == 0:
+            raise PredictError(f"no valid input pixel in the scene ({_files(modalities)}): "
+                               "every pixel is nodata in some modality; check the files and "
+                               "their nodata values")
+        files = writer.finish(scene_id=scene_id, bundle=bundle_obj, counts=stats["counts"])
+        summary = PredictSummary(
+            out, files, (height, width), plan.tile, plan.halo, batch, plan.n_tiles,
+            stats["tiles_run"], time.perf_counter() - t0, stats["model_seconds"],
+            engine.description, tuple(sorted(getattr(engine, "missing", ()))),
+            {n: int(c) for n, c in zip(bundle_obj.meta.class_table.names, stats["counts"],
+                                       strict=True)})
+        record = {"geomm_version": __version__, "bundle": str(Path(bundle).resolve()),
+                  "bundle_json_sha256": hashlib.sha256(
+                      (Path(bundle) / "bundle.json").read_bytes()).hexdigest(),
+                  "inputs": {m.name: [str(b.path) for b in m.bands] for m in modalities},
+                  "options": asdict(options), "grid": st.grid.to_dict(),
+                  "summary": {**asdict(summary), "out_dir": str(out)}}
+        (work / "geomm-predict.json").write_text(json.dumps(record, indent=1, default=str))
+    return summary
+
+
+def predict_recipe(bundle: str | Path, recipe: Any, out_dir: str | Path, *,
+                   options: PredictOptions = PredictOptions()) -> list[PredictSummary]:
+    """:func:`predict_scene` on every scene of a recipe (``out_dir/<scene>`` when several)."""
+    scenes = recipe.scene_inputs()
+    out = Path(out_dir)
+    return [predict_scene(bundle, s.modalities, out / s.id if len(scenes) > 1 else out,
+                          grid=recipe.grid, options=options, scene_id=s.id) for s in scenes]
+
+
+def _files(modalities: Sequence[ModalitySpec]) -> str:
+    paths = [str(b.path) for m in modalities for b in m.bands]
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+# --- the streaming loop ----------------------------------------------------------------------
+
+def _read_window(st: Any, engine: Engine, win: Window) -> tuple[dict[str, np.ndarray],
+                                                                 np.ndarray]:
+    """Normalised layer arrays over the window's read region, and its base valid mask."""
+    import dask
+
+    r0, r1, c0, c1 = win.read
+    lazy, cuts = [], []
+    for la in engine.layers:
+        lyr, f = st.layers[la.key], la.factor
+        h, w = lyr.valid.shape
+        a0, a1, b0, b1 = r0 // f, r1 // f, c0 // f, c1 // f
+        cut = (a0, min(a1, h), b0, min(b1, w))
+        lazy += [lyr.data.data[:, cut[0]:cut[1], cut[2]:cut[3]],
+                 lyr.valid.data[cut[0]:cut[1], cut[2]:cut[3]]]
+        cuts.append((a1 - a0, b1 - b0, cut))
+    got = dask.compute(*lazy, scheduler="threads")
+    arrays: dict[str, np.ndarray] = {}
+    valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
+    for i, la in enumerate(engine.layers):
+        raw, ok = got[2 * i], got[2 * i + 1].astype(bool)
+        hh, ww, (a0, a1, b0, b1) = cuts[i]
+        if raw.dtype.kind == "f":
+            ok &= np.isfinite(raw).all(axis=0)
+        mean = np.asarray(la.mean, np.float32)[:, None, None]
+        scale = np.asarray(la.scale, np.float32)[:, None, None]
+        x = np.zeros((raw.shape[0], hh, ww), dtype=np.float32)
+        x[:, :a1 - a0, :b1 - b0] = (raw.astype(np.float32) - mean) * scale
+        full_ok = np.zeros((hh, ww), dtype=bool)
+        full_ok[:a1 - a0, :b1 - b0] = ok
+        x[:, ~full_ok] = 0.0
+        arrays[la.key] = x
+        f = la.factor
+        valid &= np.repeat(np.repeat(full_ok, f, axis=0), f, axis=1) if f > 1 else full_ok
+    return arrays, valid
+
+
+class _Worker(threading.Thread):
+    """A daemon thread that records its exception instead of losing it."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
+            self.error = exc
+
+
+_DONE = object()
+
+
+def _stream(engine: Engine, plan: TilePlan, st: Any, writer: Any, batch: int,
+            progress: bool) -> dict[str, Any]:
+    """Run every tile through ``engine`` and hand finished windows to ``writer``."""
+    windows = list(plan.windows())
+    read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
+    write_q: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(q: queue.Queue[Any], item: Any) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def read_all() -> None:
+        for win in windows:
+            if stop.is_set():
+                return
+            put(read_q, (win, *_read_window(st, engine, win)))
+        put(read_q, _DONE)
+
+    def write_all() -> None:
+        while not stop.is_set():
+            try:
+                item = write_q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            writer.write(*item, last_in_row=item[0].col == plan.windows_shape[1] - 1)
+
+    reader, writer_t = _Worker(read_all), _Worker(write_all)
+    reader.start()
+    writer_t.start()
+    blender = Blender(plan, engine.num_classes)
+    t = plan.tile
+    model_s, tiles_run = 0.0, 0
+    bar = _progress(plan.n_tiles, progress)
+    try:
+        while True:
+            item = _get(read_q, reader, writer_t)
+            if item is _DONE:
+                break
+            win, arrays, valid = item
+            blender.start(win)
+            r0, c0 = win.read[0], win.read[2]
+            todo = [o for o in win.tiles
+                    if valid[o[0] - r0:o[0] - r0 + t, o[1] - c0:o[1] - c0 + t].any()]
+            for s in range(0, len(todo), batch):
+                chunk = todo[s:s + batch]
+                inputs = {la.key: np.stack([
+                    arrays[la.key][:, (o[0] - r0) // la.factor:(o[0] - r0 + t) // la.factor,
+                                   (o[1] - c0) // la.factor:(o[1] - c0 + t) // la.factor]
+                    for o in chunk]) for la in engine.layers}
+                t1 = time.perf_counter()
+                probs = engine(inputs)
+                model_s += time.perf_counter() - t1
+                for o, p in zip(chunk, probs, strict=True):
+                    blender.add(o, p)
+            tiles_run += len(todo)
+            bar.update(len(win.tiles))
+            out = blender.finish()
+            o0, o1, p0, p1 = win.out
+            put(write_q, (win, out, valid[o0 - r0:o1 - r0, p0 - c0:p1 - c0]))
+            if writer_t.error is not None:
+                raise writer_t.error
+        put(write_q, _DONE)
+        writer_t.join()
+        if writer_t.error is not None:
+            raise writer_t.error
+    finally:
+        stop.set()
+        for w in (reader, writer_t):
+            w.join()
+        bar.close()
+    return {"model_seconds": model_s, "tiles_run": tiles_run, **writer.totals()}
+
+
+def _get(q: queue.Queue[Any], *workers: _Worker) -> Any:
+    while True:
+        for w in workers:
+            if w.error is not None:
+                raise w.error
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            continue
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tile", disable=not enabled, leave=False)
+
+
+def warn_missing(missing: Sequence[str], dropout: float) -> None:
+    """Say that a map is made without some modalities (and how reliable that is)."""
+    how = (f"the model was trained with modality dropout {dropout:g}" if dropout > 0 else
+           "the model was trained WITHOUT modality dropout: expect a much worse map")
+    warnings.warn(f"predicting without {', '.join(missing)}; {how}", GeommWarning,
+                  stacklevel=3)
