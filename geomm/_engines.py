@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from geomm.bundle import Bundle, BundleMismatchError, load_bundle
 from geomm.engine import ClassicalEngine, Engine, EngineLayer, NetworkEngine
 
@@ -67,11 +65,12 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
 
     layers = []
     for lyr in bundle.meta.layers:
-        attrs = st.layers[lyr["key"]].data.attrs
-        scale, offset = float(attrs.get("scale", 1.0)), float(attrs.get("offset", 0.0))
+        attrs = st.layers[lyr["key"]].data.attrs  # bundles without scale: the inputs' own
+        scale = float(lyr.get("scale", attrs.get("scale", 1.0)))
+        offset = float(lyr.get("offset", attrs.get("offset", 0.0)))
         n = len(lyr["bands"])
         layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
-                                  (-offset / scale if scale else 0.0,) * n, (scale,) * n))
+                                  (offset,) * n, (scale,) * n, physical=True))
     return ClassicalEngine(classifier_from_bundle(bundle), layers,
                            len(bundle.meta.class_table)), bundle
 
@@ -87,9 +86,8 @@ def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> En
     layers = []
     for lyr in bundle.meta.layers:
         s = stats[lyr["key"]]
-        std = np.asarray([v if v > 0 else 1.0 for v in s.std])
         layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
-                                  tuple(s.mean), tuple(float(v) for v in 1.0 / std)))
+                                  tuple(s.mean), tuple(s.std)))
     return NetworkEngine(model, layers, device=options.device, amp=options.amp,
                          channels_last=options.channels_last, compile=options.compile,
                          missing=missing, threads=options.threads)

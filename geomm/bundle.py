@@ -67,7 +67,8 @@ class BundleMeta:
     recipe: str
     """Name of the recipe the model was trained from."""
     layers: list[dict[str, Any]]
-    """Input layers in model order: key, modality, bands, resolution, factor, dtype."""
+    """Input layers in model order: key, modality, bands, resolution, factor, dtype (and,
+    from stores, the nodata, scale and offset the inputs were read with)."""
     classes: dict[str, Any]
     """Class table (:meth:`geomm.classes.ClassTable.to_dict`)."""
     normalisation: dict[str, Any] = field(default_factory=dict)
@@ -110,7 +111,9 @@ def layers_from_manifest(manifest: Mapping[str, Any], keys: Sequence[str] | None
                                   f"{list(found)}")
     return [{"key": k, "modality": found[k]["modality"], "bands": list(found[k]["bands"]),
              "resolution": found[k]["resolution"], "factor": int(found[k]["factor"]),
-             "dtype": str(found[k]["dtype"])} for k in (keys or list(found))]
+             "dtype": str(found[k]["dtype"]), "nodata": found[k].get("nodata"),
+             "scale": float(found[k].get("scale", 1.0)),
+             "offset": float(found[k].get("offset", 0.0))} for k in (keys or list(found))]
 
 
 @dataclass(frozen=True)

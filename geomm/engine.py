@@ -21,7 +21,7 @@ __all__ = ["ClassicalEngine", "Engine", "EngineLayer", "NetworkEngine", "default
 
 @dataclass(frozen=True)
 class EngineLayer:
-    """An input layer as an engine sees it."""
+    """An input layer as an engine sees it, and how its raw values are prepared."""
 
     key: str
     """Layer key, e.g. ``"infrared/20m"``."""
@@ -29,11 +29,23 @@ class EngineLayer:
     """Modality name."""
     factor: int
     """Pixel size in base pixels."""
-    mean: tuple[float, ...]
-    """Per band: subtracted from the raw value (network) ..."""
+    shift: tuple[float, ...]
+    """Per band: the mean (network) or the physical offset (``physical``)."""
     scale: tuple[float, ...]
-    """... then multiplied by this (network: 1/std; classical: the physical scale, offset in
-    ``mean`` as its negative)."""
+    """Per band: the standard deviation (network) or the physical scale (``physical``)."""
+    physical: bool = False
+    """Prepare ``raw * scale + shift`` (float64, as the per-pixel baselines were fitted)
+    instead of the network's ``(raw - mean) / std`` (float32, as in training)."""
+
+    def prepare(self, raw: np.ndarray) -> np.ndarray:
+        """``(C, h, w)`` raw values -> float32 model inputs."""
+        if self.physical:
+            scale = np.asarray(self.scale, np.float64)[:, None, None]
+            return (raw.astype(np.float64) * scale
+                    + np.asarray(self.shift, np.float64)[:, None, None]).astype(np.float32)
+        mean = np.asarray(self.shift, np.float32)[:, None, None]
+        inv = 1 / np.asarray([s if s > 0 else 1.0 for s in self.scale], np.float32)
+        return (raw.astype(np.float32) - mean) * inv[:, None, None]
 
 
 class Engine(Protocol):
@@ -43,6 +55,8 @@ class Engine(Protocol):
     num_classes: int
     lattice: int
     """Tile sides and origins must be multiples of this (base pixels)."""
+    context: bool
+    """Whether a pixel's prediction depends on its neighbours (tiles then need a halo)."""
     description: str
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -84,6 +98,7 @@ class NetworkEngine:
             torch.set_num_threads(threads or default_threads())
         self.amp = amp and self.device.type == "cuda"
         self.channels_last = channels_last
+        self.context = True
         self.missing = frozenset(missing)
         self.layers = tuple(la for la in layers if la.modality not in self.missing)
         self.num_classes = int(model.config.num_classes)
@@ -121,6 +136,7 @@ class ClassicalEngine:
     def __init__(self, predictor: Any, layers: Sequence[EngineLayer], num_classes: int) -> None:
         self.predictor, self.layers, self.num_classes = predictor, tuple(layers), num_classes
         self.lattice = _lcm([la.factor for la in layers])
+        self.context = False
         self.classes = np.asarray(predictor.classes, dtype=np.int64)
         self.description = f"{type(predictor).__name__} per pixel (numpy)"
 

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,7 +158,8 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
     st = coregister_request(modalities, grid or GridRequest())
     engine, bundle_obj = engine_for(Path(bundle), st, options)
     height, width = st.grid.shape
-    plan = plan_tiles(height, width, engine.lattice, options)
+    plan = plan_tiles(height, width, engine.lattice,
+                      options if engine.context else replace(options, halo=0))
     batch = options.batch_size or max(1, round(2**20 / plan.tile ** 2))
     with staged_outputs(out, OUTPUTS, overwrite=options.overwrite) as work, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
@@ -229,10 +230,8 @@ def _read_window(st: Any, engine: Engine, win: Window) -> tuple[dict[str, np.nda
         hh, ww, (a0, a1, b0, b1) = cuts[i]
         if raw.dtype.kind == "f":
             ok &= np.isfinite(raw).all(axis=0)
-        mean = np.asarray(la.mean, np.float32)[:, None, None]
-        scale = np.asarray(la.scale, np.float32)[:, None, None]
         x = np.zeros((raw.shape[0], hh, ww), dtype=np.float32)
-        x[:, :a1 - a0, :b1 - b0] = (raw.astype(np.float32) - mean) * scale
+        x[:, :a1 - a0, :b1 - b0] = la.prepare(raw)
         full_ok = np.zeros((hh, ww), dtype=bool)
         full_ok[:a1 - a0, :b1 - b0] = ok
         x[:, ~full_ok] = 0.0
@@ -363,3 +362,52 @@ def warn_missing(missing: Sequence[str], dropout: float) -> None:
            "the model was trained WITHOUT modality dropout: expect a much worse map")
     warnings.warn(f"predicting without {', '.join(missing)}; {how}", GeommWarning,
                   stacklevel=3)
+
+
+def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | Path]]
+                          ) -> list[ModalitySpec]:
+    """Modalities for ``--modality NAME=FILE`` inputs, band names taken from the bundle.
+
+    The files of a modality supply its bands in the bundle's order (finest layer first, a
+    multi-band file contributing its bands in order), so ``visible=rgb.tif`` or
+    ``infrared=B08.tif --modality infrared=B11.tif ...`` both work.
+
+    Raises:
+        PredictError: a modality the bundle does not know, or a band count that differs.
+    """
+    import rasterio
+
+    from geomm.bundle import load_bundle
+    from geomm.modality import BandSpec
+
+    meta = load_bundle(bundle).meta
+    want: dict[str, list[str]] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for lyr in meta.layers:
+        want.setdefault(str(lyr["modality"]), []).extend(str(b) for b in lyr["bands"])
+        first.setdefault(str(lyr["modality"]), lyr)
+    given: dict[str, list[Path]] = {}
+    for name, path in files:
+        if name not in want:
+            raise PredictError(f"--modality {name}={path}: the model has no modality {name!r}; "
+                               f"it takes {', '.join(want)}")
+        given.setdefault(name, []).append(Path(path))
+    out = []
+    for name, paths in given.items():
+        bands: list[BandSpec] = []
+        for p in paths:
+            if not p.exists():
+                raise PredictError(f"--modality {name}={p}: no such file")
+            with rasterio.open(p) as src:
+                count = src.count
+            bands += [BandSpec(p, "", i if count > 1 else None) for i in range(1, count + 1)]
+        if len(bands) != len(want[name]):
+            raise PredictError(f"--modality {name}: the files hold {len(bands)} band(s) but the "
+                               f"model's {name} has {len(want[name])} ({', '.join(want[name])});"
+                               f" give them in that order")
+        lyr = first[name]  # read the files as the training inputs were read
+        out.append(ModalitySpec(name, tuple(BandSpec(b.path, n, b.index)
+                                            for b, n in zip(bands, want[name], strict=True)),
+                                nodata=lyr.get("nodata"), scale=float(lyr.get("scale", 1.0)),
+                                offset=float(lyr.get("offset", 0.0))))
+    return out

@@ -202,9 +202,12 @@ def test_invalid_meta_writes_nothing(tmp_path, tensors, meta, words):
 
 
 def test_layers_from_manifest_describes_store_layers():
-    manifest = {"layers": [{**LAYERS[1], "files": ["x.tif"], "nodata": None, "scale": 1.0},
-                           {**LAYERS[0], "warped": {}}]}
-    assert layers_from_manifest(manifest) == [LAYERS[1], LAYERS[0]]
-    assert layers_from_manifest(manifest, ["visible/10m"]) == [LAYERS[0]]
+    manifest = {"layers": [{**LAYERS[1], "files": ["x.tif"], "nodata": None, "scale": 1e-4},
+                           {**LAYERS[0], "warped": {}, "nodata": 0, "offset": -0.1}]}
+    read_as = [{"nodata": None, "scale": 1e-4, "offset": 0.0},  # how the inputs were read
+               {"nodata": 0, "scale": 1.0, "offset": -0.1}]
+    want = [{**LAYERS[1], **read_as[0]}, {**LAYERS[0], **read_as[1]}]
+    assert layers_from_manifest(manifest) == want
+    assert layers_from_manifest(manifest, ["visible/10m"]) == [want[1]]
     with pytest.raises(BundleMismatchError, match="no layer 'sar/10m'"):
         layers_from_manifest(manifest, ["sar/10m"])
