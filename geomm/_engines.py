@@ -77,7 +77,7 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
 
 def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> Engine:
     from geomm.bundle import BundleError
-    from geomm.train import load_cnn_bundle
+    from geomm.netbundle import load_cnn_bundle
 
     model, stats, _ = load_cnn_bundle(path)
     if model.config.head != "segmentation":

@@ -118,12 +118,19 @@ def _lattice_round(value: int, lattice: int, *, minimum: int) -> int:
 
 
 def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> TilePlan:
-    """Tile plan with tile side and halo snapped to multiples of ``lattice``."""
+    """Tile plan: halo and stride snapped to multiples of ``lattice``, the tile at most about
+    ``opts.tile_size``, shrunk (down to 3/4) where that wastes fewer pixels past the scene's
+    edge: the model computes ``n_tiles * tile**2`` pixels for ``height * width`` of map."""
     halo = math.ceil(opts.halo / lattice) * lattice if opts.halo else 0
-    stride = _lattice_round(opts.tile_size - 2 * halo, lattice, minimum=lattice)
-    tile = stride + 2 * halo
+    top = _lattice_round(opts.tile_size - 2 * halo, lattice, minimum=lattice)
+
+    def cost(stride: int) -> int:
+        return TilePlan(height, width, stride + 2 * halo, halo, 1).n_tiles * (stride + 2 * halo) ** 2
+
+    strides = range(top, max(lattice, (3 * top // 4) // lattice * lattice) - 1, -lattice)
+    stride = min(strides, key=lambda s: (cost(s), -s))
     window = max(1, round(opts.window / stride))
-    return TilePlan(height, width, tile, halo, window)
+    return TilePlan(height, width, stride + 2 * halo, halo, window)
 
 
 def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_dir: str | Path,

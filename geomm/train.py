@@ -25,6 +25,7 @@ from torchgeo.trainers import BaseTask
 from geomm.dataset import PatchSampler, StorePatchDataset, patch_lattice
 from geomm.errors import RecipeError
 from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
+from geomm.netbundle import state_tensors
 from geomm.normalize import NormStats, class_weights, compute_norm_stats
 from geomm.split import SpatialSplit, make_folds, train_val_test
 from geomm.store import TileStore
@@ -290,31 +291,8 @@ def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
         config={"model": result.config.to_dict(),
                 "training": train_config_dict(result.train_config)},
         split=result.split.to_dict(), metrics=result.metrics, recipe_raw=recipe_raw)
-    return save_bundle(out, kind="cnn", tensors=_state_tensors(result.model), meta=meta,
+    return save_bundle(out, kind="cnn", tensors=state_tensors(result.model), meta=meta,
                        overwrite=overwrite)
-
-
-def _state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def load_cnn_bundle(path: Path) -> tuple[MultiBranchNet, NormStats, Any]:
-    """Rebuild a network from a "cnn" bundle: (model in eval mode, stats, bundle)."""
-    from geomm.bundle import BundleError, load_bundle
-
-    bundle = load_bundle(path)
-    if bundle.kind != "cnn":
-        raise BundleError(f"{path}: a {bundle.kind!r} bundle holds no network")
-    config = ModelConfig.from_dict(bundle.meta.config["model"])
-    model = MultiBranchNet(config, load_weights=False)
-    state = model.state_dict()
-    bad = sorted(set(state) ^ set(bundle.tensors)) or [
-        k for k in state if tuple(state[k].shape) != tuple(bundle.tensors[k].shape)]
-    if bad:
-        raise BundleError(f"{path}: weights do not fit the model described in bundle.json "
-                          f"(first mismatch: {bad[0]!r}); the bundle is damaged or was edited")
-    model.load_state_dict(dict(bundle.tensors))
-    return model.eval(), NormStats.from_dict(bundle.meta.normalisation), bundle
 
 
 def recipe_store(recipe: Any, *, workers: int | None = None) -> TileStore:
@@ -399,5 +377,5 @@ def _train_scenes(recipe: Any, out: Path, cfg: TrainConfig, *, workers: int | No
                               "training": train_config_dict(res.train_config)},
                       split={"scenes": res.scenes}, metrics=res.metrics,
                       recipe_raw=dict(recipe.raw))
-    return save_bundle(out, kind="cnn", tensors=_state_tensors(res.model), meta=meta,
+    return save_bundle(out, kind="cnn", tensors=state_tensors(res.model), meta=meta,
                        overwrite=overwrite)
