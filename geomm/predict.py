@@ -13,21 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import queue
-import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from geomm import __version__
 from geomm._outputs import staged_outputs
-from geomm.blend import Blender, TilePlan, Window
-from geomm.engine import Engine
+from geomm._stream import StackSource, stream
+from geomm.blend import TilePlan
 from geomm.errors import GeommError, GeommWarning
 from geomm.modality import ModalitySpec
 
@@ -125,7 +121,8 @@ def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> T
     top = _lattice_round(opts.tile_size - 2 * halo, lattice, minimum=lattice)
 
     def cost(stride: int) -> int:
-        return TilePlan(height, width, stride + 2 * halo, halo, 1).n_tiles * (stride + 2 * halo) ** 2
+        tile = stride + 2 * halo
+        return TilePlan(height, width, tile, halo, 1).n_tiles * tile ** 2
 
     strides = range(top, max(lattice, (3 * top // 4) // lattice * lattice) - 1, -lattice)
     stride = min(strides, key=lambda s: (cost(s), -s))
@@ -174,7 +171,8 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
 
         writer = MapWriter(work, st.grid, bundle_obj.meta.class_table, options.probabilities)
         try:
-            stats = _stream(engine, plan, st, writer, batch, options.progress)
+            stats = stream(engine, plan, StackSource(st), writer, batch,
+                           progress=options.progress)
         finally:
             writer.close()
         if stats["valid_px"] == 0:
@@ -210,157 +208,6 @@ def predict_recipe(bundle: str | Path, recipe: Any, out_dir: str | Path, *,
 def _files(modalities: Sequence[ModalitySpec]) -> str:
     paths = [str(b.path) for m in modalities for b in m.bands]
     return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-
-
-# --- the streaming loop ----------------------------------------------------------------------
-
-def _read_window(st: Any, engine: Engine, win: Window) -> tuple[dict[str, np.ndarray],
-                                                                 np.ndarray]:
-    """Normalised layer arrays over the window's read region, and its base valid mask."""
-    import dask
-
-    r0, r1, c0, c1 = win.read
-    lazy, cuts = [], []
-    for la in engine.layers:
-        lyr, f = st.layers[la.key], la.factor
-        h, w = lyr.valid.shape
-        a0, a1, b0, b1 = r0 // f, r1 // f, c0 // f, c1 // f
-        cut = (a0, min(a1, h), b0, min(b1, w))
-        lazy += [lyr.data.data[:, cut[0]:cut[1], cut[2]:cut[3]],
-                 lyr.valid.data[cut[0]:cut[1], cut[2]:cut[3]]]
-        cuts.append((a1 - a0, b1 - b0, cut))
-    got = dask.compute(*lazy, scheduler="threads")
-    arrays: dict[str, np.ndarray] = {}
-    valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
-    for i, la in enumerate(engine.layers):
-        raw, ok = got[2 * i], got[2 * i + 1].astype(bool)
-        hh, ww, (a0, a1, b0, b1) = cuts[i]
-        if raw.dtype.kind == "f":
-            ok &= np.isfinite(raw).all(axis=0)
-        x = np.zeros((raw.shape[0], hh, ww), dtype=np.float32)
-        x[:, :a1 - a0, :b1 - b0] = la.prepare(raw)
-        full_ok = np.zeros((hh, ww), dtype=bool)
-        full_ok[:a1 - a0, :b1 - b0] = ok
-        x[:, ~full_ok] = 0.0
-        arrays[la.key] = x
-        f = la.factor
-        valid &= np.repeat(np.repeat(full_ok, f, axis=0), f, axis=1) if f > 1 else full_ok
-    return arrays, valid
-
-
-class _Worker(threading.Thread):
-    """A daemon thread that records its exception instead of losing it."""
-
-    def __init__(self, target: Callable[[], None]) -> None:
-        super().__init__(daemon=True)
-        self._fn = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._fn()
-        except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
-            self.error = exc
-
-
-_DONE = object()
-
-
-def _stream(engine: Engine, plan: TilePlan, st: Any, writer: Any, batch: int,
-            progress: bool) -> dict[str, Any]:
-    """Run every tile through ``engine`` and hand finished windows to ``writer``."""
-    windows = list(plan.windows())
-    read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
-    write_q: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def put(q: queue.Queue[Any], item: Any) -> None:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def read_all() -> None:
-        for win in windows:
-            if stop.is_set():
-                return
-            put(read_q, (win, *_read_window(st, engine, win)))
-        put(read_q, _DONE)
-
-    def write_all() -> None:
-        while not stop.is_set():
-            try:
-                item = write_q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if item is _DONE:
-                return
-            writer.write(*item, last_in_row=item[0].col == plan.windows_shape[1] - 1)
-
-    reader, writer_t = _Worker(read_all), _Worker(write_all)
-    reader.start()
-    writer_t.start()
-    blender = Blender(plan, engine.num_classes)
-    t = plan.tile
-    model_s, tiles_run = 0.0, 0
-    bar = _progress(plan.n_tiles, progress)
-    try:
-        while True:
-            item = _get(read_q, reader, writer_t)
-            if item is _DONE:
-                break
-            win, arrays, valid = item
-            blender.start(win)
-            r0, c0 = win.read[0], win.read[2]
-            todo = [o for o in win.tiles
-                    if valid[o[0] - r0:o[0] - r0 + t, o[1] - c0:o[1] - c0 + t].any()]
-            for s in range(0, len(todo), batch):
-                chunk = todo[s:s + batch]
-                inputs = {la.key: np.stack([
-                    arrays[la.key][:, (o[0] - r0) // la.factor:(o[0] - r0 + t) // la.factor,
-                                   (o[1] - c0) // la.factor:(o[1] - c0 + t) // la.factor]
-                    for o in chunk]) for la in engine.layers}
-                t1 = time.perf_counter()
-                probs = engine(inputs)
-                model_s += time.perf_counter() - t1
-                for o, p in zip(chunk, probs, strict=True):
-                    blender.add(o, p)
-            tiles_run += len(todo)
-            bar.update(len(win.tiles))
-            out = blender.finish()
-            o0, o1, p0, p1 = win.out
-            put(write_q, (win, out, valid[o0 - r0:o1 - r0, p0 - c0:p1 - c0]))
-            if writer_t.error is not None:
-                raise writer_t.error
-        put(write_q, _DONE)
-        writer_t.join()
-        if writer_t.error is not None:
-            raise writer_t.error
-    finally:
-        stop.set()
-        for w in (reader, writer_t):
-            w.join()
-        bar.close()
-    return {"model_seconds": model_s, "tiles_run": tiles_run, **writer.totals()}
-
-
-def _get(q: queue.Queue[Any], *workers: _Worker) -> Any:
-    while True:
-        for w in workers:
-            if w.error is not None:
-                raise w.error
-        try:
-            return q.get(timeout=0.2)
-        except queue.Empty:
-            continue
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="tile", disable=not enabled, leave=False)
 
 
 def warn_missing(missing: Sequence[str], dropout: float) -> None:

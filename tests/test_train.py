@@ -18,10 +18,11 @@ from shapely.geometry import box
 
 from geomm.bundle import BundleError, BundleMismatchError, load_bundle
 from geomm.cli import main
+from geomm.netbundle import load_cnn_bundle
 from geomm.recipe import load_recipe
 from geomm.stack import stack
 from geomm.store import open_store
-from geomm.train import TrainConfig, fit_cnn, load_cnn_bundle, save_cnn_bundle
+from geomm.train import TrainConfig, fit_cnn, save_cnn_bundle
 
 X0, Y0, N = 500000.0, 5800000.0, 240  # 2.4 km at 10 m
 
@@ -75,7 +76,7 @@ def test_fit_save_load_gives_identical_logits_in_a_fresh_process(synth, tmp_path
     torch.save({k: item[k][None] for k in keys}, tmp_path / "inputs.pt")
     code = (
         "import sys, torch, numpy as np\n"
-        "from geomm.train import load_cnn_bundle\n"
+        "from geomm.netbundle import load_cnn_bundle\n"
         "model, stats, bundle = load_cnn_bundle(sys.argv[1])\n"
         "x = torch.load(sys.argv[2], weights_only=True)\n"
         "with torch.no_grad():\n"
