@@ -229,3 +229,58 @@ def test_an_interrupted_run_leaves_no_file_under_a_final_name(scene, bundle, tmp
     assert all(n.startswith(".geomm-work-") for n in leftovers) and leftovers
     predict_scene(bundle, _mods(scene), out, options=_opts())  # the next run clears them
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+
+
+def test_random_forest_bundle_maps_every_pixel_like_the_classifier(scene, tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from geomm.classical import to_predictor
+
+    with rasterio.open(scene["a"]) as a, rasterio.open(scene["b"]) as b, \
+            rasterio.open(scene["r"]) as r:
+        vv = np.repeat(np.repeat(r.read(1), 2, axis=0), 2, axis=1)
+        X = np.stack([a.read(1).astype(np.float64), b.read(1).astype(np.float64),
+                      vv.astype(np.float64)], axis=-1).reshape(-1, 3).astype(np.float32)
+    y = (X[:, 0] > 1000).astype(int) + (X[:, 2] > 0.35).astype(int)
+    rf = RandomForestClassifier(n_estimators=5, max_depth=6, random_state=0).fit(X[::7], y[::7])
+    pred = to_predictor(rf)
+    path = save_bundle(tmp_path / "rf", kind="rf",
+                       tensors={n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS},
+                       meta=BundleMeta("synthetic", LAYERS, ClassTable.from_names(NAMES).to_dict(),
+                                       config={k: getattr(pred, k) for k in pred.CONFIG}))
+    s = predict_scene(path, _mods(scene), tmp_path / "map", options=_opts(window=100))
+    assert s.halo == 0 and "per pixel" in s.engine  # no context: no overlap computed
+    assert (_classes(tmp_path / "map") == pred.predict(X).reshape(H, W)).all()
+
+
+@pytest.mark.e2e
+def test_real_sample_map_does_not_depend_on_the_tile_size(s2_sample, tmp_path):
+    from geomm.bundle import layers_from_manifest
+    from geomm.netbundle import state_tensors
+    from geomm.normalize import compute_norm_stats
+    from geomm.predict import predict_recipe
+    from geomm.recipe import load_recipe
+    from geomm.stack import stack
+    from geomm.store import open_store
+    from geomm.train import TrainConfig, model_config_for
+
+    recipe = load_recipe("s2-landcover")
+    (summary,) = stack(recipe, out=tmp_path / "store")
+    store = open_store(summary.path)
+    torch.manual_seed(3)
+    cfg = model_config_for(store, TrainConfig(width=16))
+    stats = compute_norm_stats(store, np.ones(store.grid.shape, bool))
+    meta = BundleMeta("s2-landcover", layers_from_manifest(store.manifest),
+                      store.manifest["classes"], normalisation=stats.to_dict(),
+                      config={"model": cfg.to_dict(), "training": {}})
+    bundle = save_bundle(tmp_path / "b", kind="cnn", tensors=state_tensors(MultiBranchNet(cfg)),
+                         meta=meta)
+    maps = {}
+    for tile in (258, 516):
+        (s,) = predict_recipe(bundle, recipe, tmp_path / f"t{tile}",
+                              options=_opts(tile_size=tile, threads=None))
+        maps[tile] = _classes(tmp_path / f"t{tile}")
+        assert s.shape == store.grid.shape
+    assert (maps[258] == maps[516]).mean() >= 0.995
+    with rasterio.open(tmp_path / "t516" / "classes.tif") as src:
+        assert src.transform == store.grid.transform and src.crs == store.grid.crs
