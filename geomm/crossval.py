@@ -108,8 +108,8 @@ def _classical(store: TileStore, kind: str, cfg: TrainConfig, k: int) -> Scores:
 
 def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None = None,
              baselines: Sequence[str] = ("rf",), ablation: bool = False,
-             withhold: Sequence[str] = (), progress: bool = False,
-             echo: Callable[[str], object] = print) -> CrossvalReport:
+             withhold: Sequence[str] = (), progress: bool = False, fusion: bool = True,
+             early: bool = True, echo: Callable[[str], object] = print) -> CrossvalReport:
     """Train and score the CNN and the baselines on the same spatial-block folds.
 
     Args:
@@ -117,7 +117,11 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         cfg: CNN training settings (``n_folds``, ``block_size``, seed ...).
         folds: which held-out folds to run (default: all ``cfg.n_folds``).
         baselines: classical methods, each of ``"rf"``, ``"svm"``.
-        ablation: also train a CNN on each single modality and an early-fusion CNN.
+        ablation: also train a CNN on each single modality and (``early``) an early-fusion
+            CNN.
+        fusion: train the fusion CNN itself (off: only the ablation variants, e.g. to add
+            them to an earlier run; training is deterministic for a seed).
+        early: include early fusion in the ablation.
         withhold: modalities to leave out at inference, one at a time, scored as
             ``<method>-without-<modality>`` (a sensor outage; see ``modality_dropout``).
         progress: show Lightning's progress bar.
@@ -126,10 +130,11 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
     k = len(store.manifest["classes"]["classes"])
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     modalities = list(dict.fromkeys(lyr["modality"] for lyr in store.manifest["layers"]))
-    variants: list[tuple[str, TrainConfig]] = [("cnn", cfg)]
+    variants: list[tuple[str, TrainConfig]] = [("cnn", cfg)] if fusion else []
     if ablation:
         variants += [(f"cnn:{m}", replace(cfg, modalities=(m,))) for m in modalities]
-        variants.append(("cnn:early", replace(cfg, fusion="early")))
+        if early:
+            variants.append(("cnn:early", replace(cfg, fusion="early")))
     results: list[FoldScore] = []
     for fold in folds if folds is not None else range(cfg.n_folds):
         for name, vcfg in variants:
@@ -157,9 +162,11 @@ def _line(r: FoldScore) -> str:
 def crossval_recipe(recipe: object, *, cfg: TrainConfig, folds: Sequence[int] | None = None,
                     baselines: Sequence[str] = ("rf",), ablation: bool = False,
                     withhold: Sequence[str] = (), workers: int | None = None,
+                    fusion: bool = True, early: bool = True,
                     echo: Callable[[str], object] = print) -> CrossvalReport:
     """:func:`crossval` on a recipe's tile store (stacked first when needed)."""
     from geomm.train import recipe_store
 
     return crossval(recipe_store(recipe, workers=workers), cfg, folds=folds,
-                    baselines=baselines, ablation=ablation, withhold=withhold, echo=echo)
+                    baselines=baselines, ablation=ablation, withhold=withhold,
+                    fusion=fusion, early=early, echo=echo)

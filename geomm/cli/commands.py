@@ -47,10 +47,11 @@ def info(paths: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@opt.out_dir
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the model, the map and the polygons (default demo/).")
 @opt.workers
 def demo(out: Path | None, workers: int | None) -> None:
-    """Run the pipeline on the real s2-t33uuu sample scene."""
+    """Run the whole pipeline on the real s2-t33uuu sample: stack, train, predict, vectorize."""
     from geomm.demo import run_demo
 
     run_demo(out=out, workers=workers, echo=click.echo)
@@ -117,13 +118,16 @@ def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: in
 @click.option("--baseline", "baselines", type=click.Choice(["rf", "svm", "none"]),
               multiple=True, default=("rf",), show_default=True,
               help="Classical baselines to compare (repeatable; 'none' for none).")
+@click.option("--ablation-only", is_flag=True,
+              help="With --ablation: skip the fusion CNN itself (add variants to a past run).")
+@click.option("--no-early", is_flag=True, help="With --ablation: leave out early fusion.")
 @click.option("--withhold", multiple=True,
               help="Also score each CNN with this modality left out at inference (repeatable).")
 @opt.train_options
 @opt.workers
 def crossval_cmd(recipe: str, n_folds: int, only: tuple[int, ...], ablation: bool,
-                 baselines: tuple[str, ...], withhold: tuple[str, ...], workers: int | None,
-                 **kw: Any) -> None:
+                 ablation_only: bool, no_early: bool, baselines: tuple[str, ...],
+                 withhold: tuple[str, ...], workers: int | None, **kw: Any) -> None:
     """Spatial-block cross-validation: fusion CNN against RF/SVM on the same folds."""
     from geomm.crossval import crossval_recipe
     from geomm.recipe import load_recipe
@@ -131,6 +135,7 @@ def crossval_cmd(recipe: str, n_folds: int, only: tuple[int, ...], ablation: boo
     report = crossval_recipe(load_recipe(recipe), cfg=_train_config(n_folds=n_folds, **kw),
                              folds=list(only) or None,
                              baselines=[b for b in baselines if b != "none"],
-                             ablation=ablation, withhold=withhold, workers=workers,
+                             ablation=ablation or ablation_only, withhold=withhold,
+                             workers=workers, fusion=not ablation_only, early=not no_early,
                              echo=click.echo)
     click.echo(report.table())
