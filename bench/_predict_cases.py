@@ -117,8 +117,9 @@ def case_predict(n: int, variant: str) -> dict:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def case_torchgeo(n: int, variant: str) -> dict:
-    """(c) the TorchGeo way, same model variant, tile size and overlap as (b)."""
+def case_torchgeo(n: int, variant: str, tile: int = 0, stride: int = 0) -> dict:
+    """(c) the TorchGeo way, same model variant; tile and stride as given (default: those
+    of (b))."""
     from _torchgeo_way import scene_layers, torchgeo_way
 
     from geomm.predict import plan_tiles
@@ -130,16 +131,19 @@ def case_torchgeo(n: int, variant: str) -> dict:
     norm = {la.key: (np.asarray(la.shift, np.float32), np.asarray(la.scale, np.float32))
             for la in engine.layers}
     layers = [la for la in scene_layers(doc) if la["key"] in norm]
-    r = torchgeo_way(doc, engine.model, layers, norm, tile=plan.tile, stride=plan.stride,
+    tile, stride = tile or plan.tile, stride or plan.stride
+    batch = max(1, round(2**20 / tile ** 2))
+    r = torchgeo_way(doc, engine.model, layers, norm, tile=tile, stride=stride,
                      batch_size=batch, num_workers=0,
                      channels_last=VARIANTS[variant]["channels_last"], max_batches=40)
-    return {"variant": variant, **r}
+    return {"variant": variant, "tile": tile, "stride": stride, "batch": batch, **r}
 
 
 if __name__ == "__main__":
     torch.set_num_threads(THREADS)
     case, n = sys.argv[1], int(sys.argv[2])
     variant = sys.argv[3] if len(sys.argv) > 3 else "channels_last"
+    extra = [int(v) for v in sys.argv[4:]]
     result = {"model": case_model, "predict": case_predict, "torchgeo": case_torchgeo}[case](
-        n, variant)
+        n, variant, *extra)
     print(json.dumps({"case": case, "n": n, **result}, default=float))

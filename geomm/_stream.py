@@ -45,7 +45,8 @@ class StackSource:
         for key, a0, a1, b0, b1 in requests:
             lyr = self.st.layers[key]
             lazy += [lyr.data.data[:, a0:a1, b0:b1], lyr.valid.data[a0:a1, b0:b1]]
-        got = dask.compute(*lazy, scheduler="threads")
+        # one thread: the reader runs beside the model, which has the cores
+        got = dask.compute(*lazy, scheduler="synchronous")
         return [(got[i], got[i + 1]) for i in range(0, len(got), 2)]
 
 

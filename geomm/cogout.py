@@ -132,10 +132,12 @@ class StreamedRaster:
         try:
             for c0 in range(0, self.width, _CHUNK_COLS):
                 c1 = min(self.width, c0 + _CHUNK_COLS)
-                block = self._dst.read(window=Window(c0, self._done_rows, c1 - c0,
-                                                     end - self._done_rows))
+                red = self._dst.read(window=Window(c0, self._done_rows, c1 - c0,
+                                                   end - self._done_rows))
                 for f, ov in zip(self.factors, levels, strict=True):
-                    red = _reduce(block, f, self.layout)
+                    # each level from the one before (as gdaladdo): the rows and columns
+                    # are multiples of the largest factor, so the halvings line up
+                    red = _reduce(red, 2, self.layout)
                     ov.write(red, window=Window(c0 // f, self._done_rows // f,
                                                 red.shape[2], red.shape[1]))
         finally:

@@ -9,6 +9,7 @@ share one prediction path.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -155,7 +156,4 @@ class ClassicalEngine:
 
 
 def _lcm(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out = out * int(v) // np.gcd(out, int(v))
-    return out
+    return math.lcm(*(int(v) for v in values))

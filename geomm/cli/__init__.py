@@ -55,7 +55,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from geomm.cli import commands  # noqa: F401  (registers the commands on `main`)
+    from geomm.cli import (
+        commands,  # noqa: F401  (registers the commands on `main`)
+        predict_cmds,  # noqa: F401
+        vector_cmds,  # noqa: F401
+    )
 
 
 _register()
