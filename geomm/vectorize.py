@@ -48,6 +48,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geomm import _polygons as poly
+from geomm import _sieve
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
 
@@ -285,7 +286,7 @@ def _run(src: Any, meta: _Meta, sink: _Sink, window: int, min_area: float | None
     """Read, sieve, polygonize and stitch every window; write polygons as they are final."""
     height, width = src.height, src.width
     size = math.ceil(min_area / meta.pixel_m2 - 1e-9) if min_area else 0
-    halo = 1 + (poly.sieve_halo(size, SIEVE_PASSES) if size > 1 else 0)
+    halo = 1 + (_sieve.sieve_halo(size, SIEVE_PASSES) if size > 1 else 0)
     grid = poly.SeamGrid(height, width, window)
     stitcher = poly.Stitcher(grid)
     tolerance = simplify / math.sqrt(meta.pixel_m2) if simplify else 0.0
@@ -296,7 +297,7 @@ def _run(src: Any, meta: _Meta, sink: _Sink, window: int, min_area: float | None
             ext = _read(src, (r0 - halo, r1 + halo), (c0 - halo, c1 + halo), meta.no_class)
             if size > 1:
                 cut = halo - 1
-                ext = poly.sieve(ext, size, SIEVE_PASSES)[cut:ext.shape[0] - cut,
+                ext = _sieve.sieve(ext, size, SIEVE_PASSES)[cut:ext.shape[0] - cut,
                                                           cut:ext.shape[1] - cut]
             pieces, edges = poly.window_pieces(ext, r0, c0, grid)
             out.add(stitcher.add(pieces, edges, r0, r1, c0, c1))
