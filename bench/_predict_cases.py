@@ -79,11 +79,12 @@ def case_model(n: int, variant: str) -> dict:
     engine, opts = _engine(variant)
     h, w = scene(n)["shape"]
     plan = plan_tiles(h, w, engine.lattice, opts)
-    batch = max(1, round(2**20 / plan.tile ** 2))
+    batch = max(1, round(2**20 / plan.tile_px))
     rng = np.random.default_rng(0)
-    t = plan.tile
-    inputs = {la.key: rng.standard_normal((batch, len(la.shift), t // la.factor, t // la.factor),
-                                          dtype=np.float32) for la in engine.layers}
+    ty, tx = plan.tile
+    inputs = {la.key: rng.standard_normal((batch, len(la.shift), ty // la.factor,
+                                           tx // la.factor), dtype=np.float32)
+              for la in engine.layers}
     t0 = time.perf_counter()
     engine(inputs)  # warm-up (and compilation)
     warm = time.perf_counter() - t0
@@ -92,10 +93,10 @@ def case_model(n: int, variant: str) -> dict:
     for _ in range(reps):
         engine(inputs)
     sec = time.perf_counter() - t0
-    tile_px_s = reps * batch * t * t / sec
-    return {"variant": variant, "tile": t, "halo": plan.halo, "batch": batch,
+    tile_px_s = reps * batch * plan.tile_px / sec
+    return {"variant": variant, "tile": list(plan.tile), "halo": plan.halo, "batch": batch,
             "tiles": plan.n_tiles, "tile_mpx_s": tile_px_s / 1e6,
-            "scene_mpx_s": tile_px_s * h * w / (plan.n_tiles * t * t) / 1e6,
+            "scene_mpx_s": tile_px_s * h * w / (plan.n_tiles * plan.tile_px) / 1e6,
             "warmup_s": warm, "engine": engine.description}
 
 
@@ -127,11 +128,10 @@ def case_torchgeo(n: int, variant: str, tile: int = 0, stride: int = 0) -> dict:
     engine, opts = _engine(variant)
     doc = scene(n)
     plan = plan_tiles(*doc["shape"], engine.lattice, opts)
-    batch = max(1, round(2**20 / plan.tile ** 2))
     norm = {la.key: (np.asarray(la.shift, np.float32), np.asarray(la.scale, np.float32))
             for la in engine.layers}
     layers = [la for la in scene_layers(doc) if la["key"] in norm]
-    tile, stride = tile or plan.tile, stride or plan.stride
+    tile, stride = tile or max(plan.tile), stride or max(plan.stride)
     batch = max(1, round(2**20 / tile ** 2))
     r = torchgeo_way(doc, engine.model, layers, norm, tile=tile, stride=stride,
                      batch_size=batch, num_workers=0,

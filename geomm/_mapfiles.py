@@ -100,7 +100,8 @@ class MapWriter:
         sidecars.write_qml(self.work / "classes.qml", self.table)
         files["classes.qml"] = "QGIS style"
         sidecars.write_quicklook(self.work / "classes.tif", self.work / "quicklook.png",
-                                 table=self.table, title=f"{scene_id}: {bundle.meta.recipe}")
+                                 table=self.table,
+                                 title=f"{scene_id}: {bundle.kind} model of {bundle.meta.recipe}")
         files["quicklook.png"] = "quicklook"
         assets = {
             "classes": sidecars.AssetInfo("./classes.tif", "Land-cover classes",

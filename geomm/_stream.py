@@ -179,7 +179,7 @@ def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int
     reader.start()
     writer.start()
     blender = Blender(plan, engine.num_classes)
-    t = plan.tile
+    ty, tx = plan.tile
     model_s, tiles_run = 0.0, 0
     bar = _progress(plan.n_tiles, progress)
     try:
@@ -188,12 +188,12 @@ def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int
             blender.start(win)
             r0, c0 = win.read[0], win.read[2]
             todo = [o for o in win.tiles
-                    if valid[o[0] - r0:o[0] - r0 + t, o[1] - c0:o[1] - c0 + t].any()]
+                    if valid[o[0] - r0:o[0] - r0 + ty, o[1] - c0:o[1] - c0 + tx].any()]
             for s in range(0, len(todo), batch):
                 chunk = todo[s:s + batch]
                 inputs = {la.key: np.stack([
-                    arrays[la.key][:, (o[0] - r0) // la.factor:(o[0] - r0 + t) // la.factor,
-                                   (o[1] - c0) // la.factor:(o[1] - c0 + t) // la.factor]
+                    arrays[la.key][:, (o[0] - r0) // la.factor:(o[0] - r0 + ty) // la.factor,
+                                   (o[1] - c0) // la.factor:(o[1] - c0 + tx) // la.factor]
                     for o in chunk]) for la in engine.layers}
                 t1 = time.perf_counter()
                 probs = engine(inputs)

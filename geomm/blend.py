@@ -2,9 +2,10 @@
 
 Tiles of side ``T = S + 2h`` start every ``S`` base pixels (tile ``i`` reads rows
 ``[i*S, i*S + T)``), so neighbouring tiles overlap by ``2h``. Each tile's class probabilities
-are weighted by a window that is 1 in the middle and falls off as sin² over the ``2h`` pixels
-at each edge; in an overlap the falling edge of one tile and the rising edge of the next sum
-to one, so every output pixel is a smooth, normalised mix and tile borders leave no trace.
+are weighted by a window that is 1 in the middle, 0 on the outer ``h/2`` pixels (they see too
+little of the scene around them) and a sin² ramp between; in an overlap the falling edge of one
+tile and the rising edge of the next sum to one, so every output pixel is a smooth, normalised
+mix and tile borders leave no trace. Sides on the scene's edge keep weight 1.
 
 Tiles are processed in *windows* of ``n x n`` tiles, row by row. Window ``(a, b)`` owns the
 output rows ``[a*B, (a+1)*B)`` (``B = n*S``), and its tiles spill ``2h`` pixels into the
@@ -24,15 +25,24 @@ import numpy as np
 __all__ = ["Blender", "TilePlan", "Window", "edge_weights"]
 
 
-def edge_weights(tile: int, halo: int) -> np.ndarray:
-    """1-D blending weights of a tile: sin² ramps over the ``2*halo`` pixels at each end."""
+def edge_weights(tile: int, halo: int, *, open_start: bool = False,
+                 open_end: bool = False) -> np.ndarray:
+    """1-D blending weights of a tile side.
+
+    Over the ``2*halo`` pixels at each end: 0 for the outer ``halo/2`` (pure context: the
+    pixels that see least of the scene), then a sin² ramp over ``halo`` pixels, then 1. In an
+    overlap of ``2*halo`` pixels the two tiles' weights sum to one. A side on the scene's edge
+    (``open_*``) has no neighbour to hand over to and keeps weight 1.
+    """
     w = np.ones(tile, dtype=np.float32)
-    ramp = 2 * halo
-    if ramp:
-        u = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
-        up = np.sin(u * np.pi / 2) ** 2
-        w[:ramp] = up
-        w[-ramp:] = np.minimum(w[-ramp:], up[::-1])
+    if halo:
+        dead = halo // 2
+        u = (np.arange(2 * halo, dtype=np.float32) + 0.5 - dead) / halo
+        up = np.sin(np.clip(u, 0.0, 1.0) * np.pi / 2) ** 2
+        if not open_start:
+            w[:2 * halo] = up
+        if not open_end:
+            w[-2 * halo:] = np.minimum(w[-2 * halo:], up[::-1])
     return w
 
 
@@ -54,37 +64,48 @@ class Window:
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Tiles with overlap over an ``height x width`` scene, grouped into windows."""
+    """Tiles with overlap over an ``height x width`` scene, grouped into windows.
+
+    Tiles may be rectangular (``tile`` as (rows, cols)): each axis gets the stride that covers
+    the scene with the least overshoot past its far edge.
+    """
 
     height: int
     """Scene rows, base pixels."""
     width: int
     """Scene columns, base pixels."""
-    tile: int
-    """Tile side ``T``, base pixels."""
+    tile: tuple[int, int]
+    """Tile rows and columns ``T`` (an int means a square tile), base pixels."""
     halo: int
     """Half the overlap ``h``: neighbouring tiles share ``2h`` pixels."""
     window: int
     """Tiles per window side."""
 
     def __post_init__(self) -> None:
-        if self.tile <= 2 * self.halo or self.halo < 0:
+        if isinstance(self.tile, int):
+            object.__setattr__(self, "tile", (self.tile, self.tile))
+        if min(self.tile) <= 2 * self.halo or self.halo < 0:
             raise ValueError(f"tile {self.tile} must be larger than twice the halo {self.halo}")
         if self.window < 1:
             raise ValueError("window must hold at least one tile")
 
     @property
-    def stride(self) -> int:
-        """Tile step ``S = T - 2h``."""
-        return self.tile - 2 * self.halo
+    def stride(self) -> tuple[int, int]:
+        """Tile steps ``S = T - 2h`` along rows and columns."""
+        return self.tile[0] - 2 * self.halo, self.tile[1] - 2 * self.halo
 
-    def _count(self, n: int) -> int:
-        return max(1, math.ceil(max(0, n - self.tile) / self.stride) + 1)
+    @property
+    def tile_px(self) -> int:
+        """Pixels of one tile."""
+        return self.tile[0] * self.tile[1]
+
+    def _count(self, n: int, axis: int) -> int:
+        return max(1, math.ceil(max(0, n - self.tile[axis]) / self.stride[axis]) + 1)
 
     @property
     def tiles_shape(self) -> tuple[int, int]:
         """Number of tile rows and columns."""
-        return self._count(self.height), self._count(self.width)
+        return self._count(self.height, 0), self._count(self.width, 1)
 
     @property
     def n_tiles(self) -> int:
@@ -98,22 +119,35 @@ class TilePlan:
         r, c = self.tiles_shape
         return math.ceil(r / self.window), math.ceil(c / self.window)
 
-    def _span(self, i: int, n_tiles: int, size: int, last: bool) -> tuple[range, tuple[int, int],
-                                                                          tuple[int, int]]:
-        s, block = self.stride, self.window * self.stride
-        idx = range(i * self.window, min((i + 1) * self.window, n_tiles))
-        read = (i * block, (idx[-1] * s) + self.tile)
+    def _span(self, i: int, axis: int, last: bool) -> tuple[range, tuple[int, int],
+                                                              tuple[int, int]]:
+        s, size = self.stride[axis], (self.height, self.width)[axis]
+        block = self.window * s
+        idx = range(i * self.window, min((i + 1) * self.window, self.tiles_shape[axis]))
+        read = (i * block, (idx[-1] * s) + self.tile[axis])
         out = (i * block, size if last else (i + 1) * block)
         return idx, read, out
 
+    def weights(self, origin: tuple[int, int]) -> np.ndarray:
+        """``(Ty, Tx)`` blending weights of the tile at base ``origin``."""
+        return np.outer(self._side(origin[0], 0), self._side(origin[1], 1))
+
+    def _side(self, start: int, axis: int) -> np.ndarray:
+        size, t = (self.height, self.width)[axis], self.tile[axis]
+        key = (axis, start == 0, start + t >= size)
+        cache = self.__dict__.setdefault("_sides", {})
+        if key not in cache:
+            cache[key] = edge_weights(t, self.halo, open_start=key[1], open_end=key[2])
+        return cache[key]
+
     def windows(self) -> Iterator[Window]:
         """Windows in raster order (the order :class:`Blender` needs)."""
-        (tr, tc), (wr, wc), s = self.tiles_shape, self.windows_shape, self.stride
+        (wr, wc), (sy, sx) = self.windows_shape, self.stride
         for a in range(wr):
-            rows, rread, rout = self._span(a, tr, self.height, a == wr - 1)
+            rows, rread, rout = self._span(a, 0, a == wr - 1)
             for b in range(wc):
-                cols, cread, cout = self._span(b, tc, self.width, b == wc - 1)
-                yield Window(a, b, tuple((i * s, j * s) for i in rows for j in cols),
+                cols, cread, cout = self._span(b, 1, b == wc - 1)
+                yield Window(a, b, tuple((i * sy, j * sx) for i in rows for j in cols),
                              (*rread, *cread), (*rout, *cout))
 
 
@@ -126,8 +160,6 @@ class Blender:
 
     def __init__(self, plan: TilePlan, n_classes: int) -> None:
         self.plan, self.k = plan, n_classes
-        w = edge_weights(plan.tile, plan.halo)
-        self.weight = np.outer(w, w)
         self._top: dict[int, np.ndarray] = {}   # window col -> strip from the window above
         self._left: np.ndarray | None = None    # strip from the window to the left
         self._acc: np.ndarray | None = None
@@ -145,13 +177,14 @@ class Blender:
         self._left, self._acc, self._win = None, acc, win
 
     def add(self, origin: tuple[int, int], probs: np.ndarray) -> None:
-        """Add one tile's ``(K, T, T)`` probabilities at base ``origin``, weighted."""
+        """Add one tile's ``(K, Ty, Tx)`` probabilities at base ``origin``, weighted."""
         if self._acc is None or self._win is None:
             raise RuntimeError("call start() before add()")
         r, c = origin[0] - self._win.read[0], origin[1] - self._win.read[2]
-        t = self.plan.tile
-        self._acc[:self.k, r:r + t, c:c + t] += probs * self.weight
-        self._acc[self.k, r:r + t, c:c + t] += self.weight
+        ty, tx = self.plan.tile
+        weight = self.plan.weights(origin)
+        self._acc[:self.k, r:r + ty, c:c + tx] += probs * weight
+        self._acc[self.k, r:r + ty, c:c + tx] += weight
 
     def finish(self) -> np.ndarray:
         """Close the window: carry its spills on and return its ``(K, h, w)`` probabilities."""

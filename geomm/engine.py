@@ -103,7 +103,7 @@ class NetworkEngine:
         self.missing = frozenset(missing)
         self.layers = tuple(la for la in layers if la.modality not in self.missing)
         self.num_classes = int(model.config.num_classes)
-        self.lattice = _lcm([la.factor for la in layers] + [int(model.config.fusion_factor)])
+        self.lattice = int(model.lattice)
         model = model.eval().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ in, tensors out.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -305,6 +306,14 @@ class MultiBranchNet(nn.Module):
             self.classifier = nn.Linear(cf, config.num_classes)
         self._mod_of = [self.modalities.index(s.modality) if s.key != EARLY_KEY else -1
                         for s in specs]
+
+    @property
+    def lattice(self) -> int:
+        """Base-pixel step that a patch may be shifted by without changing the prediction of
+        the pixels it shares with the unshifted patch (away from the edges): every layer's
+        factor and the coarsest internal grid (the context path, twice the fusion factor)."""
+        return math.lcm(*(la.factor for la in self.config.layers),
+                        2 * self.config.fusion_factor)
 
     def modality_mask(self, batch: int, *, missing: Collection[str] = (),
                       device: torch.device | None = None) -> Tensor:

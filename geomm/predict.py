@@ -43,9 +43,9 @@ class PredictError(GeommError, ValueError):
 class PredictOptions:
     """How a scene is tiled and run through the model."""
 
-    tile_size: int = 516
+    tile_size: int = 768
     """Tile side, base pixels (rounded to the model's lattice)."""
-    halo: int = 24
+    halo: int = 48
     """Half the overlap of neighbouring tiles, base pixels (blended over ``2 * halo``)."""
     batch_size: int | None = None
     """Tiles per forward pass (default: about one megapixel per batch)."""
@@ -78,7 +78,7 @@ class PredictSummary:
     out_dir: Path
     files: dict[str, str]
     shape: tuple[int, int]
-    tile_size: int
+    tile_size: tuple[int, int]
     halo: int
     batch_size: int
     tiles: int
@@ -97,7 +97,7 @@ class PredictSummary:
     @property
     def tile_px(self) -> int:
         """Pixels the model computed (overlap and padding included)."""
-        return self.tiles_run * self.tile_size ** 2
+        return self.tiles_run * self.tile_size[0] * self.tile_size[1]
 
     def describe(self) -> str:
         """A few lines for the terminal."""
@@ -105,7 +105,8 @@ class PredictSummary:
         return (f"{self.out_dir}: {w} x {h} px in {self.seconds:.1f} s "
                 f"({self.scene_px / self.seconds / 1e6:.2f} Mpx/s; model busy "
                 f"{100 * self.model_seconds / self.seconds:.0f} %), {self.tiles_run} tiles of "
-                f"{self.tile_size} px (halo {self.halo}), {self.engine}\n  "
+                f"{self.tile_size[0]} x {self.tile_size[1]} px (halo {self.halo}), "
+                f"{self.engine}\n  "
                 + ", ".join(n for n in self.files))
 
 
@@ -114,20 +115,21 @@ def _lattice_round(value: int, lattice: int, *, minimum: int) -> int:
 
 
 def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> TilePlan:
-    """Tile plan: halo and stride snapped to multiples of ``lattice``, the tile at most about
-    ``opts.tile_size``, shrunk (down to 3/4) where that wastes fewer pixels past the scene's
-    edge: the model computes ``n_tiles * tile**2`` pixels for ``height * width`` of map."""
+    """Tile plan: halo and strides multiples of ``lattice``, tiles at most about
+    ``opts.tile_size``; along each axis the stride is chosen so that the tiles end at the
+    scene's edge (less than one lattice step per tile past it): the model computes
+    ``n_tiles * tile_px`` pixels for ``height * width`` of map, and tiles see the scene's edge
+    the way training patches saw theirs (no rows of filler)."""
     halo = math.ceil(opts.halo / lattice) * lattice if opts.halo else 0
     top = _lattice_round(opts.tile_size - 2 * halo, lattice, minimum=lattice)
 
-    def cost(stride: int) -> int:
-        tile = stride + 2 * halo
-        return TilePlan(height, width, tile, halo, 1).n_tiles * tile ** 2
+    def axis(size: int) -> int:
+        n = max(1, math.ceil(max(size - 2 * halo, 1) / top))
+        return max(lattice, math.ceil((size - 2 * halo) / n / lattice) * lattice)
 
-    strides = range(top, max(lattice, (3 * top // 4) // lattice * lattice) - 1, -lattice)
-    stride = min(strides, key=lambda s: (cost(s), -s))
-    window = max(1, round(opts.window / stride))
-    return TilePlan(height, width, stride + 2 * halo, halo, window)
+    sy, sx = axis(height), axis(width)
+    window = max(1, round(opts.window / max(sy, sx)))
+    return TilePlan(height, width, (sy + 2 * halo, sx + 2 * halo), halo, window)
 
 
 def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_dir: str | Path,
@@ -164,7 +166,7 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
     height, width = st.grid.shape
     plan = plan_tiles(height, width, engine.lattice,
                       options if engine.context else replace(options, halo=0))
-    batch = options.batch_size or max(1, round(2**20 / plan.tile ** 2))
+    batch = options.batch_size or max(1, round(2**20 / plan.tile_px))
     with staged_outputs(out, OUTPUTS, overwrite=options.overwrite) as work, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         from geomm._mapfiles import MapWriter

@@ -27,9 +27,9 @@ def _pair(text: str) -> tuple[str, str]:
                    "taken in the bundle's order.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (one sub-folder per scene for multi-scene recipes).")
-@click.option("--tile-size", type=click.IntRange(min=8), default=516, show_default=True,
+@click.option("--tile-size", type=click.IntRange(min=8), default=768, show_default=True,
               help="Tile side, base pixels (snapped to the model's lattice).")
-@click.option("--halo", type=click.IntRange(min=0), default=24, show_default=True,
+@click.option("--halo", type=click.IntRange(min=0), default=48, show_default=True,
               help="Half the tile overlap, base pixels; tiles are blended over twice this.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per forward pass (default: about 1 Mpx).")
