@@ -28,6 +28,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/coregister.py
+	$(BIN)/python bench/predict.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
