@@ -26,7 +26,7 @@ from _scene import modality_specs, scene  # noqa: E402
 from geomm._cache import cache_dir  # noqa: E402
 
 THREADS = 2
-OPTIONS = {"tile_size": 516, "halo": 24, "device": "cpu", "threads": THREADS}
+OPTIONS = {"tile_size": 768, "halo": 48, "device": "cpu", "threads": THREADS}
 VARIANTS = {"eager": {"channels_last": False, "compile": False},
             "channels_last": {"channels_last": True, "compile": False},
             "compiled": {"channels_last": True, "compile": True}}
@@ -115,6 +115,7 @@ def case_predict(n: int, variant: str) -> dict:
     return {"variant": variant, "seconds": sec, "tiles": s.tiles_run, "tile": s.tile_size,
             "scene_mpx_s": s.scene_px / sec / 1e6, "tile_mpx_s": s.tile_px / sec / 1e6,
             "model_busy": s.model_seconds / sec, "out": str(out), "engine": s.engine,
+            **s.phases,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

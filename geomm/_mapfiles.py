@@ -61,11 +61,11 @@ class MapWriter:
               last_in_row: bool) -> None:
         """Write one finished window: ``probs`` (K, h, w) over ``win.out``, ``valid`` (h, w)."""
         r0, _, c0, _ = win.out
-        best = probs.argmax(axis=0).astype(np.uint8)
+        best = _argmax(probs)
         best[~valid] = self.nodata
         self.counts += np.bincount(best[valid], minlength=self.k)[:self.k]
         self.sinks["classes.tif"].write(best[None], r0, c0)
-        conf = np.rint(probs.max(axis=0) * 255).clip(1, 255).astype(np.uint8)
+        conf = np.maximum(np.max(probs, axis=0) * 255 + 0.5, 1).astype(np.uint8)
         conf[~valid] = 0
         self.sinks["confidence.tif"].write(conf[None], r0, c0)
         if self.prob_kind == "float32":
@@ -73,7 +73,7 @@ class MapWriter:
             p[:, ~valid] = np.nan
             self.sinks["probabilities.tif"].write(p, r0, c0)
         elif self.prob_kind == "uint8":
-            q = np.rint(probs * 255).clip(0, 255).astype(np.uint8)
+            q = (probs * 255 + 0.5).astype(np.uint8)  # probabilities are in [0, 1]
             q[:, ~valid] = 0
             self.sinks["probabilities.tif"].write(q, r0, c0)
         if last_in_row:
@@ -91,12 +91,24 @@ class MapWriter:
 
     def finish(self, *, scene_id: str, bundle: Any, counts: np.ndarray) -> dict[str, str]:
         """Finish the COGs and write the sidecars; return ``{file name: what it is}``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+
+        files = {name: name.removesuffix(".tif") for name in self.sinks}
+        # GDAL compresses without the GIL: the three COGs are laid out side by side, and the
+        # sidecars are made while the larger ones finish
+        with ThreadPoolExecutor(len(self.sinks)) as pool:
+            jobs = [pool.submit(sink.finish) for sink in self.sinks.values()]
+            jobs[0].result()  # classes.tif: the sidecars read it
+            self._sidecars(files, scene_id, bundle, counts)
+            for job in jobs:
+                job.result()
+        return files
+
+    def _sidecars(self, files: dict[str, str], scene_id: str, bundle: Any,
+                  counts: np.ndarray) -> None:
         from geomm import sidecars
 
-        files = {}
-        for name, sink in self.sinks.items():
-            sink.finish()
-            files[name] = name.removesuffix(".tif")
         sidecars.write_qml(self.work / "classes.qml", self.table)
         files["classes.qml"] = "QGIS style"
         sidecars.write_quicklook(self.work / "classes.tif", self.work / "quicklook.png",
@@ -124,4 +136,15 @@ class MapWriter:
                         "geomm:class_pixels": {n: int(c) for n, c in
                                                zip(self.table.names, counts, strict=True)}})
         files["item.json"] = "STAC item"
-        return files
+
+
+def _argmax(probs: np.ndarray) -> np.ndarray:
+    """Class of highest probability (first on ties), as uint8: one contiguous pass per class
+    (numpy's argmax over the first axis walks the array with a large stride)."""
+    best = probs[0].copy()
+    out = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, len(probs)):
+        better = probs[k] > best
+        out[better] = k
+        np.maximum(best, probs[k], out=best)
+    return out

@@ -180,7 +180,7 @@ def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int
     writer.start()
     blender = Blender(plan, engine.num_classes)
     ty, tx = plan.tile
-    model_s, tiles_run = 0.0, 0
+    model_s, tiles_run, first, last = 0.0, 0, 0.0, 0.0
     bar = _progress(plan.n_tiles, progress)
     try:
         while (item := _get(read_q, reader, writer)) is not _DONE:
@@ -197,7 +197,9 @@ def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int
                     for o in chunk]) for la in engine.layers}
                 t1 = time.perf_counter()
                 probs = engine(inputs)
-                model_s += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                model_s += t2 - t1
+                first, last = first or t1, t2
                 for o, p in zip(chunk, probs, strict=True):
                     blender.add(o, p)
             tiles_run += len(todo)
@@ -215,7 +217,8 @@ def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int
         for w in (reader, writer):
             w.join()
         bar.close()
-    return {"model_seconds": model_s, "tiles_run": tiles_run, **sink.totals()}
+    return {"model_seconds": model_s, "tiles_run": tiles_run, "first_model_call": first,
+            "last_model_call": last, **sink.totals()}
 
 
 def _get(q: queue.Queue[Any], *workers: _Worker) -> Any:

@@ -137,7 +137,7 @@ class StreamedRaster:
                 for f, ov in zip(self.factors, levels, strict=True):
                     # each level from the one before (as gdaladdo): the rows and columns
                     # are multiples of the largest factor, so the halvings line up
-                    red = _reduce(red, 2, self.layout)
+                    red = _halve(red, self.layout)
                     ov.write(red, window=Window(c0 // f, self._done_rows // f,
                                                 red.shape[2], red.shape[1]))
         finally:
@@ -176,40 +176,36 @@ class StreamedRaster:
             self._dst.close()
 
 
-def _reduce(block: np.ndarray, f: int, layout: RasterLayout) -> np.ndarray:
-    """Downsample ``(C, h, w)`` by ``f`` (edge blocks partial): nodata-aware mode or mean."""
+def _halve(block: np.ndarray, layout: RasterLayout) -> np.ndarray:
+    """Downsample ``(C, h, w)`` by 2: nodata-aware mode or mean of each 2x2 cell.
+
+    An odd last row or column is repeated, which weighs the pixels of a partial cell equally,
+    as GDAL does for edge cells.
+    """
     c, h, w = block.shape
-    hh, ww = math.ceil(h / f), math.ceil(w / f)
+    if h % 2 or w % 2:
+        block = np.pad(block, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+    cells = np.stack([block[:, 0::2, 0::2], block[:, 0::2, 1::2], block[:, 1::2, 0::2],
+                      block[:, 1::2, 1::2]])  # (4, C, h/2, w/2)
     nodata = layout.nodata
-    fill = nodata if nodata is not None and not (isinstance(nodata, float)
-                                                 and math.isnan(nodata)) else 0
-    padded = np.full((c, hh * f, ww * f), fill, dtype=block.dtype)
-    padded[:, :h, :w] = block
-    inside = np.zeros((hh * f, ww * f), dtype=bool)
-    inside[:h, :w] = True
-    cells = padded.reshape(c, hh, f, ww, f).transpose(0, 1, 3, 2, 4).reshape(c, hh, ww, f * f)
-    ok = inside.reshape(hh, f, ww, f).transpose(0, 2, 1, 3).reshape(hh, ww, f * f)
-    ok = np.broadcast_to(ok, cells.shape)
-    if nodata is not None:
-        ok = ok & ~(np.isnan(cells) if isinstance(nodata, float) and math.isnan(nodata)
-                    else cells == nodata)
+    isnan = nodata is not None and isinstance(nodata, float) and math.isnan(nodata)
+    bad = (np.isnan(cells) if isnan else cells == nodata) if nodata is not None else None
     if layout.resampling == "mode":
-        return _mode(cells, ok, fill)
-    n = ok.sum(axis=-1)
-    total = np.where(ok, cells, 0).sum(axis=-1, dtype=np.float64)
+        votes = np.zeros(cells.shape, dtype=np.int8)
+        for j in range(4):
+            votes += cells == cells[j]
+        if bad is not None:
+            votes = np.where(bad, -1, votes)
+        return np.take_along_axis(cells, votes.argmax(axis=0)[None], axis=0)[0]
+    if bad is None:
+        total = cells.sum(axis=0, dtype=np.float32)
+        mean = total / 4
+        return (mean + 0.5).astype(block.dtype) if block.dtype.kind in "iu" else \
+            mean.astype(block.dtype)
+    n = 4 - bad.sum(axis=0, dtype=np.int8)
+    total = np.where(bad, 0, cells).sum(axis=0, dtype=np.float32)
     mean = total / np.maximum(n, 1)
     if block.dtype.kind in "iu":
-        mean = np.rint(mean)
+        mean = mean + 0.5
+    fill = float("nan") if isnan else float(nodata or 0)
     return np.where(n > 0, mean, fill).astype(block.dtype)
-
-
-def _mode(cells: np.ndarray, ok: np.ndarray, fill: Any) -> np.ndarray:
-    """Most frequent valid value per cell (lowest value on ties); ``fill`` where none."""
-    values = np.unique(cells[ok])
-    best = np.full(cells.shape[:-1], fill, dtype=cells.dtype)
-    best_n = np.zeros(cells.shape[:-1], dtype=np.int32)
-    for v in values:
-        n = ((cells == v) & ok).sum(axis=-1, dtype=np.int32)
-        better = n > best_n
-        best[better], best_n[better] = v, n[better]
-    return best

@@ -88,6 +88,8 @@ class PredictSummary:
     engine: str
     missing: tuple[str, ...]
     class_pixels: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds before the first tile ran (set-up, first read) and after the last (writing)."""
 
     @property
     def scene_px(self) -> int:
@@ -182,12 +184,15 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
                                "every pixel is nodata in some modality; check the files and "
                                "their nodata values")
         files = writer.finish(scene_id=scene_id, bundle=bundle_obj, counts=stats["counts"])
+        t_end = time.perf_counter()
         summary = PredictSummary(
             out, files, (height, width), plan.tile, plan.halo, batch, plan.n_tiles,
             stats["tiles_run"], time.perf_counter() - t0, stats["model_seconds"],
             engine.description, tuple(sorted(getattr(engine, "missing", ()))),
             {n: int(c) for n, c in zip(bundle_obj.meta.class_table.names, stats["counts"],
-                                       strict=True)})
+                                       strict=True)},
+            {"before_first_tile": stats["first_model_call"] - t0,
+             "after_last_tile": t_end - stats["last_model_call"]})
         record = {"geomm_version": __version__, "bundle": str(Path(bundle).resolve()),
                   "bundle_json_sha256": hashlib.sha256(
                       (Path(bundle) / "bundle.json").read_bytes()).hexdigest(),
