@@ -31,8 +31,11 @@ class Source(Protocol):
 class StackSource:
     """Windows of a :class:`~geomm.coregister.CoregisteredStack` (computed with dask)."""
 
-    def __init__(self, st: Any) -> None:
+    def __init__(self, st: Any, *, threaded: bool = False) -> None:
         self.st = st
+        # on CPU the model has the cores and the reader runs on one thread beside it; when
+        # the model runs on a GPU the reader may use them all
+        self.scheduler = "threads" if threaded else "synchronous"
 
     def shape(self, key: str) -> tuple[int, int]:
         h, w = self.st.layers[key].valid.shape
@@ -45,8 +48,7 @@ class StackSource:
         for key, a0, a1, b0, b1 in requests:
             lyr = self.st.layers[key]
             lazy += [lyr.data.data[:, a0:a1, b0:b1], lyr.valid.data[a0:a1, b0:b1]]
-        # one thread: the reader runs beside the model, which has the cores
-        got = dask.compute(*lazy, scheduler="synchronous")
+        got = dask.compute(*lazy, scheduler=self.scheduler)
         return [(got[i], got[i + 1]) for i in range(0, len(got), 2)]
 
 

@@ -183,8 +183,10 @@ class Blender:
         r, c = origin[0] - self._win.read[0], origin[1] - self._win.read[2]
         ty, tx = self.plan.tile
         weight = self.plan.weights(origin)
-        self._acc[:self.k, r:r + ty, c:c + tx] += probs * weight
-        self._acc[self.k, r:r + ty, c:c + tx] += weight
+        acc = self._acc[:, r:r + ty, c:c + tx]
+        for k in range(self.k):  # per class: no (K, Ty, Tx) temporary
+            acc[k] += probs[k] * weight
+        acc[self.k] += weight
 
     def finish(self) -> np.ndarray:
         """Close the window: carry its spills on and return its ``(K, h, w)`` probabilities."""

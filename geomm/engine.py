@@ -46,7 +46,10 @@ class EngineLayer:
                     + np.asarray(self.shift, np.float64)[:, None, None]).astype(np.float32)
         mean = np.asarray(self.shift, np.float32)[:, None, None]
         inv = 1 / np.asarray([s if s > 0 else 1.0 for s in self.scale], np.float32)
-        return (raw.astype(np.float32) - mean) * inv[:, None, None]
+        x = raw.astype(np.float32)  # a copy: prepared in place (same float32 steps as training)
+        x -= mean
+        x *= inv[:, None, None]
+        return x
 
 
 class Engine(Protocol):
@@ -58,6 +61,8 @@ class Engine(Protocol):
     """Tile sides and origins must be multiples of this (base pixels)."""
     context: bool
     """Whether a pixel's prediction depends on its neighbours (tiles then need a halo)."""
+    batch_px: int
+    """Pixels per forward pass that keep the device busy without wasting memory."""
     description: str
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -100,6 +105,7 @@ class NetworkEngine:
         self.amp = amp and self.device.type == "cuda"
         self.channels_last = channels_last
         self.context = True
+        self.batch_px = 2**23 if self.device.type == "cuda" else 2**20
         self.missing = frozenset(missing)
         self.layers = tuple(la for la in layers if la.modality not in self.missing)
         self.num_classes = int(model.config.num_classes)
@@ -138,6 +144,7 @@ class ClassicalEngine:
         self.predictor, self.layers, self.num_classes = predictor, tuple(layers), num_classes
         self.lattice = _lcm([la.factor for la in layers])
         self.context = False
+        self.batch_px = 2**20
         self.classes = np.asarray(predictor.classes, dtype=np.int64)
         self.description = f"{type(predictor).__name__} per pixel (numpy)"
 
