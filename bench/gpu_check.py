@@ -55,7 +55,7 @@ def _inputs(engine, batch: int, tile: int, seed: int = 0) -> dict:
 def ceiling() -> None:
     for amp in (False, True):
         eng = _engine("cuda", amp)
-        for tile, batch in ((486, 4), (486, 16), (972, 8)):
+        for tile, batch in ((696, 2), (768, 14), (1536, 4)):
             x = _inputs(eng, batch, tile)
             eng(x)
             torch.cuda.synchronize()
@@ -70,7 +70,7 @@ def ceiling() -> None:
 
 
 def agreement() -> None:
-    x = _inputs(_engine("cpu", False), 4, 486, seed=1)
+    x = _inputs(_engine("cpu", False), 2, 768, seed=1)
     cpu = _engine("cpu", False)(x)
     f32 = _engine("cuda", False)(x)
     b16 = _engine("cuda", True)(x)
@@ -84,14 +84,14 @@ def agreement() -> None:
 def end_to_end(n: int, device: str, amp: bool, tag: str) -> Path:
     doc = scene(n)
     out = Path(doc["dir"]) / f"gpu-{tag}"
-    opts = PredictOptions(device=device, amp=amp, overwrite=True, tile_size=516)
+    opts = PredictOptions(device=device, amp=amp, overwrite=True)
     t0 = time.perf_counter()
     s = predict_scene(bench_bundle(), modality_specs(doc), out, options=opts)
     sec = time.perf_counter() - t0
     _say(f"predict_{tag}", {"seconds": sec, "scene_mpx_s": s.scene_px / sec / 1e6,
                             "tile_mpx_s": s.tile_px / sec / 1e6,
                             "model_busy": s.model_seconds / sec, "tiles": s.tiles_run,
-                            "engine": s.engine})
+                            "batch": s.batch_size, "engine": s.engine, **s.phases})
     return out
 
 

@@ -3,6 +3,7 @@ handed to a sink by a writer thread. Sources: co-registered rasters or a tile st
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -130,12 +131,22 @@ class _Worker(threading.Thread):
 
     def run(self) -> None:
         try:
+            _lower_priority()
             self._fn()
         except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
             self.error = exc
 
 
 _DONE = object()
+
+
+def _lower_priority() -> None:
+    """Let the model's threads preempt this one (Linux: a thread has its own nice value):
+    reading and writing fill the gaps instead of slowing every forward pass."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # pragma: no cover  (not Linux, or not allowed)
+        pass
 
 
 def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int, *,
