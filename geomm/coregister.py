@@ -63,6 +63,9 @@ class Layer:
     """Band name -> why it was warped; empty when every band was read as stored."""
     files: tuple[Path, ...] = ()
     """Source file of each band, in band order."""
+    reader: LayerReader | None = field(default=None, repr=False, compare=False)
+    """Reads any window of the layer directly: its bands, then the valid mask (what the dask
+    arrays compute chunk by chunk)."""
 
     @property
     def key(self) -> str:
@@ -305,7 +308,7 @@ def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid:
                        "modality": modality.name})
     warped = {p.source.spec.name: p.warp_reason for p in plans if p.warp_reason}
     return Layer(modality.name, factor, data, valid, warped,
-                 tuple(p.source.path for p in plans))
+                 tuple(p.source.path for p in plans), reader)
 
 
 def _token(plans: Sequence[BandPlan], grid: GridSpec, chunk: int) -> str:
