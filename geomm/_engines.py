@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from geomm.bundle import Bundle, BundleMismatchError, load_bundle
 from geomm.engine import ClassicalEngine, Engine, EngineLayer, NetworkEngine
+from geomm.errors import GeommWarning
 
 __all__ = ["engine_for", "input_layers"]
 
@@ -55,9 +58,7 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
     missing = _missing_modalities(bundle, st, tuple(options.missing))
     bundle.check_inputs(input_layers(st), missing_ok=bool(missing))
     if missing:
-        from geomm.predict import warn_missing
-
-        warn_missing(missing, float(bundle.meta.config.get("model", {})
+        _warn_missing(missing, float(bundle.meta.config.get("model", {})
                                     .get("modality_dropout", 0.0)))
     if bundle.kind == "cnn":
         return _network(path, bundle, options, missing), bundle
@@ -91,3 +92,11 @@ def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> En
     return NetworkEngine(model, layers, device=options.device, amp=options.amp,
                          channels_last=options.channels_last, compile=options.compile,
                          missing=missing, threads=options.threads)
+
+
+def _warn_missing(missing: Sequence[str], dropout: float) -> None:
+    """Say that a map is made without some modalities (and how reliable that is)."""
+    how = (f"the model was trained with modality dropout {dropout:g}" if dropout > 0 else
+           "the model was trained WITHOUT modality dropout: expect a much worse map")
+    warnings.warn(f"predicting without {', '.join(missing)}; {how}", GeommWarning,
+                  stacklevel=3)

@@ -46,11 +46,7 @@ class StackSource:
         """Each layer's window read straight from its files (exactly the pixels asked for)."""
         def one(req: Request) -> tuple[np.ndarray, np.ndarray]:
             key, a0, a1, b0, b1 = req
-            lyr = self.st.layers[key]
-            if lyr.reader is None:  # a stack built without readers: through dask
-                return (np.asarray(lyr.data.data[:, a0:a1, b0:b1]),
-                        np.asarray(lyr.valid.data[a0:a1, b0:b1]))
-            got = lyr.reader.read(a0, a1, b0, b1)
+            got = self.st.layers[key].reader.read(a0, a1, b0, b1)
             return got[:-1], got[-1].astype(bool)
 
         if self.threaded:

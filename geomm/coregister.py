@@ -59,13 +59,13 @@ class Layer:
     """Lazy (band, y, x) values, raw (``attrs``: nodata, scale, offset, resolution)."""
     valid: xr.DataArray
     """Lazy (y, x) mask: every band of the layer has data there."""
+    reader: LayerReader = field(repr=False, compare=False)
+    """Reads any window of the layer directly: its bands, then the valid mask (what the dask
+    arrays compute chunk by chunk)."""
     warped: dict[str, str] = field(default_factory=dict)
     """Band name -> why it was warped; empty when every band was read as stored."""
     files: tuple[Path, ...] = ()
     """Source file of each band, in band order."""
-    reader: LayerReader | None = field(default=None, repr=False, compare=False)
-    """Reads any window of the layer directly: its bands, then the valid mask (what the dask
-    arrays compute chunk by chunk)."""
 
     @property
     def key(self) -> str:
@@ -307,8 +307,8 @@ def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid:
                        else None, "scale": modality.scale, "offset": modality.offset,
                        "modality": modality.name})
     warped = {p.source.spec.name: p.warp_reason for p in plans if p.warp_reason}
-    return Layer(modality.name, factor, data, valid, warped,
-                 tuple(p.source.path for p in plans), reader)
+    return Layer(modality.name, factor, data, valid, reader, warped,
+                 tuple(p.source.path for p in plans))
 
 
 def _token(plans: Sequence[BandPlan], grid: GridSpec, chunk: int) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from geomm import __version__
 from geomm._outputs import staged_outputs
 from geomm._stream import StackSource, stream
 from geomm.blend import TilePlan
-from geomm.errors import GeommError, GeommWarning
+from geomm.errors import GeommError
 from geomm.modality import ModalitySpec
 
 __all__ = ["OUTPUTS", "PredictOptions", "PredictSummary", "predict_recipe", "predict_scene"]
@@ -216,14 +215,6 @@ def predict_recipe(bundle: str | Path, recipe: Any, out_dir: str | Path, *,
 def _files(modalities: Sequence[ModalitySpec]) -> str:
     paths = [str(b.path) for m in modalities for b in m.bands]
     return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-
-
-def warn_missing(missing: Sequence[str], dropout: float) -> None:
-    """Say that a map is made without some modalities (and how reliable that is)."""
-    how = (f"the model was trained with modality dropout {dropout:g}" if dropout > 0 else
-           "the model was trained WITHOUT modality dropout: expect a much worse map")
-    warnings.warn(f"predicting without {', '.join(missing)}; {how}", GeommWarning,
-                  stacklevel=3)
 
 
 def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | Path]]
