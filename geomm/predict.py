@@ -111,22 +111,33 @@ class PredictSummary:
                 + ", ".join(n for n in self.files))
 
 
+STRIDE_SLACK = 1.15
+"""How far above the requested stride the planner may go to end tiles at the scene edge."""
+
+
 def _lattice_round(value: int, lattice: int, *, minimum: int) -> int:
     return max(minimum, int(round(value / lattice)) * lattice)
 
 
 def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> TilePlan:
-    """Tile plan: halo and strides multiples of ``lattice``, tiles at most about
+    """Tile plan: halo and strides multiples of ``lattice``, tiles of about
     ``opts.tile_size``; along each axis the stride is chosen so that the tiles end at the
-    scene's edge (less than one lattice step per tile past it): the model computes
-    ``n_tiles * tile_px`` pixels for ``height * width`` of map, and tiles see the scene's edge
-    the way training patches saw theirs (no rows of filler)."""
+    scene's edge: the model computes ``n_tiles * tile_px`` pixels for ``height * width`` of
+    map, and tiles see the scene's edge the way training patches saw theirs (no rows of
+    filler). Among tile counts whose stride stays within ``STRIDE_SLACK`` of the request, the
+    one with the least overshoot past the edge wins (then the fewest tiles)."""
     halo = math.ceil(opts.halo / lattice) * lattice if opts.halo else 0
     top = _lattice_round(opts.tile_size - 2 * halo, lattice, minimum=lattice)
 
     def axis(size: int) -> int:
-        n = max(1, math.ceil(max(size - 2 * halo, 1) / top))
-        return max(lattice, math.ceil((size - 2 * halo) / n / lattice) * lattice)
+        inner = max(size - 2 * halo, 1)
+        most = max(1, math.ceil(inner / top))
+        fewest = max(1, math.ceil(inner / (top * STRIDE_SLACK)))
+
+        def stride(n: int) -> int:
+            return max(lattice, math.ceil(inner / n / lattice) * lattice)
+
+        return stride(min(range(fewest, most + 1), key=lambda n: (n * stride(n) - inner, n)))
 
     sy, sx = axis(height), axis(width)
     window = max(1, round(opts.window / max(sy, sx)))

@@ -94,16 +94,25 @@ def test_each_tile_is_planned_once_and_tiles_cover_the_scene():
 
 
 def test_planned_tiles_end_at_the_scene_edge():
-    from geomm.predict import PredictOptions, plan_tiles
+    from geomm.predict import STRIDE_SLACK, PredictOptions, plan_tiles
 
     for h, w in ((768, 1536), (3072, 6144), (1000, 777), (204, 276)):
         for size in (256, 512, 768):
             plan = plan_tiles(h, w, 12, PredictOptions(tile_size=size, halo=48))
             assert all(v % 12 == 0 for v in (*plan.stride, plan.halo))
-            assert max(plan.tile) <= size + 12
+            assert max(plan.stride) <= STRIDE_SLACK * (size - 96) + 12
             (tr, tc), (sy, sx) = plan.tiles_shape, plan.stride
             over = ((tr - 1) * sy + plan.tile[0] - h, (tc - 1) * sx + plan.tile[1] - w)
             assert 0 <= over[0] < 12 * tr and 0 <= over[1] < 12 * tc, (h, w, size, plan)
+
+
+def test_the_planner_prefers_tiles_that_end_exactly_at_the_edge():
+    from geomm.predict import PredictOptions, plan_tiles
+
+    # the real sample (768 x 1536): a 256 request fits 4 x 10 strides of 168 x 144 exactly,
+    # rather than 5 strides of 144 rows ending 48 px past the edge
+    plan = plan_tiles(768, 1536, 12, PredictOptions(tile_size=256, halo=48))
+    assert plan.stride == (168, 144) and plan.tiles_shape == (4, 10)
 
 
 def test_bad_plans_are_refused():
