@@ -47,8 +47,20 @@ def _missing_modalities(bundle: Bundle, st: Any, asked: tuple[str, ...]) -> list
     return absent
 
 
+_CACHE: dict[tuple[Any, ...], tuple[Engine, Bundle]] = {}
+"""Engines built in this process, by bundle files' identity and options: a batch worker
+loads a bundle once and serves every block with it."""
+_CACHE_SIZE = 2
+
+
+def _file_id(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
 def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
-    """Load the bundle at ``path`` and wrap it as an engine for the stack ``st``.
+    """Load the bundle at ``path`` and wrap it as an engine for the stack ``st`` (cached in
+    the process while the bundle's files are unchanged).
 
     Raises:
         BundleError: not a bundle, or a scene classifier (no per-pixel map).
@@ -60,6 +72,26 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
     if missing:
         _warn_missing(missing, float(bundle.meta.config.get("model", {})
                                     .get("modality_dropout", 0.0)))
+    if bundle.kind != "cnn":  # cheap to build, and may take scale/offset from the inputs
+        return _build(path, bundle, st, options, missing)
+    key = (*(_file_id(p) for p in sorted(Path(path).iterdir()) if p.is_file()),
+           tuple(missing), options.device, options.amp, options.channels_last,
+           options.compile, options.threads)
+    if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _build(path, bundle, st, options, missing)
+    engine, _ = _CACHE[key]
+    device = getattr(engine, "device", None)
+    if options.threads and device is not None and device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(options.threads)  # another engine here may have set others
+    return engine, bundle
+
+
+def _build(path: Path, bundle: Bundle, st: Any, options: Any, missing: list[str]
+           ) -> tuple[Engine, Bundle]:
     if bundle.kind == "cnn":
         return _network(path, bundle, options, missing), bundle
     from geomm.baseline import classifier_from_bundle

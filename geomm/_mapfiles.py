@@ -12,7 +12,7 @@ from geomm.blend import Window
 from geomm.classes import ClassTable
 from geomm.cogout import RasterLayout, StreamedRaster
 
-__all__ = ["MapWriter"]
+__all__ = ["MapWriter", "write_sidecars"]
 
 
 class MapWriter:
@@ -77,8 +77,12 @@ class MapWriter:
             q[:, ~valid] = 0
             self.sinks["probabilities.tif"].write(q, r0, c0)
         if last_in_row:
-            for s in self.sinks.values():
-                s.rows_complete(win.out[1])
+            self.rows_done(win.out[1])
+
+    def rows_done(self, end: int) -> None:
+        """Every row above ``end`` is written (overviews can be built for them)."""
+        for s in self.sinks.values():
+            s.rows_complete(end)
 
     def totals(self) -> dict[str, Any]:
         """Pixels per class and valid pixels so far."""
@@ -89,10 +93,11 @@ class MapWriter:
         for s in self.sinks.values():
             s.close()
 
-    def finish(self, *, scene_id: str, bundle: Any, counts: np.ndarray) -> dict[str, str]:
-        """Finish the COGs and write the sidecars; return ``{file name: what it is}``."""
+    def finish(self, *, scene_id: str, bundle: Any, counts: np.ndarray,
+               sidecars: bool = True) -> dict[str, str]:
+        """Finish the COGs and (unless not ``sidecars``) write the sidecars; return
+        ``{file name: what it is}``."""
         from concurrent.futures import ThreadPoolExecutor
-
 
         files = {name: name.removesuffix(".tif") for name in self.sinks}
         # GDAL compresses without the GIL: the three COGs are laid out side by side, and the
@@ -100,42 +105,44 @@ class MapWriter:
         with ThreadPoolExecutor(len(self.sinks)) as pool:
             jobs = [pool.submit(sink.finish) for sink in self.sinks.values()]
             jobs[0].result()  # classes.tif: the sidecars read it
-            self._sidecars(files, scene_id, bundle, counts)
+            if sidecars:
+                files.update(write_sidecars(self.work, self.table, scene_id=scene_id,
+                                            bundle=bundle, counts=counts,
+                                            probabilities="probabilities.tif" in self.sinks))
             for job in jobs:
                 job.result()
         return files
 
-    def _sidecars(self, files: dict[str, str], scene_id: str, bundle: Any,
-                  counts: np.ndarray) -> None:
-        from geomm import sidecars
 
-        sidecars.write_qml(self.work / "classes.qml", self.table)
-        files["classes.qml"] = "QGIS style"
-        sidecars.write_quicklook(self.work / "classes.tif", self.work / "quicklook.png",
-                                 table=self.table,
-                                 title=f"{scene_id}: {bundle.kind} model of {bundle.meta.recipe}")
-        files["quicklook.png"] = "quicklook"
-        assets = {
-            "classes": sidecars.AssetInfo("./classes.tif", "Land-cover classes",
-                                          ("data",), classes=True),
-            "confidence": sidecars.AssetInfo("./confidence.tif", "Confidence (max probability)",
-                                             ("data",)),
-            "style": sidecars.AssetInfo("./classes.qml", "QGIS style", ("style",),
-                                        media_type="application/xml"),
-            "thumbnail": sidecars.AssetInfo("./quicklook.png", "Quicklook", ("thumbnail",),
-                                            media_type="image/png"),
-        }
-        if "probabilities.tif" in self.sinks:
-            assets["probabilities"] = sidecars.AssetInfo(
-                "./probabilities.tif", "Class probabilities", ("data",),
-                bands=tuple(self.table.names))
-        sidecars.write_stac_item(
-            self.work / "item.json", item_id=scene_id, raster=self.work / "classes.tif",
-            assets=assets, table=self.table,
-            properties={"geomm:model": bundle.meta.recipe, "geomm:model_kind": bundle.kind,
-                        "geomm:class_pixels": {n: int(c) for n, c in
-                                               zip(self.table.names, counts, strict=True)}})
-        files["item.json"] = "STAC item"
+def write_sidecars(folder: Path, table: ClassTable, *, scene_id: str, bundle: Any,
+                   counts: np.ndarray, probabilities: bool) -> dict[str, str]:
+    """QGIS style, quicklook and STAC item beside ``folder/classes.tif``; returns
+    ``{file name: what it is}``."""
+    from geomm import sidecars
+
+    sidecars.write_qml(folder / "classes.qml", table)
+    sidecars.write_quicklook(folder / "classes.tif", folder / "quicklook.png", table=table,
+                             title=f"{scene_id}: {bundle.kind} model of {bundle.meta.recipe}")
+    assets = {
+        "classes": sidecars.AssetInfo("./classes.tif", "Land-cover classes",
+                                      ("data",), classes=True),
+        "confidence": sidecars.AssetInfo("./confidence.tif", "Confidence (max probability)",
+                                         ("data",)),
+        "style": sidecars.AssetInfo("./classes.qml", "QGIS style", ("style",),
+                                    media_type="application/xml"),
+        "thumbnail": sidecars.AssetInfo("./quicklook.png", "Quicklook", ("thumbnail",),
+                                        media_type="image/png"),
+    }
+    if probabilities:
+        assets["probabilities"] = sidecars.AssetInfo(
+            "./probabilities.tif", "Class probabilities", ("data",), bands=tuple(table.names))
+    sidecars.write_stac_item(
+        folder / "item.json", item_id=scene_id, raster=folder / "classes.tif",
+        assets=assets, table=table,
+        properties={"geomm:model": bundle.meta.recipe, "geomm:model_kind": bundle.kind,
+                    "geomm:class_pixels": {n: int(c) for n, c in
+                                           zip(table.names, counts, strict=True)}})
+    return {"classes.qml": "QGIS style", "quicklook.png": "quicklook", "item.json": "STAC item"}
 
 
 def _argmax(probs: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from geomm import __version__
 from geomm._outputs import staged_outputs
+from geomm._region import Region, RegionSink, RegionSource
 from geomm._stream import StackSource, stream
 from geomm.blend import TilePlan
 from geomm.errors import GeommError
@@ -146,8 +147,11 @@ def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> T
 
 def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_dir: str | Path,
                   *, grid: Any = None, options: PredictOptions = PredictOptions(),
-                  scene_id: str = "scene") -> PredictSummary:
-    """Predict one scene with a model bundle and write the map files into ``out_dir``.
+                  scene_id: str = "scene", region: Region | None = None,
+                  sidecars: bool = True, empty_ok: bool = False) -> PredictSummary:
+    """Predict one scene (or one block of it) with a model bundle; write the map files into
+    ``out_dir``. This is the one tiled-inference path: ``geomm predict`` calls it for a
+    scene, ``geomm batch`` workers for each block.
 
     Args:
         bundle: model bundle folder (``geomm train``): network, RF or SVM.
@@ -156,13 +160,18 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
         grid: a recipe's :class:`~geomm.recipe.GridRequest` (default: the finest band's grid).
         options: tiling, device and output settings.
         scene_id: identifier written into the STAC item.
+        region: only this block of the scene's grid (read with ``options.halo`` pixels of
+            context around it where the scene has them); the outputs cover the block.
+        sidecars: write the QGIS style, quicklook and STAC item too.
+        empty_ok: write all-nodata outputs when no input pixel is valid (else an error).
 
     Returns:
         A :class:`PredictSummary`.
 
     Raises:
         BundleMismatchError: the inputs' layers or bands differ from the bundle's.
-        PredictError: no valid input pixel, or a classification bundle.
+        PredictError: no valid input pixel, a region outside the scene, or a classification
+            bundle.
         OutputExistsError: ``out_dir`` holds results and not ``options.overwrite``.
     """
     import rasterio
@@ -175,43 +184,72 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
     t0 = time.perf_counter()
     st = coregister_request(modalities, grid or GridRequest())
     engine, bundle_obj = engine_for(Path(bundle), st, options)
-    height, width = st.grid.shape
-    plan = plan_tiles(height, width, engine.lattice,
-                      options if engine.context else replace(options, halo=0))
+    opts = options if engine.context else replace(options, halo=0)
+    on_gpu = getattr(getattr(engine, "device", None), "type", "cpu") != "cpu"
+    source, out_grid, extent, own = _area(st, engine, opts, region, on_gpu, _files(modalities))
+    plan = plan_tiles(extent.height, extent.width, engine.lattice, opts)
     batch = options.batch_size or max(1, round(engine.batch_px / plan.tile_px))
     with staged_outputs(out, OUTPUTS, overwrite=options.overwrite) as work, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         from geomm._mapfiles import MapWriter
 
-        writer = MapWriter(work, st.grid, bundle_obj.meta.class_table, options.probabilities)
+        writer = MapWriter(work, out_grid, bundle_obj.meta.class_table, options.probabilities)
         try:
-            on_gpu = getattr(getattr(engine, "device", None), "type", "cpu") != "cpu"
-            stats = stream(engine, plan, StackSource(st, threaded=on_gpu), writer, batch,
+            stats = stream(engine, plan, source, RegionSink(writer, own), batch,
                            progress=options.progress)
         finally:
             writer.close()
-        if stats["valid_px"] == 0:
+        if stats["valid_px"] == 0 and not empty_ok:
             raise PredictError(f"no valid input pixel in the scene ({_files(modalities)}): "
                                "every pixel is nodata in some modality; check the files and "
                                "their nodata values")
-        files = writer.finish(scene_id=scene_id, bundle=bundle_obj, counts=stats["counts"])
+        files = writer.finish(scene_id=scene_id, bundle=bundle_obj, counts=stats["counts"],
+                              sidecars=sidecars)
         t_end = time.perf_counter()
         summary = PredictSummary(
-            out, files, (height, width), plan.tile, plan.halo, batch, plan.n_tiles,
+            out, files, out_grid.shape, plan.tile, plan.halo, batch, plan.n_tiles,
             stats["tiles_run"], time.perf_counter() - t0, stats["model_seconds"],
             engine.description, tuple(sorted(getattr(engine, "missing", ()))),
             {n: int(c) for n, c in zip(bundle_obj.meta.class_table.names, stats["counts"],
                                        strict=True)},
-            {"before_first_tile": stats["first_model_call"] - t0,
-             "after_last_tile": t_end - stats["last_model_call"]})
+            {"before_first_tile": (stats["first_model_call"] or t_end) - t0,
+             "after_last_tile": t_end - (stats["last_model_call"] or t_end)})
         record = {"geomm_version": __version__, "bundle": str(Path(bundle).resolve()),
                   "bundle_json_sha256": hashlib.sha256(
                       (Path(bundle) / "bundle.json").read_bytes()).hexdigest(),
                   "inputs": {m.name: [str(b.path) for b in m.bands] for m in modalities},
-                  "options": asdict(options), "grid": st.grid.to_dict(),
+                  "options": asdict(options), "grid": out_grid.to_dict(),
+                  "scene_grid": st.grid.to_dict(),
+                  "region": asdict(region) if region is not None else None,
                   "summary": {**asdict(summary), "out_dir": str(out)}}
         (work / "geomm-predict.json").write_text(json.dumps(record, indent=1, default=str))
     return summary
+
+
+def _area(st: Any, engine: Any, opts: PredictOptions, region: Region | None, on_gpu: bool,
+          files: str) -> tuple[Any, Any, Region, Region]:
+    """What is read (source over the extent), the output grid, the extent predicted and the
+    block inside it (extent coordinates)."""
+    from geomm.grid import GridSpec
+
+    height, width = st.grid.shape
+    source: Any = StackSource(st, threaded=on_gpu)
+    whole = Region(0, 0, height, width)
+    if region is None:
+        return source, st.grid, whole, whole
+    own = region.clip(height, width)
+    if own is None:
+        raise PredictError(f"block {region} lies outside the scene grid of {height} x {width} "
+                           f"px ({files})")
+    margin = math.ceil(opts.halo / engine.lattice) * engine.lattice if opts.halo else 0
+    ext = own.extent(margin, engine.lattice, height, width)
+    source = RegionSource(source, ext, {la.key: la.factor for la in engine.layers})
+    g, res = st.grid, st.grid.resolution
+    left, top = g.bounds[0] + own.col * res, g.bounds[3] - own.row * res
+    out_grid = GridSpec(g.crs, res, (left, top - own.height * res,
+                                     left + own.width * res, top))
+    return source, out_grid, ext, Region(own.row - ext.row, own.col - ext.col,
+                                         own.height, own.width)
 
 
 def predict_recipe(bundle: str | Path, recipe: Any, out_dir: str | Path, *,

@@ -12,39 +12,18 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import Affine
+from synthetic import LAYERS, NAMES, H, W, cnn_bundle, write_band, write_scene
 
 from geomm.bundle import BundleMeta, BundleMismatchError, save_bundle
 from geomm.classes import ClassTable
 from geomm.modality import BandSpec, ModalitySpec
-from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
-from geomm.normalize import LayerStats, NormStats
+from geomm.model import MultiBranchNet
 from geomm.predict import OUTPUTS, PredictError, PredictOptions, predict_scene
-
-H, W = 204, 276  # base pixels at 10 m; a multiple of 2 for the 20 m layer
-X0, Y0 = 600000.0, 5700000.0
-NAMES = ("crop", "forest", "water")
-
-
-def _write(path: Path, arr: np.ndarray, res: float, nodata: float | None = None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[-1], height=arr.shape[-2],
-                       count=1, dtype=arr.dtype, crs="EPSG:32633", nodata=nodata,
-                       transform=Affine(res, 0, X0, 0, -res, Y0)) as dst:
-        dst.write(arr[None] if arr.ndim == 2 else arr)
-    return path
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    """Smooth synthetic bands: two at 10 m (optical), one at 20 m (radar)."""
-    root = tmp_path_factory.mktemp("scene")
-    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
-    a = (1000 + 600 * np.sin(x / 17) * np.cos(y / 23)).astype(np.uint16)
-    b = (900 + 500 * np.cos((x + y) / 29)).astype(np.uint16)
-    yy, xx = np.mgrid[0:H // 2, 0:W // 2].astype(np.float32)
-    r = (0.3 + 0.2 * np.sin(xx / 9 + yy / 13)).astype(np.float32)
-    return {"a": _write(root / "a.tif", a, 10), "b": _write(root / "b.tif", b, 10),
-            "r": _write(root / "r.tif", r, 20)}
+    return write_scene(tmp_path_factory.mktemp("scene"))
 
 
 def _mods(scene, *, radar: bool = True, names=("A", "B")) -> list[ModalitySpec]:
@@ -55,30 +34,9 @@ def _mods(scene, *, radar: bool = True, names=("A", "B")) -> list[ModalitySpec]:
     return mods
 
 
-LAYERS = [{"key": "optical/10m", "modality": "optical", "bands": ["A", "B"], "resolution": 10,
-           "factor": 1, "dtype": "uint16"},
-          {"key": "radar/20m", "modality": "radar", "bands": ["VV"], "resolution": 20,
-           "factor": 2, "dtype": "float32"}]
-
-
-def _cnn_bundle(path: Path, *, dropout: float = 0.0, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(layers=(LayerSpec("optical/10m", "optical", 2, 1, ("A", "B")),
-                              LayerSpec("radar/20m", "radar", 1, 2, ("VV",))),
-                      num_classes=3, width=8, modality_dropout=dropout)
-    model = MultiBranchNet(cfg)
-    stats = NormStats((LayerStats("optical/10m", ("A", "B"), (1000.0, 900.0), (400.0, 350.0), 1),
-                       LayerStats("radar/20m", ("VV",), (0.3,), (0.15,), 1)))
-    meta = BundleMeta("synthetic", LAYERS, ClassTable.from_names(NAMES).to_dict(),
-                      normalisation=stats.to_dict(),
-                      config={"model": cfg.to_dict(), "training": {}})
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    return save_bundle(path, kind="cnn", tensors=tensors, meta=meta)
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return _cnn_bundle(tmp_path_factory.mktemp("b") / "cnn")
+    return cnn_bundle(tmp_path_factory.mktemp("b") / "cnn")
 
 
 def _classes(out: Path) -> np.ndarray:
@@ -130,11 +88,11 @@ def test_overviews_are_the_mode_of_the_classes(tmp_path):
     # a scene larger than one COG block, so that the class map gets overviews
     y, x = np.mgrid[0:1100, 0:600]
     arr = ((x // 37 + y // 53) % 3 * 1000 + 200).astype(np.uint16)
-    a, b = _write(tmp_path / "a.tif", arr, 10), _write(tmp_path / "b.tif", arr[::-1], 10)
+    a, b = write_band(tmp_path / "a.tif", arr, 10), write_band(tmp_path / "b.tif", arr[::-1], 10)
     optical_only = [ModalitySpec("optical", (BandSpec(a, "A"), BandSpec(b, "B")))]
     with pytest.warns(UserWarning, match="predicting without radar; the model was trained "
                                          "with modality dropout 0.3"):
-        out = predict_scene(_cnn_bundle(tmp_path / "drop", dropout=0.3), optical_only, big,
+        out = predict_scene(cnn_bundle(tmp_path / "drop", dropout=0.3), optical_only, big,
                             options=_opts(tile_size=192, halo=12))
     with rasterio.open(big / "classes.tif") as src:
         assert src.overviews(1) == [2, 4]
@@ -178,7 +136,7 @@ def test_missing_modality_needs_dropout_or_an_explicit_flag(scene, bundle, tmp_p
 
 
 def test_inputs_without_valid_pixels_are_refused(scene, bundle, tmp_path):
-    zeros = _write(tmp_path / "z.tif", np.zeros((H, W), np.uint16), 10, nodata=0)
+    zeros = write_band(tmp_path / "z.tif", np.zeros((H, W), np.uint16), 10, nodata=0)
     mods = [ModalitySpec("optical", (BandSpec(zeros, "A"), BandSpec(scene["b"], "B"))),
             ModalitySpec("radar", (BandSpec(scene["r"], "VV"),))]
     out = tmp_path / "nodata"

@@ -56,6 +56,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     from geomm.cli import (
+        batch_cmds,  # noqa: F401
         commands,  # noqa: F401  (registers the commands on `main`)
         predict_cmds,  # noqa: F401
         vector_cmds,  # noqa: F401

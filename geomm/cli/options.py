@@ -45,3 +45,39 @@ def train_options(f: F) -> F:
     for option in reversed(_TRAIN):
         f = option(f)
     return f
+
+
+_PREDICT = [
+    click.option("--tile-size", type=click.IntRange(min=8), default=768, show_default=True,
+                 help="Tile side, base pixels (snapped to the model's lattice)."),
+    click.option("--halo", type=click.IntRange(min=0), default=48, show_default=True,
+                 help="Half the tile overlap, base pixels; tiles are blended over twice this."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Tiles per forward pass (default: ~1 Mpx on CPU, ~8 Mpx on CUDA)."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                 show_default=True, help="Where the network runs."),
+    click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA."),
+    click.option("--compile", "compile_", is_flag=True, help="torch.compile the network."),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="Torch CPU threads (default: the usable cores, shared by the workers)."),
+    click.option("--probabilities", type=click.Choice(["uint8", "float32", "none"]),
+                 default="uint8", show_default=True, help="Type of probabilities.tif, or none."),
+    click.option("--missing", multiple=True, metavar="MODALITY",
+                 help="Predict without this modality (a sensor outage; repeatable)."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+]
+
+
+def predict_options(f: F) -> F:
+    """The tiling and device settings shared by `geomm predict` and `geomm batch`."""
+    for option in reversed(_PREDICT):
+        f = option(f)
+    return f
+
+
+def prediction(compile_: bool, no_amp: bool, quiet: bool, **kw: Any) -> Any:
+    """:class:`~geomm.predict.PredictOptions` from :func:`predict_options`' values."""
+    from geomm.predict import PredictOptions
+
+    return PredictOptions(**{**kw, "missing": tuple(kw["missing"])}, compile=compile_,
+                          amp=not no_amp, progress=not quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,42 +28,20 @@ def _pair(text: str) -> tuple[str, str]:
                    "taken in the bundle's order.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (one sub-folder per scene for multi-scene recipes).")
-@click.option("--tile-size", type=click.IntRange(min=8), default=768, show_default=True,
-              help="Tile side, base pixels (snapped to the model's lattice).")
-@click.option("--halo", type=click.IntRange(min=0), default=48, show_default=True,
-              help="Half the tile overlap, base pixels; tiles are blended over twice this.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Tiles per forward pass (default: ~1 Mpx on CPU, ~8 Mpx on CUDA).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where the network runs.")
-@click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch CPU threads (default: the usable cores).")
-@click.option("--probabilities", type=click.Choice(["uint8", "float32", "none"]),
-              default="uint8", show_default=True, help="Type of probabilities.tif, or none.")
-@click.option("--missing", multiple=True, metavar="MODALITY",
-              help="Predict without this modality (a sensor outage; repeatable).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@opt.predict_options
 @opt.overwrite
 def predict_cmd(bundle: Path, recipe: str | None, modality: tuple[str, ...], out: Path,
-                compile_: bool, no_amp: bool, quiet: bool, **kw: Any) -> None:
+                overwrite: bool, **kw: Any) -> None:
     """Map a scene with a model bundle: class, probability and confidence COGs, QGIS style,
     STAC item and quicklook in OUT.
 
     Give the inputs as a RECIPE (a YAML file or a bundled recipe's name) or with --modality.
     """
-    from geomm.predict import (
-        PredictOptions,
-        modalities_from_files,
-        predict_recipe,
-        predict_scene,
-    )
+    from geomm.predict import modalities_from_files, predict_recipe, predict_scene
 
     if (recipe is None) == (not modality):
         raise click.UsageError("give either RECIPE or --modality NAME=FILE (not both)")
-    options = PredictOptions(**{**kw, "missing": tuple(kw["missing"])}, compile=compile_,
-                             amp=not no_amp, progress=not quiet)
+    options = replace(opt.prediction(**kw), overwrite=overwrite)
     if recipe is not None:
         from geomm.recipe import load_recipe
 
