@@ -20,7 +20,7 @@ from geomm._region import Region
 from geomm.errors import GeommError
 from geomm.modality import ModalitySpec
 
-__all__ = ["Block", "BatchJobError", "Job", "grid_job", "recipe_job", "scenes_job"]
+__all__ = ["BatchJobError", "Block", "Job", "area_job", "grid_job", "recipe_job", "scenes_job"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IGNORED_OPTIONS = ("progress", "overwrite")
@@ -160,21 +160,30 @@ def scenes_job(recipe: Any, path: str | Path) -> Job:
 
 
 def grid_job(recipe: Any, grid: str | Path | int) -> Job:
-    """The recipe's one scene cut into blocks: squares of ``grid`` base pixels, or the
-    bounding boxes of the polygons of a vector file (any CRS; an ``id`` column names them).
+    """The recipe's one scene cut into blocks (see :func:`area_job`).
 
     Raises:
         BatchJobError: a multi-scene recipe, an unreadable grid file, no block on the scene.
     """
-    from geomm.coregister import coregister_request
-
     scenes = recipe.scene_inputs()
     if len(scenes) != 1:
-        raise BatchJobError(f"recipe {recipe.name}: --grid cuts one large scene into blocks, but "
-                            f"the recipe has {len(scenes)} scenes; use --scenes or the recipe "
-                            "alone for many scenes")
-    mods = tuple(scenes[0].modalities)
-    scene_grid = coregister_request(mods, recipe.grid).grid  # file headers only
+        raise BatchJobError(f"recipe {recipe.name}: --grid cuts one large scene into blocks, "
+                            f"but the recipe has {len(scenes)} scenes; use --scenes or the "
+                            "recipe alone for many scenes")
+    return area_job(scenes[0].modalities, recipe.grid, grid)
+
+
+def area_job(modalities: Sequence[ModalitySpec], request: Any, grid: str | Path | int) -> Job:
+    """One scene cut into blocks: squares of ``grid`` base pixels, or the bounding boxes of
+    the polygons of a vector file (any CRS; an ``id`` column names them).
+
+    Raises:
+        BatchJobError: an unreadable grid file, no block on the scene.
+    """
+    from geomm.coregister import coregister_request
+
+    mods = tuple(modalities)
+    scene_grid = coregister_request(mods, request).grid  # file headers only
     h, w = scene_grid.shape
     if isinstance(grid, int):
         if grid < 64:
@@ -185,7 +194,7 @@ def grid_job(recipe: Any, grid: str | Path | int) -> Job:
     else:
         regions = _regions_from_file(Path(grid), scene_grid)
     blocks = [Block(i, modalities=mods, region=r) for i, r in regions]
-    return Job(_check_ids(blocks, str(grid)), recipe.grid, mosaic=scene_grid)
+    return Job(_check_ids(blocks, str(grid)), request, mosaic=scene_grid)
 
 
 def _regions_from_file(path: Path, g: Any) -> list[tuple[str, Region]]:
