@@ -1,13 +1,24 @@
-"""Accuracy from a confusion matrix: OA, Cohen's kappa, per-class precision/recall/F1/IoU."""
+"""Accuracy from a confusion matrix: OA, Cohen's kappa, per-class precision/recall/F1/IoU.
+
+The one implementation of these figures in geomm: training, cross-validation and
+``geomm evaluate`` all score through :func:`confusion_matrix` and :func:`scores`.
+
+Conventions (scikit-learn's with ``zero_division=0`` wherever a value is defined): a class
+never predicted has precision 0; a class absent from the reference has recall NaN (undefined,
+not zero), and F1 and IoU NaN too when it is never predicted either. Macro averages are taken
+over the classes present in the reference; weighted averages weight each class by its
+reference support, so classes absent from the reference weigh nothing either way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Scores", "confusion_matrix", "scores"]
+__all__ = ["Averages", "Scores", "confusion_matrix", "scores"]
 
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int, *,
@@ -35,6 +46,20 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int, *,
 
 
 @dataclass(frozen=True)
+class Averages:
+    """Precision, recall, F1 and IoU averaged over classes one way (macro or weighted)."""
+
+    precision: float
+    """Average user's accuracy."""
+    recall: float
+    """Average producer's accuracy."""
+    f1: float
+    """Average F1."""
+    iou: float
+    """Average intersection over union."""
+
+
+@dataclass(frozen=True)
 class Scores:
     """Accuracy figures of one confusion matrix."""
 
@@ -54,6 +79,21 @@ class Scores:
     """Per-class producer's accuracy."""
     support: tuple[int, ...]
     """Reference pixels per class."""
+    macro: Averages = Averages(float("nan"), float("nan"), float("nan"), float("nan"))
+    """Unweighted means over the classes present in the reference."""
+    weighted: Averages = Averages(float("nan"), float("nan"), float("nan"), float("nan"))
+    """Means weighted by reference support (scikit-learn's ``average="weighted"``)."""
+
+    def to_dict(self, names: Sequence[str]) -> dict[str, Any]:
+        """JSON-able figures, per class keyed by ``names`` (NaN becomes ``None``)."""
+        per_class = {n: {"precision": _num(self.precision[i]), "recall": _num(self.recall[i]),
+                         "f1": _num(self.f1[i]), "iou": _num(self.iou[i]),
+                         "support": self.support[i]}
+                     for i, n in enumerate(names)}
+        return {"overall_accuracy": _num(self.overall_accuracy), "kappa": _num(self.kappa),
+                "macro": {k: _num(v) for k, v in asdict(self.macro).items()},
+                "weighted": {k: _num(v) for k, v in asdict(self.weighted).items()},
+                "per_class": per_class}
 
     def table(self, names: Sequence[str]) -> str:
         """Per-class lines for people."""
@@ -81,7 +121,16 @@ def scores(cm: np.ndarray) -> Scores:
         f1 = np.where(rows + cols > 0, 2 * diag / (rows + cols), np.nan)
         iou = np.where(rows + cols - diag > 0, diag / (rows + cols - diag), np.nan)
     present = rows > 0
-    return Scores(float(oa), float(kappa), float(np.nanmean(f1[present])),
+    weights = rows / total
+    macro = Averages(*(float(np.mean(v[present])) for v in (precision, recall, f1, iou)))
+    weighted = Averages(*(float(np.sum(v[present] * weights[present]))
+                          for v in (precision, recall, f1, iou)))
+    return Scores(float(oa), float(kappa), macro.f1,
                   tuple(map(float, f1)), tuple(map(float, iou)),
                   tuple(map(float, precision)), tuple(map(float, recall)),
-                  tuple(int(r) for r in rows))
+                  tuple(int(r) for r in rows), macro, weighted)
+
+
+def _num(v: float) -> float | None:
+    """``v``, or ``None`` where it is NaN (JSON has no NaN)."""
+    return None if v != v else float(v)

@@ -24,6 +24,7 @@ from torchgeo.trainers import BaseTask
 
 from geomm.dataset import PatchSampler, StorePatchDataset, patch_lattice
 from geomm.errors import RecipeError
+from geomm.metrics import confusion_matrix, scores
 from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
 from geomm.netbundle import state_tensors
 from geomm.normalize import NormStats, class_weights, compute_norm_stats
@@ -106,6 +107,8 @@ class FusionTask(BaseTask):
     """
 
     ignore = None
+    _val_cm: np.ndarray | None = None
+    """Confusion matrix of the validation epoch so far (rows reference, columns prediction)."""
 
     def __init__(self, model_config: dict[str, Any], lr: float = 3e-3,
                  weight_decay: float = 1e-4, total_steps: int = 1000,
@@ -146,12 +149,24 @@ class FusionTask(BaseTask):
             self.log("val_loss", loss, prog_bar=True, batch_size=logits.shape[0])
             return
         labels = batch["labels"]
-        keep = labels != self.hparams["ignore_index"]
-        acc = (logits.argmax(1)[keep] == labels[keep]).float().mean() if keep.any() else \
-            torch.tensor(0.0)
-        n = labels.shape[0]
-        self.log("val_loss", loss, prog_bar=True, batch_size=n)
-        self.log("val_oa", acc, prog_bar=True, batch_size=n)
+        self.log("val_loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        cm = confusion_matrix(labels.cpu().numpy(), logits.argmax(1).cpu().numpy(),
+                              self.config.num_classes,
+                              ignore_value=int(self.hparams["ignore_index"]))
+        self._val_cm = cm if self._val_cm is None else self._val_cm + cm
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_cm = None
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's OA, kappa and macro-F1 from all its validation pixels at once."""
+        cm, self._val_cm = self._val_cm, None
+        if cm is None or not cm.sum():
+            return
+        s = scores(cm)
+        self.log("val_oa", s.overall_accuracy, prog_bar=True)
+        self.log("val_kappa", s.kappa)
+        self.log("val_macro_f1", s.macro_f1)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"],

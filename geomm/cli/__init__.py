@@ -58,6 +58,7 @@ def _register() -> None:
     from geomm.cli import (
         batch_cmds,  # noqa: F401
         commands,  # noqa: F401  (registers the commands on `main`)
+        evaluate_cmds,  # noqa: F401
         predict_cmds,  # noqa: F401
         vector_cmds,  # noqa: F401
     )
