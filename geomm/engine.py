@@ -62,7 +62,7 @@ class Engine(Protocol):
     context: bool
     """Whether a pixel's prediction depends on its neighbours (tiles then need a halo)."""
     batch_px: int
-    """Pixels per forward pass that keep the device busy without wasting memory."""
+    """Most pixels per forward pass (keeps the device busy without wasting memory)."""
     description: str
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:

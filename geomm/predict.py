@@ -48,7 +48,7 @@ class PredictOptions:
     halo: int = 48
     """Half the overlap of neighbouring tiles, base pixels (blended over ``2 * halo``)."""
     batch_size: int | None = None
-    """Tiles per forward pass (default: about 1 Mpx per batch on CPU, 8 Mpx on CUDA)."""
+    """Tiles per forward pass (default: as many as fit in 1 Mpx on CPU, 8 Mpx on CUDA)."""
     window: int = 2048
     """Target side of a processing window, base pixels (memory grows with its square)."""
     device: str = "auto"
@@ -188,7 +188,8 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
     on_gpu = getattr(getattr(engine, "device", None), "type", "cpu") != "cpu"
     source, out_grid, extent, own = _area(st, engine, opts, region, on_gpu, _files(modalities))
     plan = plan_tiles(extent.height, extent.width, engine.lattice, opts)
-    batch = options.batch_size or max(1, round(engine.batch_px / plan.tile_px))
+    # at most batch_px per pass: on CPU two large tiles per pass run slower per pixel than one
+    batch = options.batch_size or max(1, engine.batch_px // plan.tile_px)
     with staged_outputs(out, OUTPUTS, overwrite=options.overwrite) as work, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         from geomm._mapfiles import MapWriter
