@@ -29,6 +29,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/coregister.py
 	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/batch.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,6 +1,7 @@
 """``geomm demo``: the whole pipeline on the real ``s2-t33uuu`` sample scene.
 
-stack -> train (a short CNN run) -> predict (COGs, style, STAC item, quicklook) -> vectorize.
+stack -> train (a short CNN run) -> predict (COGs, style, STAC item, quicklook) -> vectorize
+-> evaluate (the map against the labels of the test blocks the model never saw).
 Everything goes under one folder (default ``demo/``); the store stays in ``tiles/``. A second
 run reuses the store and the model and makes the map again.
 """
@@ -41,12 +42,12 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
     sample = sampledata.fetch("s2-t33uuu")
     echo(sample.summary())
     recipe = load_recipe("s2-landcover")
-    echo("\n[1/4] co-register and tile (recipe s2-landcover)")
+    echo("\n[1/5] co-register and tile (recipe s2-landcover)")
     summaries = stack(recipe, workers=workers)
     for summary in summaries:
         echo(summary.describe())
     model = out / "model"
-    echo(f"\n[2/4] train a fusion CNN ({DEMO_EPOCHS} short epochs)")
+    echo(f"\n[2/5] train a fusion CNN ({DEMO_EPOCHS} short epochs)")
     if (model / "bundle.json").exists():
         echo(f"{model}: model already trained; delete the folder to train again")
     else:
@@ -56,17 +57,58 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
     metrics = load_bundle(model).meta.metrics
     shown = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
     echo(f"{model}: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(shown.items())))
-    echo("\n[3/4] predict the scene (streamed tiles, blended, written as COGs)")
+    echo("\n[3/5] predict the scene (streamed tiles, blended, written as COGs)")
     (pred,) = predict_recipe(model, recipe, out / "map",
                              options=PredictOptions(overwrite=True))
     echo(pred.describe())
-    echo("\n[4/4] vectorise the class map")
+    echo("\n[4/5] vectorise the class map")
     polygons = out / "map" / "map.gpkg"
     vec = vectorize(out / "map" / "classes.tif", polygons, min_area=2000, simplify=5,
                     overwrite=True)
     echo(f"{polygons}: {vec.n_polygons} polygons")
+    echo("\n[5/5] accuracy on the held-out test blocks (labels the model never saw)")
+    from geomm.evaluate import evaluate
+
+    reference = test_block_labels(summaries[0].path, model, out / "reference-test-blocks.tif")
+    a = evaluate(out / "map" / "classes.tif", reference, out / "report", column=None,
+                 overwrite=True)
+    echo(f"{int(a.error_matrix.sum())} test pixels: OA {a.scores.overall_accuracy:.3f}, kappa "
+         f"{a.scores.kappa:.3f}, macro-F1 {a.scores.macro.f1:.3f}; "
+         f"report {out / 'report' / 'report.html'}")
     echo(f"\ndone in {time.perf_counter() - t0:.0f} s. Open {out / 'map' / 'classes.tif'} (with "
          f"classes.qml) and {polygons} in QGIS; {out / 'map' / 'quicklook.png'} is a preview, "
-         f"{out / 'map' / 'item.json'} the STAC item.")
+         f"{out / 'map' / 'item.json'} the STAC item, "
+         f"{out / 'report' / 'report.html'} the accuracy report.")
     return {"store": summaries[0].path, "model": model, "map": out / "map",
-            "polygons": polygons}
+            "polygons": polygons, "report": out / "report"}
+
+
+def test_block_labels(store_path: Path, model: Path, out: Path) -> Path:
+    """The store's labels on the model's test blocks only (255 elsewhere), as a GeoTIFF with
+    the class table, for ``geomm evaluate``."""
+    import json
+
+    import numpy as np
+    import rasterio
+
+    from geomm.bundle import load_bundle
+    from geomm.split import SpatialSplit, train_val_test
+    from geomm.store import open_store
+
+    meta = load_bundle(model).meta
+    training = meta.config["training"]
+    _, _, test = train_val_test(SpatialSplit.from_dict(meta.split), int(training["test_fold"]),
+                                training.get("val_fold"))
+    store = open_store(store_path)
+    table = meta.class_table
+    labels = np.asarray(store.base()["labels"]).astype(np.uint8)
+    labels[~test] = table.ignore_value
+    g = store.grid
+    tmp = out.with_name(f".{out.name}.tmp")
+    with rasterio.open(tmp, "w", driver="GTiff", height=g.height, width=g.width, count=1,
+                       dtype="uint8", crs=g.crs, transform=g.transform,
+                       nodata=table.ignore_value, compress="deflate") as dst:
+        dst.write(labels, 1)
+        dst.update_tags(GEOMM_CLASSES=json.dumps(table.to_dict()))
+    tmp.replace(out)
+    return out
