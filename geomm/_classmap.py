@@ -27,7 +27,20 @@ from rasterio.windows import Window
 from geomm.classes import ClassTable
 from geomm.errors import GeommError, LabelError, RasterReadError
 
-__all__ = ["ClassMap", "geographic_note", "open_class_map"]
+__all__ = ["ClassMap", "argmax_classes", "geographic_note", "open_class_map"]
+
+
+def argmax_classes(probs: np.ndarray, nodata: int, dtype: Any) -> np.ndarray:
+    """Class ids of ``(K, h, w)`` probabilities (``nodata`` where every band is empty: NaN,
+    or 0 for integer bands)."""
+    if probs.dtype.kind == "f":
+        empty = ~np.isfinite(probs).any(axis=0)
+        probs = np.where(np.isfinite(probs), probs, -np.inf)
+    else:
+        empty = ~(probs > 0).any(axis=0)
+    ids = np.argmax(probs, axis=0).astype(dtype)
+    ids[empty] = nodata
+    return ids
 
 BLOCK = 1024
 """Side of the square windows the map is read in."""
@@ -77,15 +90,7 @@ class ClassMap:
             ids = np.asarray(data.filled(self.nodata)).astype(np.int16)
             ids[(ids < 0) | (ids >= len(self.table))] = self.nodata
             return ids
-        data = src.read(window=window)
-        if data.dtype.kind == "f":
-            empty = ~np.isfinite(data).any(axis=0)
-            data = np.where(np.isfinite(data), data, -np.inf)
-        else:
-            empty = ~(data > 0).any(axis=0)
-        ids = np.argmax(data, axis=0).astype(np.int16)
-        ids[empty] = self.nodata
-        return ids
+        return argmax_classes(src.read(window=window), self.nodata, np.int16)
 
     def class_counts(self) -> np.ndarray:
         """Map pixels of each class (int64, one per class of the table)."""

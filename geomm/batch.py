@@ -153,14 +153,15 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
     mosaic = job.mosaic is not None
     if options.scheduler is None and not options.in_process and predict.threads is None:
         predict = replace(predict, threads=_sizes(options.workers)[1])
-    keys = job.keys(bpath, predict)
+    keys, inputs = job.keys(bpath, predict), job.inputs()
     manifest = _Manifest(root, job, bpath)
     summary = BatchSummary(root, len(job.blocks))
     todo = []
     for b in job.blocks:
         rec = read_record(block_dir(root, b, mosaic))
         if rec is not None and rec.get("key") == keys[b.id]:
-            manifest.doc["blocks"][b.id] = {**rec, "status": "done"}  # "run": which made it
+            manifest.doc["blocks"][b.id] = {**rec, "status": "done",  # "run": which made it
+                                            "inputs": inputs[b.id]}
             summary.reused.append(b.id)
         else:
             todo.append(b)
@@ -171,13 +172,13 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
 
     def done(bid: str, rec: dict[str, Any] | None, error: BaseException | None) -> None:
         if rec is not None:
-            manifest.record(bid, {**rec, "status": "done"})
+            manifest.record(bid, {**rec, "status": "done", "inputs": inputs[bid]})
             summary.computed.append(bid)
             summary.pixels += int(rec["shape"][0]) * int(rec["shape"][1])
         else:
             msg = f"{type(error).__name__}: {error}".splitlines()[0]
             manifest.record(bid, {"id": bid, "key": keys[bid], "status": "failed",
-                                  "error": msg, "run": manifest.run})
+                                  "error": msg, "run": manifest.run, "inputs": inputs[bid]})
             summary.failed[bid] = msg
 
     if todo:

@@ -62,6 +62,10 @@ class Job:
     """Grid jobs: the scene's :class:`~geomm.grid.GridSpec`, which the blocks are mosaicked
     into; None: every block is a scene with outputs of its own."""
 
+    def inputs(self) -> dict[str, list[list[Any]]]:
+        """Block id -> its input files as ``[path, size, mtime_ns]`` (None when missing)."""
+        return {b.id: [_file_id(p) for p in b.paths()] for b in self.blocks}
+
     def keys(self, bundle: Path, options: Any) -> dict[str, str]:
         """Block id -> key (see the module docstring)."""
         opts = {k: v for k, v in asdict(options).items() if k not in _IGNORED_OPTIONS}

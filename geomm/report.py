@@ -230,17 +230,13 @@ def _quicklook(work: Path, a: Assessment) -> None:
     import rasterio
     from rasterio.enums import Resampling
 
+    from geomm._classmap import argmax_classes
+
     scale = max(1.0, max(m.height, m.width) / 1024)
     shape = (max(1, round(m.height / scale)), max(1, round(m.width / scale)))
     with rasterio.open(m.path) as src:
         data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
-    if data.dtype.kind == "f":
-        empty = ~np.isfinite(data).any(axis=0)
-        data = np.where(np.isfinite(data), data, -np.inf)
-    else:
-        empty = ~(data > 0).any(axis=0)
-    ids = np.argmax(data, axis=0).astype(np.uint8)
-    ids[empty] = 255
+    ids = argmax_classes(data, 255, np.uint8)
     tmp = work / ".argmax.tif"
     t = m.transform @ m.transform.scale(m.width / shape[1], m.height / shape[0])
     with rasterio.open(tmp, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,

@@ -236,3 +236,21 @@ def test_grid_file_in_another_crs_and_bad_inputs(job, tmp_path):
         run_batch(j, job["bundle"], mine, predict=OPTS,
                   options=BatchOptions(in_process=True, progress=False))
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_an_existing_cluster_given_by_its_address(job, single, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+        out = tmp_path / "external"
+        res = run_batch(grid_job(load_recipe(job["recipe"]), 96), job["bundle"], out,
+                        predict=OPTS, echo=lambda s: None,
+                        options=BatchOptions(scheduler=cluster.scheduler_address,
+                                             progress=False))
+    assert res.ok and len(res.computed) == 12 and cluster.scheduler_address in res.where
+    _same(_read(out), _read(single))
+    doc = json.loads((out / MANIFEST).read_text())
+    entry = doc["blocks"]["r000c000"]
+    assert [Path(p).name for p, _, _ in entry["inputs"]] == ["A.tif", "B.tif", "VV.tif"]
+    assert all(size > 0 for _, size, _ in entry["inputs"])
+    assert set(entry["outputs"]) >= {"classes.tif", "probabilities.tif", "confidence.tif"}

@@ -33,6 +33,10 @@ def _expected_ua(values: tuple[str, ...]) -> float | dict[str, float] | None:
     return out
 
 
+_bundle = click.option("--bundle", type=click.Path(path_type=Path, exists=True), default=None,
+                       help="Model bundle with the class names, for a map that carries none.")
+
+
 @main.command("evaluate")
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("reference", type=click.Path(path_type=Path, dir_okay=False))
@@ -46,8 +50,7 @@ def _expected_ua(values: tuple[str, ...]) -> float | dict[str, float] | None:
               default="error", show_default=True,
               help="A reference class the map lacks: stop, score it as a class the map never "
                    "predicts, or leave it out (always reported).")
-@click.option("--bundle", type=click.Path(path_type=Path, exists=True), default=None,
-              help="Model bundle with the class names, for a map that carries none.")
+@_bundle
 @click.option("-o", "--out", "out", required=True,
               type=click.Path(path_type=Path, file_okay=False),
               help="Report folder: metrics.json, report.md, report.html and PNG plots.")
@@ -86,8 +89,7 @@ def evaluate_cmd(map_path: Path, reference: Path, column: str, sampling: str,
 @click.option("--min-per-class", type=click.IntRange(min=0), default=0, show_default=True,
               help="At least this many points per map class (e.g. 50 for rare classes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--bundle", type=click.Path(path_type=Path, exists=True), default=None,
-              help="Model bundle with the class names, for a map that carries none.")
+@_bundle
 @click.option("-o", "--out", "out", required=True,
               type=click.Path(path_type=Path, dir_okay=False),
               help="Output GeoPackage (layer 'samples').")
