@@ -243,7 +243,8 @@ def _runner(options: BatchOptions, echo: Callable[[str], None]
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                        env={"OMP_NUM_THREADS": str(threads)})
             client = Client(cluster)
-            where = f"a local Dask cluster of {n} worker(s) x {threads} thread(s)"
+            where = (f"a local Dask cluster of {n} worker(s) x {threads} thread(s) at "
+                     f"{cluster.scheduler_address}")
 
     def distributed(todo: list[Any], keys: dict[str, str], common: dict[str, Any],
                     done: Callable[..., None]) -> None:

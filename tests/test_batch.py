@@ -94,7 +94,9 @@ def test_local_cluster_of_two_processes_equals_the_single_process_run(job, singl
     proc = _cli(*_grid_args(job, out, "--workers", "2"))
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
-    assert "local Dask cluster of 2 worker(s)" in log and "dashboard http" in log
+    # worker processes talking TCP on the loopback interface
+    assert "local Dask cluster of 2 worker(s) x 1 thread(s) at tcp://127.0.0.1:" in log
+    assert "dashboard http" in log
     _same(_read(out), _read(single))
     workers = {b["worker"] for b in json.loads((out / MANIFEST).read_text())["blocks"].values()}
     assert len(workers) == 2  # both processes took blocks
