@@ -241,7 +241,8 @@ def _runner(options: BatchOptions, echo: Callable[[str], None]
             with dask.config.set({"distributed.nanny.pre-spawn-environ."
                                   "MALLOC_TRIM_THRESHOLD_": None}):
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       env={"OMP_NUM_THREADS": str(threads)})
+                                       env={"OMP_NUM_THREADS": str(threads),
+                                            "GDAL_NUM_THREADS": str(threads)})
             client = Client(cluster)
             where = (f"a local Dask cluster of {n} worker(s) x {threads} thread(s) at "
                      f"{cluster.scheduler_address}")

@@ -12,6 +12,7 @@ the driver only compresses and lays out tiles; nothing is held whole in memory.
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,12 @@ __all__ = ["RasterLayout", "StreamedRaster", "overview_factors"]
 
 BLOCK = 512
 _CHUNK_COLS = 4096
+
+
+def gdal_threads() -> str:
+    """Threads for GDAL's compression: ``GDAL_NUM_THREADS`` when set (a batch worker sets its
+    share of the cores), else all cores."""
+    return os.environ.get("GDAL_NUM_THREADS", "ALL_CPUS")
 
 
 def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
@@ -160,7 +167,7 @@ class StreamedRaster:
         tree.write(vrt)
         opts: dict[str, Any] = {"COMPRESS": self.layout.compress, "BLOCKSIZE": BLOCK,
                                 "OVERVIEWS": "FORCE_USE_EXISTING" if self.factors else "NONE",
-                                "NUM_THREADS": "ALL_CPUS", "BIGTIFF": "IF_SAFER"}
+                                "NUM_THREADS": gdal_threads(), "BIGTIFF": "IF_SAFER"}
         if self.layout.level is not None:
             opts["LEVEL"] = self.layout.level
         if self.layout.compress in ("DEFLATE", "ZSTD", "LZW"):

@@ -11,6 +11,7 @@ from typing import Any
 from rasterio.shutil import copy as gdal_copy
 
 from geomm._region import Region
+from geomm.cogout import gdal_threads
 
 __all__ = ["mosaic_cog"]
 
@@ -53,7 +54,7 @@ def mosaic_cog(blocks: Sequence[tuple[Region, Path]], grid: Any, out: Path) -> P
         compress = str(src.profile.get("compress", "deflate")).upper()
         classes = src.count == 1 and src.colorinterp[0].name == "palette"
         floating = src.dtypes[0].startswith("float")
-    opts: dict[str, Any] = {"COMPRESS": compress, "BLOCKSIZE": 512, "NUM_THREADS": "ALL_CPUS",
+    opts: dict[str, Any] = {"COMPRESS": compress, "BLOCKSIZE": 512, "NUM_THREADS": gdal_threads(),
                             "BIGTIFF": "IF_SAFER",
                             "OVERVIEW_RESAMPLING": "MODE" if classes else "AVERAGE",
                             "PREDICTOR": "FLOATING_POINT" if floating else "YES"}
