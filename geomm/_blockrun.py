@@ -4,7 +4,6 @@ name is always complete)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from geomm._files import sha256_file
 from geomm.batchjob import Block
 
 __all__ = ["BLOCK_RECORD", "PARTIAL", "block_dir", "read_record", "run_block"]
@@ -27,15 +27,6 @@ PARTIAL = ".partial"
 def block_dir(out: Path, block: Block, mosaic: bool) -> Path:
     """Where a block's outputs live: ``OUT/blocks/<id>`` (grid jobs) or ``OUT/<id>``."""
     return out / "blocks" / block.id if mosaic else out / block.id
-
-
-def sha256(path: Path) -> str:
-    """Hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
@@ -89,7 +80,7 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
             from geomm.vectorize import vectorize
 
             vectorize(work / "classes.tif", work / "map.gpkg")
-        outputs = {p.name: (sha256(p), p.stat().st_size) for p in sorted(work.iterdir())
+        outputs = {p.name: (sha256_file(p), p.stat().st_size) for p in sorted(work.iterdir())
                    if p.is_file()}
         record = {"id": block.id, "key": block_key, "outputs": outputs,
                   "class_pixels": summary.class_pixels, "shape": list(summary.shape),

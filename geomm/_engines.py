@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from geomm._files import file_stamp
 from geomm.bundle import Bundle, BundleMismatchError, load_bundle
 from geomm.engine import ClassicalEngine, Engine, EngineLayer, NetworkEngine
 from geomm.errors import GeommWarning
@@ -47,41 +48,45 @@ def _missing_modalities(bundle: Bundle, st: Any, asked: tuple[str, ...]) -> list
     return absent
 
 
-_CACHE: dict[tuple[Any, ...], tuple[Engine, Bundle]] = {}
-"""Engines built in this process, by bundle files' identity and options: a batch worker
-loads a bundle once and serves every block with it."""
+_ENGINES: dict[tuple[Any, ...], Engine] = {}
+_BUNDLES: dict[tuple[Any, ...], Bundle] = {}
+"""Bundles read and network engines built in this process, keyed by the bundle files' stamps
+(and the options): a batch worker reads a bundle once and serves every block with it."""
 _CACHE_SIZE = 2
 
 
-def _file_id(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns
+def _remember(cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...], make: Any) -> Any:
+    if key not in cache:
+        while len(cache) >= _CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
 
 
 def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
-    """Load the bundle at ``path`` and wrap it as an engine for the stack ``st`` (cached in
-    the process while the bundle's files are unchanged).
+    """Load the bundle at ``path`` and wrap it as an engine for the stack ``st`` (both cached
+    in the process while the bundle's files are unchanged).
 
     Raises:
         BundleError: not a bundle, or a scene classifier (no per-pixel map).
         BundleMismatchError: bands, resolutions or modalities differ from the inputs.
     """
-    bundle = load_bundle(path)
+    folder = Path(path)
+    stamps = (tuple(file_stamp(p) for p in sorted(folder.iterdir()) if p.is_file())
+              if folder.is_dir() else ())
+    bundle: Bundle = (_remember(_BUNDLES, stamps, lambda: load_bundle(folder)) if stamps
+                      else load_bundle(folder))
     missing = _missing_modalities(bundle, st, tuple(options.missing))
     bundle.check_inputs(input_layers(st), missing_ok=bool(missing))
     if missing:
         _warn_missing(missing, float(bundle.meta.config.get("model", {})
                                     .get("modality_dropout", 0.0)))
     if bundle.kind != "cnn":  # cheap to build, and may take scale/offset from the inputs
-        return _build(path, bundle, st, options, missing)
-    key = (*(_file_id(p) for p in sorted(Path(path).iterdir()) if p.is_file()),
-           tuple(missing), options.device, options.amp, options.channels_last,
+        return _build(folder, bundle, st, options, missing), bundle
+    key = (*stamps, tuple(missing), options.device, options.amp, options.channels_last,
            options.compile, options.threads)
-    if key not in _CACHE:
-        while len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _build(path, bundle, st, options, missing)
-    engine, _ = _CACHE[key]
+    engine: Engine = _remember(_ENGINES, key,
+                               lambda: _build(folder, bundle, st, options, missing))
     device = getattr(engine, "device", None)
     if options.threads and device is not None and device.type == "cpu":
         import torch
@@ -90,10 +95,9 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
     return engine, bundle
 
 
-def _build(path: Path, bundle: Bundle, st: Any, options: Any, missing: list[str]
-           ) -> tuple[Engine, Bundle]:
+def _build(path: Path, bundle: Bundle, st: Any, options: Any, missing: list[str]) -> Engine:
     if bundle.kind == "cnn":
-        return _network(path, bundle, options, missing), bundle
+        return _network(path, bundle, options, missing)
     from geomm.baseline import classifier_from_bundle
 
     layers = []
@@ -105,7 +109,7 @@ def _build(path: Path, bundle: Bundle, st: Any, options: Any, missing: list[str]
         layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
                                   (offset,) * n, (scale,) * n, physical=True))
     return ClassicalEngine(classifier_from_bundle(bundle), layers,
-                           len(bundle.meta.class_table)), bundle
+                           len(bundle.meta.class_table))
 
 
 def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> Engine:

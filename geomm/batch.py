@@ -10,6 +10,7 @@ map; scene jobs leave one output folder per scene.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,8 +22,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geomm import __version__
-from geomm._blockrun import PARTIAL, block_dir, read_record, run_block, sha256
+from geomm._blockrun import PARTIAL, block_dir, read_record, run_block
+from geomm._files import sha256_file
 from geomm.batchjob import Job
 from geomm.errors import GeommError
 from geomm.predict import PredictOptions
@@ -296,8 +300,6 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
             vector: bool) -> list[str]:
     """One COG per output over the scene grid, sidecars and vector map (skipped when the
     blocks are those of the mosaic already there)."""
-    import hashlib
-
     from geomm._mapfiles import write_sidecars
     from geomm._outputs import staged_outputs
     from geomm.bundle import load_bundle
@@ -313,23 +315,19 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
     blocks = [(b.region, block_dir(root, b, True)) for b in job.blocks]
     bundle_obj = load_bundle(bundle)
     table = bundle_obj.meta.class_table
-    counts = [0] * len(table)
-    for b in job.blocks:
-        px = manifest.doc["blocks"][b.id].get("class_pixels", {})
-        counts = [c + int(px.get(n, 0)) for c, n in zip(counts, table.names, strict=True)]
+    counts = np.array([[manifest.doc["blocks"][b.id].get("class_pixels", {}).get(n, 0)
+                        for n in table.names] for b in job.blocks]).sum(axis=0)
     with staged_outputs(root, names, overwrite=True, command="geomm batch") as work:
         rasters = [n for n in MOSAIC_RASTERS if (blocks[0][1] / n).exists()]
         for n in rasters:
             mosaic_cog([(r, d / n) for r, d in blocks if r is not None], job.mosaic, work / n)
-        import numpy as np
-
         write_sidecars(work, table, scene_id=root.name, bundle=bundle_obj,
-                       counts=np.asarray(counts), probabilities="probabilities.tif" in rasters)
+                       counts=counts, probabilities="probabilities.tif" in rasters)
         if vector:
             from geomm.vectorize import vectorize
 
             vectorize(work / "classes.tif", work / "map.gpkg")
-        outputs = {n: (sha256(work / n), (work / n).stat().st_size) for n in names
+        outputs = {n: (sha256_file(work / n), (work / n).stat().st_size) for n in names
                    if (work / n).exists()}
     manifest.doc["final"] = {"key": key, "outputs": outputs, "written": time.time()}
     manifest.save()

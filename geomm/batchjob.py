@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geomm import __version__
+from geomm._files import file_stamp, sha256_file
 from geomm._region import Region
 from geomm.errors import GeommError
 from geomm.modality import ModalitySpec
@@ -62,9 +63,9 @@ class Job:
     """Grid jobs: the scene's :class:`~geomm.grid.GridSpec`, which the blocks are mosaicked
     into; None: every block is a scene with outputs of its own."""
 
-    def inputs(self) -> dict[str, list[list[Any]]]:
+    def inputs(self) -> dict[str, list[tuple[str, int | None, int | None]]]:
         """Block id -> its input files as ``[path, size, mtime_ns]`` (None when missing)."""
-        return {b.id: [_file_id(p) for p in b.paths()] for b in self.blocks}
+        return {b.id: [file_stamp(p) for p in b.paths()] for b in self.blocks}
 
     def keys(self, bundle: Path, options: Any) -> dict[str, str]:
         """Block id -> key (see the module docstring)."""
@@ -74,7 +75,7 @@ class Job:
         out = {}
         for b in self.blocks:
             doc = {**common, "block": b.id, "region": asdict(b.region) if b.region else None,
-                   "inputs": [_file_id(p) for p in b.paths()],
+                   "inputs": [file_stamp(p) for p in b.paths()],
                    "bands": [_jsonable(m) for m in b.modalities], "files": b.files}
             out[b.id] = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str)
                                        .encode()).hexdigest()
@@ -86,17 +87,8 @@ def _jsonable(v: Any) -> Any:
                                  default=str))
 
 
-def _file_id(path: Path) -> list[Any]:
-    try:
-        st = path.stat()
-    except OSError:
-        return [str(path), None, None]
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
 def _bundle_id(bundle: Path) -> list[Any]:
-    return [_file_id(p)[1:] + [hashlib.sha256(p.read_bytes()).hexdigest()
-                               if p.name == "bundle.json" else None]
+    return [[*file_stamp(p)[1:], sha256_file(p) if p.name == "bundle.json" else None]
             for p in sorted(bundle.iterdir()) if p.is_file()]
 
 

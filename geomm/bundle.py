@@ -13,7 +13,6 @@ parsed. A bundle is written into a temporary sibling folder and renamed into pla
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from geomm import __version__
+from geomm._files import sha256_file
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
 from geomm.store import staged_store
@@ -263,14 +263,6 @@ def _document(kind: str, meta: BundleMeta) -> dict[str, Any]:
     return canonical
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_tensors(path: Path, tensors: Mapping[str, Any], kind: str) -> None:
     info = {"format": "geomm-bundle", "kind": kind}
     if all(isinstance(v, np.ndarray) for v in tensors.values()):
@@ -322,7 +314,7 @@ def save_bundle(path: str | Path, *, kind: str, tensors: Mapping[str, Any] | Non
                                     "(--overwrite) to replace it, or choose another --out")
     with staged_store(out) as tmp:
         _write_tensors(tmp / WEIGHTS, dict(tensors or {}), kind)
-        doc["weights"] = {"file": WEIGHTS, "sha256": _sha256(tmp / WEIGHTS)}
+        doc["weights"] = {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS)}
         (tmp / META).write_text(json.dumps(doc, indent=2))
     return out
 
@@ -351,7 +343,7 @@ def load_bundle(path: str | Path) -> Bundle:
     sha = _need(listing, "sha256", str, str(meta_file), "weights.")
     if not weights.is_file():
         raise BundleError(f"{p}: {WEIGHTS} is missing; {_FIX}")
-    if _sha256(weights) != sha:
+    if sha256_file(weights) != sha:
         raise BundleError(f"{weights}: contents do not match the sha256 recorded in {META} "
                           f"(damaged or replaced); {_FIX}")
     try:

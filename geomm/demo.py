@@ -69,7 +69,7 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
     echo("\n[5/5] accuracy on the held-out test blocks (labels the model never saw)")
     from geomm.evaluate import evaluate
 
-    reference = test_block_labels(summaries[0].path, model, out / "reference-test-blocks.tif")
+    reference = held_out_labels(summaries[0].path, model, out / "reference-test-blocks.tif")
     a = evaluate(out / "map" / "classes.tif", reference, out / "report", column=None,
                  overwrite=True)
     echo(f"{int(a.error_matrix.sum())} test pixels: OA {a.scores.overall_accuracy:.3f}, kappa "
@@ -83,7 +83,7 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
             "polygons": polygons, "report": out / "report"}
 
 
-def test_block_labels(store_path: Path, model: Path, out: Path) -> Path:
+def held_out_labels(store_path: Path, model: Path, out: Path) -> Path:
     """The store's labels on the model's test blocks only (255 elsewhere), as a GeoTIFF with
     the class table, for ``geomm evaluate``."""
     import json

