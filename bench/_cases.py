@@ -25,7 +25,7 @@ import rasterio  # noqa: E402
 from rasterio.warp import Resampling, aligned_target, calculate_default_transform  # noqa: E402
 from rasterio.warp import reproject as rio_reproject  # noqa: E402
 
-from geomm.coregister import coregister  # noqa: E402
+from geomm.stack.coregister import coregister  # noqa: E402
 
 WARP_CRS, WARP_RES, TILE = "EPSG:3035", 10.0, 384
 VISIBLE = ("visible",)

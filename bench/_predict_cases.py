@@ -41,12 +41,12 @@ def bench_bundle() -> Path:
     out = cache_dir() / "bench" / "bundle-s2-random"
     if (out / "bundle.json").exists():
         return out
-    from geomm.bundle import BundleMeta, layers_from_manifest, save_bundle
-    from geomm.model import MultiBranchNet
-    from geomm.netbundle import state_tensors
-    from geomm.normalize import compute_norm_stats
+    from geomm.learn.normalize import compute_norm_stats
+    from geomm.learn.train import TrainConfig, model_config_for, recipe_store
+    from geomm.model.bundle import BundleMeta, layers_from_manifest, save_bundle
+    from geomm.model.netbundle import state_tensors
+    from geomm.model.network import MultiBranchNet
     from geomm.recipe import load_recipe
-    from geomm.train import TrainConfig, model_config_for, recipe_store
 
     store = recipe_store(load_recipe("s2-landcover"))
     torch.manual_seed(0)
@@ -63,9 +63,9 @@ def cfg_keys(cfg) -> list[str]:
 
 
 def _engine(variant: str):
-    from geomm._engines import _network
-    from geomm.bundle import load_bundle
-    from geomm.predict import PredictOptions
+    from geomm.model.bundle import load_bundle
+    from geomm.predict._engines import _network
+    from geomm.predict.scene import PredictOptions
 
     path = bench_bundle()
     opts = PredictOptions(**OPTIONS, **VARIANTS[variant])
@@ -74,7 +74,7 @@ def _engine(variant: str):
 
 def case_model(n: int, variant: str) -> dict:
     """(a) the engine alone on random tensors of the tile shape: the ceiling."""
-    from geomm.predict import plan_tiles
+    from geomm.predict.scene import plan_tiles
 
     engine, opts = _engine(variant)
     h, w = scene(n)["shape"]
@@ -102,7 +102,7 @@ def case_model(n: int, variant: str) -> dict:
 
 def case_predict(n: int, variant: str) -> dict:
     """(b) geomm predict end to end: read, co-register, infer, blend, write COGs + sidecars."""
-    from geomm.predict import PredictOptions, predict_scene
+    from geomm.predict.scene import PredictOptions, predict_scene
 
     doc = scene(n)
     out = Path(doc["dir"]) / f"predict-{variant}"
@@ -124,7 +124,7 @@ def case_torchgeo(n: int, variant: str, tile: int = 0, stride: int = 0) -> dict:
     of (b))."""
     from _torchgeo_way import scene_layers, torchgeo_way
 
-    from geomm.predict import plan_tiles
+    from geomm.predict.scene import plan_tiles
 
     engine, opts = _engine(variant)
     doc = scene(n)

@@ -24,8 +24,7 @@ import _scene  # noqa: E402
 import rasterio  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
-from geomm._blocks import read_block  # noqa: E402
-from geomm.coregister import coregister  # noqa: E402
+from geomm.stack.coregister import coregister  # noqa: E402
 
 
 def loop(n: int, tile: int, crs: str | None = None) -> None:
@@ -35,14 +34,13 @@ def loop(n: int, tile: int, crs: str | None = None) -> None:
     total_t = total_px = 0.0
     for key, layer in stack.layers.items():
         arr = layer.data.data
-        reads, dtype, fill = _layer_args(layer)
         ys, xs = arr.chunks[1], arr.chunks[2]
         t0 = time.perf_counter()
         nchunks, r0 = 0, 0
         for h in ys:
             c0 = 0
             for w in xs:
-                read_block(reads, dtype, fill, r0, r0 + h, c0, c0 + w)
+                layer.reader.read(r0, r0 + h, c0, c0 + w)
                 c0 += w
                 nchunks += 1
             r0 += h
@@ -52,22 +50,6 @@ def loop(n: int, tile: int, crs: str | None = None) -> None:
         print(f"  {key:<20} {nchunks:4d} chunks {ys[0]}x{xs[0]}: {dt:6.2f} s, "
               f"{1e3 * dt / nchunks:6.2f} ms/chunk, {layer.data.size / dt / 1e6:6.1f} Mpx/s")
     print(f"  total {total_t:.2f} s, {total_px / total_t / 1e6:.1f} Mpx/s (1 thread, no dask)")
-
-
-def _layer_args(layer):
-    """Dig the reader arguments out of the layer's map_blocks graph."""
-    graph = layer.data.data.__dask_graph__()
-    for name, hlg_layer in graph.layers.items():
-        if name.startswith("geomm-read"):
-            for task in hlg_layer.values():
-                kw = getattr(task, "kwargs", None) or {}
-                if "reads" in kw:
-                    return kw["reads"], kw["dtype_"], kw["fill"]
-                for arg in getattr(task, "args", ()):
-                    if isinstance(arg, dict) and "reads" in arg:
-                        return arg["reads"], arg["dtype_"], arg["fill"]
-                break
-    raise RuntimeError("could not find the reader arguments in the graph")
 
 
 def windows(n: int, tile: int) -> None:

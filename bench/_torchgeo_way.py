@@ -137,7 +137,7 @@ def _self_test() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _scene
 
-    from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
+    from geomm.model.network import LayerSpec, ModelConfig, MultiBranchNet
 
     torch.set_num_threads(2)
     doc, tile, stride = _scene.scene(1), 258, 258 - 2 * 24

@@ -32,9 +32,9 @@ def _case(kind: str, n: int, block: int, workers: int) -> dict:
     from _predict_cases import bench_bundle
     from _scene import modality_specs, scene
 
-    from geomm.batch import BatchOptions, run_batch
-    from geomm.batchjob import area_job
-    from geomm.predict import PredictOptions, predict_scene
+    from geomm.batch.jobs import area_job
+    from geomm.batch.runner import BatchOptions, run_batch
+    from geomm.predict.scene import PredictOptions, predict_scene
     from geomm.recipe import GridRequest
 
     doc = scene(n)

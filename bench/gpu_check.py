@@ -28,9 +28,9 @@ sys.path.insert(0, str(HERE))
 from _predict_cases import bench_bundle  # noqa: E402
 from _scene import modality_specs, scene  # noqa: E402
 
-from geomm._engines import _network  # noqa: E402
-from geomm.bundle import load_bundle  # noqa: E402
-from geomm.predict import PredictOptions, predict_scene  # noqa: E402
+from geomm.model.bundle import load_bundle  # noqa: E402
+from geomm.predict._engines import _network  # noqa: E402
+from geomm.predict.scene import PredictOptions, predict_scene  # noqa: E402
 
 RESULT: dict = {}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import rasterio
 
-from geomm.predict import PredictOptions, predict_recipe
+from geomm.predict.scene import PredictOptions, predict_recipe
 from geomm.recipe import load_recipe
 
 OUT = Path(__file__).resolve().parent / "out" / "seams"

@@ -1,4 +1,4 @@
-"""Throughput of ``geomm.vectorize`` against whole-array ``rasterio.features.shapes``.
+"""Throughput of ``geomm.vector.vectorize`` against whole-array ``rasterio.features.shapes``.
 
     .venv/bin/python bench/vectorize.py CLASSES.tif [--window PX] [--repeats N]
     .venv/bin/python bench/vectorize.py /tmp/classes-4096.tif --make 4096
@@ -29,7 +29,7 @@ def _case(name: str, tif: str, window: int) -> dict:
     import numpy as np
     import rasterio
 
-    from geomm.vectorize import vectorize
+    from geomm.vector.vectorize import vectorize
 
     out = Path(tempfile.mkdtemp()) / "out.gpkg"
     with rasterio.open(tif) as src:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from geomm import sampledata
 from geomm.recipe import load_recipe
-from geomm.stack import stack
+from geomm.stack.build import stack
 
 DEMO_EPOCHS, DEMO_STEPS, DEMO_MINUTES = 4, 40, 4.0
 """A short run (~1.5 minutes on 2 cores): a demo map, not the cross-validated model."""
@@ -32,10 +32,10 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
     Returns:
         Paths of the outputs: store, model, map folder, polygons.
     """
-    from geomm.bundle import load_bundle
-    from geomm.predict import PredictOptions, predict_recipe
-    from geomm.train import TrainConfig, train_recipe
-    from geomm.vectorize import vectorize
+    from geomm.learn.train import TrainConfig, train_recipe
+    from geomm.model.bundle import load_bundle
+    from geomm.predict.scene import PredictOptions, predict_recipe
+    from geomm.vector.vectorize import vectorize
 
     out = Path(out or "demo")
     t0 = time.perf_counter()
@@ -67,7 +67,7 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
                     overwrite=True)
     echo(f"{polygons}: {vec.n_polygons} polygons")
     echo("\n[5/5] accuracy on the held-out test blocks (labels the model never saw)")
-    from geomm.evaluate import evaluate
+    from geomm.assess.evaluate import evaluate
 
     reference = held_out_labels(summaries[0].path, model, out / "reference-test-blocks.tif")
     a = evaluate(out / "map" / "classes.tif", reference, out / "report", column=None,
@@ -91,9 +91,9 @@ def held_out_labels(store_path: Path, model: Path, out: Path) -> Path:
     import numpy as np
     import rasterio
 
-    from geomm.bundle import load_bundle
-    from geomm.split import SpatialSplit, train_val_test
-    from geomm.store import open_store
+    from geomm.learn.split import SpatialSplit, train_val_test
+    from geomm.model.bundle import load_bundle
+    from geomm.stack.store import open_store
 
     meta = load_bundle(model).meta
     training = meta.config["training"]

@@ -9,10 +9,10 @@ import rasterio
 import torch
 from rasterio.transform import Affine
 
-from geomm.bundle import BundleMeta, save_bundle
 from geomm.classes import ClassTable
-from geomm.model import LayerSpec, ModelConfig, MultiBranchNet
-from geomm.normalize import LayerStats, NormStats
+from geomm.model.bundle import BundleMeta, save_bundle
+from geomm.model.network import LayerSpec, ModelConfig, MultiBranchNet
+from geomm.model.normstats import LayerStats, NormStats
 
 H, W = 204, 276  # base pixels at 10 m; a multiple of 2 for the 20 m layer
 X0, Y0 = 600000.0, 5700000.0

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from geomm.cli import main
 from geomm.cli import options as opt
+from geomm.cli.group import main
 
 
 def _grid(value: str | None) -> str | int | None:
@@ -50,8 +50,8 @@ def batch_cmd(recipe: str, bundle: Path, scenes: Path | None, grid: str | None, 
     Rerunning the same command resumes: blocks already done with the same inputs, bundle
     and options are kept. Exits with status 1 when a block failed (the others complete).
     """
-    from geomm.batch import BatchError, BatchOptions, run_batch
-    from geomm.batchjob import grid_job, recipe_job, scenes_job
+    from geomm.batch.jobs import grid_job, recipe_job, scenes_job
+    from geomm.batch.runner import BatchError, BatchOptions, run_batch
     from geomm.recipe import load_recipe
 
     if scenes is not None and grid is not None:

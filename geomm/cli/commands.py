@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from geomm.cli import main
 from geomm.cli import options as opt
+from geomm.cli.group import main
 
 
 @main.command()
@@ -68,14 +68,14 @@ def stack_cmd(recipe: str, out: Path | None, workers: int | None, overwrite: boo
     RECIPE is a YAML file or the name of a bundled recipe (s2-landcover, s1s2-bigearthnet).
     """
     from geomm.recipe import load_recipe
-    from geomm.stack import stack
+    from geomm.stack.build import stack
 
     for summary in stack(load_recipe(recipe), out=out, workers=workers, overwrite=overwrite):
         click.echo(summary.describe())
 
 
 def _train_config(**kw: Any) -> Any:
-    from geomm.train import TrainConfig
+    from geomm.learn.config import TrainConfig
 
     fields = {k: v for k, v in kw.items() if v is not None}
     if "modalities" in fields:
@@ -99,8 +99,8 @@ def _train_config(**kw: Any) -> Any:
 def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: int | None,
               overwrite: bool, **kw: Any) -> None:
     """Train a fusion CNN (or --classifier rf|svm) on a recipe and write a model bundle."""
+    from geomm.learn.train import train_recipe
     from geomm.recipe import load_recipe
-    from geomm.train import train_recipe
 
     path = train_recipe(load_recipe(recipe), out=out, cfg=_train_config(**kw),
                         classifier=classifier, workers=workers, overwrite=overwrite)
@@ -129,7 +129,7 @@ def crossval_cmd(recipe: str, n_folds: int, only: tuple[int, ...], ablation: boo
                  ablation_only: bool, no_early: bool, baselines: tuple[str, ...],
                  withhold: tuple[str, ...], workers: int | None, **kw: Any) -> None:
     """Spatial-block cross-validation: fusion CNN against RF/SVM on the same folds."""
-    from geomm.crossval import crossval_recipe
+    from geomm.learn.crossval import crossval_recipe
     from geomm.recipe import load_recipe
 
     report = crossval_recipe(load_recipe(recipe), cfg=_train_config(n_folds=n_folds, **kw),

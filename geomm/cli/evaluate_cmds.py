@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from geomm.cli import main
 from geomm.cli import options as opt
+from geomm.cli.group import main
 
 
 def _expected_ua(values: tuple[str, ...]) -> float | dict[str, float] | None:
@@ -65,7 +65,7 @@ def evaluate_cmd(map_path: Path, reference: Path, column: str, sampling: str,
     raster. Classes are matched by name. Writes the error matrix, OA, kappa, per-class
     scores and error-adjusted area estimates with 95 % confidence intervals.
     """
-    from geomm.evaluate import evaluate
+    from geomm.assess.evaluate import evaluate
 
     a = evaluate(map_path, reference, out, column=column, sampling=sampling,  # type: ignore[arg-type]
                  bundle=bundle, unknown_classes=unknown_classes, overwrite=overwrite)
@@ -102,7 +102,7 @@ def sample_design_cmd(map_path: Path, n: int, allocation: str, expected_ua: tupl
     Strata are the map classes. Open the GeoPackage in QGIS and fill the `reference` column
     of each point, then run `geomm evaluate MAP points.gpkg -o REPORT_DIR`.
     """
-    from geomm.sampledesign import sample_design
+    from geomm.assess.sampledesign import sample_design
 
     design = sample_design(map_path, n, out, allocation=allocation,  # type: ignore[arg-type]
                            expected_ua=_expected_ua(expected_ua), min_per_class=min_per_class,

@@ -76,8 +76,8 @@ def predict_options(f: F) -> F:
 
 
 def prediction(compile_: bool, no_amp: bool, quiet: bool, **kw: Any) -> Any:
-    """:class:`~geomm.predict.PredictOptions` from :func:`predict_options`' values."""
-    from geomm.predict import PredictOptions
+    """:class:`~geomm.predict.scene.PredictOptions` from :func:`predict_options`' values."""
+    from geomm.predict.scene import PredictOptions
 
     return PredictOptions(**{**kw, "missing": tuple(kw["missing"])}, compile=compile_,
                           amp=not no_amp, progress=not quiet)

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from geomm.cli import main
 from geomm.cli import options as opt
+from geomm.cli.group import main
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -37,7 +37,7 @@ def predict_cmd(bundle: Path, recipe: str | None, modality: tuple[str, ...], out
 
     Give the inputs as a RECIPE (a YAML file or a bundled recipe's name) or with --modality.
     """
-    from geomm.predict import modalities_from_files, predict_recipe, predict_scene
+    from geomm.predict.scene import modalities_from_files, predict_recipe, predict_scene
 
     if (recipe is None) == (not modality):
         raise click.UsageError("give either RECIPE or --modality NAME=FILE (not both)")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from geomm.cli import main
 from geomm.cli import options as opt
+from geomm.cli.group import main
 
 
 @main.command("vectorize")
@@ -29,7 +29,7 @@ def vectorize_cmd(classes_tif: Path, out: Path, min_area: float | None,
     CLASSES_TIF is a single-band integer GeoTIFF/COG of class ids; names come from its
     GEOMM_CLASSES tag. No polygon is cut at the windows.
     """
-    from geomm.vectorize import vectorize
+    from geomm.vector.vectorize import vectorize
 
     summary = vectorize(classes_tif, out, min_area=min_area, simplify=simplify,
                         window=window, overwrite=overwrite)

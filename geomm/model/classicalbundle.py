@@ -1,0 +1,47 @@
+"""Classical (per-pixel) model bundles: a random forest or SVM rebuilt from its arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from geomm.model.bundle import Bundle, BundleError
+from geomm.model.classical import ForestPredictor, SVMPredictor
+
+__all__ = ["classifier_from_bundle"]
+
+
+def classifier_from_bundle(bundle: Bundle) -> ForestPredictor | SVMPredictor:
+    """Rebuild the numpy predictor of an "rf" or "svm" bundle, checked against its metadata.
+
+    Raises:
+        BundleError: another kind, a missing array, or arrays that disagree with the metadata.
+    """
+    if bundle.kind not in ("rf", "svm"):
+        raise BundleError(f"{bundle.path}: a {bundle.kind!r} bundle is not a per-pixel "
+                          "classifier; predict with the network instead")
+    cls = ForestPredictor if bundle.kind == "rf" else SVMPredictor
+    t, cfg, where = bundle.tensors, bundle.meta.config, f"{bundle.path}"
+    missing = [n for n in (*cls.ARRAYS, *cls.CONFIG) if n not in t and n not in cfg]
+    n_bands = sum(len(lyr["bands"]) for lyr in bundle.meta.layers)
+    if missing or cfg["n_features"] != n_bands:
+        what = (f"`{missing[0]}` is missing" if missing else f"the model takes "
+                f"{cfg['n_features']} features but bundle.json lists {n_bands} bands")
+        raise BundleError(f"{where}: {what}; the bundle is damaged or was edited")
+    n_classes, classes = len(bundle.meta.classes["classes"]), np.asarray(t["classes"])
+    if not (classes.dtype.kind in "iu" and classes.size and 0 <= classes.min()
+            and classes.max() < n_classes):
+        raise BundleError(f"{where}: the model's classes {classes.tolist()} are not ids of "
+                          f"the {n_classes}-class table in bundle.json")
+    try:
+        kw: dict[str, Any] = {n: np.asarray(t[n]) for n in cls.ARRAYS}
+        pred = cls(**kw, **{k: cfg[k] for k in cls.CONFIG})
+        ok = pred.consistent()
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{where}: model arrays unreadable ({e}); the bundle is damaged or "
+                          "was edited") from None
+    if not ok:
+        raise BundleError(f"{where}: the {bundle.kind} arrays disagree with each other or with "
+                          "bundle.json; the bundle is damaged or was edited")
+    return pred

@@ -1,0 +1,40 @@
+"""A fusion network to and from a model bundle (no Lightning or torchgeo needed to load one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from geomm.model.bundle import Bundle, BundleError, load_bundle
+from geomm.model.network import ModelConfig, MultiBranchNet
+from geomm.model.normstats import NormStats
+
+__all__ = ["load_cnn_bundle", "state_tensors"]
+
+
+def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
+    """A model's tensors, detached, on the CPU, contiguous: what a bundle stores."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def load_cnn_bundle(path: str | Path) -> tuple[MultiBranchNet, NormStats, Bundle]:
+    """Rebuild a network from a "cnn" bundle: (model in eval mode, stats, bundle).
+
+    Raises:
+        BundleError: not a "cnn" bundle, or weights that do not fit its bundle.json.
+    """
+    bundle = load_bundle(path)
+    if bundle.kind != "cnn":
+        raise BundleError(f"{path}: a {bundle.kind!r} bundle holds no network")
+    config = ModelConfig.from_dict(bundle.meta.config["model"])
+    model = MultiBranchNet(config, load_weights=False)
+    state = model.state_dict()
+    bad = sorted(set(state) ^ set(bundle.tensors)) or [
+        k for k in state if tuple(state[k].shape) != tuple(bundle.tensors[k].shape)]
+    if bad:
+        raise BundleError(f"{path}: weights do not fit the model described in bundle.json "
+                          f"(first mismatch: {bad[0]!r}); the bundle is damaged or was edited")
+    model.load_state_dict(dict(bundle.tensors))
+    return model.eval(), NormStats.from_dict(bundle.meta.normalisation), bundle

@@ -1,0 +1,414 @@
+"""Land-cover class raster -> one polygon per 4-connected region of a class, in bounded memory.
+
+The raster is read window by window. A polygon that does not touch an internal window edge is
+written at once; one that does is held open and merged with the pieces of its class across
+the seam, and written when it no longer touches an unread window. The output is therefore the
+same, vertex for vertex, whatever ``window`` is: each polygon has a vertex where its boundary
+turns and where three or more classes meet (see :mod:`geomm.vector._polygons`), and none where a
+window edge crossed it. Memory holds one window (plus its halo) and the regions still open
+along the read frontier; a region that spans the whole raster is held until its last window.
+Final polygons are written in chunks of ``_CHUNK``.
+
+Sieve rule (``min_area``): a 4-connected region of fewer than ``ceil(min_area / pixel area)``
+pixels takes the class of the large region (at or above that size) it shares most pixel edges
+with, lowest class id on a tie. This is done in :data:`SIEVE_PASSES` passes; a small region with
+no large neighbour (enclosed by nodata or by other small regions) waits for the next pass, and
+is kept if none remains. Nodata never changes and never spreads. Every decision looks at most
+``2 * size - 2`` pixels away, so each window is sieved with a halo of
+``SIEVE_PASSES * (2 * size - 2) + 1`` pixels and the result does not depend on the windows.
+
+Simplification (``simplify``) is :func:`shapely.coverage_simplify` over each chunk of
+polygons written together, with ``simplify_boundary=False``: edges shared by two polygons of
+the chunk are simplified once for both, while edges along nodata, the raster border or a
+polygon of another chunk are kept as they are, so no gap or overlap can appear.
+
+Areas (``area_m2``) are exact for projected rasters. For a geographic CRS (degrees) they are
+computed in a Lambert azimuthal equal-area projection centred on the raster, and ``min_area``
+and ``simplify`` use the metre size of the centre pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from geomm.classes import ClassTable
+from geomm.errors import GeommError
+from geomm.vector import _polygons as poly
+from geomm.vector import _sieve
+from geomm.vector._stitch import Stitcher
+
+__all__ = ["ClassSummary", "VectorizeError", "VectorizeSummary", "vectorize"]
+
+FORMATS = {".gpkg": "GeoPackage", ".parquet": "GeoParquet"}
+"""Output suffixes and the format each one writes."""
+LAYER = "classes"
+"""Layer name in a GeoPackage."""
+SIEVE_PASSES = 2
+"""Passes of the sieve rule (see the module docstring)."""
+_CHUNK = 20_000  # polygons written (and coverage-simplified) together
+_INTEGER = ("uint8", "int8", "uint16", "int16", "int32")
+
+
+class VectorizeError(GeommError, ValueError):
+    """A class raster cannot be vectorized, or the output cannot be written."""
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """What was written for one class."""
+
+    class_id: int
+    """Pixel value of the class."""
+    name: str
+    """Class name (from the raster's class table or band tags, else the id)."""
+    n_polygons: int
+    """Polygons written."""
+    area_m2: float
+    """Their total area, square metres."""
+
+
+@dataclass(frozen=True)
+class VectorizeSummary:
+    """The result of :func:`vectorize`."""
+
+    path: Path
+    """The file written."""
+    n_polygons: int
+    """Polygons written, all classes."""
+    classes: tuple[ClassSummary, ...]
+    """Per class, by id."""
+    seconds: float
+    """Wall time."""
+
+    def describe(self) -> str:
+        """One line: file, polygon counts per class, time."""
+        per = ", ".join(f"{c.name} {c.n_polygons}" for c in self.classes) or "no classes"
+        return f"{self.path}: {self.n_polygons} polygons ({per}) in {self.seconds:.1f} s"
+
+
+def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = None,
+              simplify: float | None = None, window: int = 2048, overwrite: bool = False
+              ) -> VectorizeSummary:
+    """Turn a class raster into polygons per class, written to GeoPackage or GeoParquet.
+
+    Columns: ``class_id`` (int32), ``class_name``, ``area_m2`` (float64) and ``geometry``
+    (Polygon), in the raster's CRS. Pixels equal to nodata or to the class table's ignore value
+    (or negative) make no polygon. The file appears only when complete (it is written under a
+    temporary name beside ``out``, removed on any error).
+
+    Args:
+        classes: single-band integer GeoTIFF/COG of class ids. Names come from its
+            ``GEOMM_CLASSES`` tag (a :meth:`ClassTable.to_dict` JSON), else from band tags
+            ``class_<id>=<name>``, else the id.
+        out: ``.gpkg`` (layer ``classes``) or ``.parquet`` (GeoParquet) path.
+        min_area: square metres; smaller regions are sieved into a neighbour first.
+        simplify: metres; topology-preserving coverage simplification of shared edges.
+        window: side of the square windows read at a time, pixels.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        What was written, per class.
+
+    Raises:
+        VectorizeError: bad suffix or option, ``out`` exists, or the raster is missing, has
+            several bands, is not integer or has no CRS.
+    """
+    start = time.perf_counter()
+    src_path, out = Path(classes), Path(out)
+    _check_options(out, overwrite, min_area, simplify, window)
+    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    try:
+        with _open(src_path) as src:
+            meta = _Meta.read(src, src_path)
+            gpkg = out.suffix.lower() == ".gpkg"
+            sink = _GpkgSink(tmp, meta.crs) if gpkg else _ParquetSink(tmp, meta.crs)
+            try:
+                stats = _run(src, meta, sink, window, min_area, simplify)
+                sink.finish()
+            except rasterio.errors.RasterioError as exc:
+                msg = " ".join(str(exc).split())
+                raise VectorizeError(f"{src_path}: reading failed ({msg}); check that the file "
+                                     "is complete and readable") from exc
+            finally:
+                sink.close()
+        os.replace(tmp, out)
+    except BaseException:
+        for end in ("", "-journal", "-wal", "-shm"):
+            tmp.with_name(tmp.name + end).unlink(missing_ok=True)
+        raise
+    per = tuple(ClassSummary(k, meta.name(k), n, a) for k, (n, a) in sorted(stats.items()))
+    return VectorizeSummary(out, sum(c.n_polygons for c in per), per,
+                            time.perf_counter() - start)
+
+
+def _check_options(out: Path, overwrite: bool, min_area: float | None,
+                   simplify: float | None, window: int) -> None:
+    if out.suffix.lower() not in FORMATS:
+        raise VectorizeError(f"{out}: unknown output format {out.suffix or '(no suffix)'!r}; "
+                             f"name it with one of {', '.join(FORMATS)}")
+    if out.exists() and not overwrite:
+        raise VectorizeError(f"{out} already exists; pass overwrite=True (--overwrite) to "
+                             "replace it")
+    if out.is_dir():
+        raise VectorizeError(f"{out} is a folder; give a file name ending in .gpkg or .parquet")
+    if not out.parent.is_dir():
+        raise VectorizeError(f"{out}: folder {out.parent} does not exist; create it first")
+    for name, value in (("min_area", min_area), ("simplify", simplify)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise VectorizeError(f"{name}={value!r} must be a number >= 0 (or None)")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise VectorizeError(f"window={window!r} must be a whole number of pixels >= 1 "
+                             "(default 2048)")
+
+
+def _open(path: Path) -> Any:
+    if not path.is_file():
+        raise VectorizeError(f"{path}: no such file; give the path of a class raster "
+                             "(single-band integer GeoTIFF)")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        msg = " ".join(str(exc).split())
+        raise VectorizeError(f"{path}: GDAL cannot open it as a raster ({msg}); give a "
+                             "single-band integer GeoTIFF of class ids") from None
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What vectorizing needs to know about the raster."""
+
+    names: dict[int, str]
+    no_class: tuple[int, ...]
+    crs: pyproj.CRS
+    transform: Affine
+    pixel_m2: float
+    area: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def read(cls, src: Any, path: Path) -> _Meta:
+        if src.count != 1:
+            raise VectorizeError(f"{path}: has {src.count} bands; vectorize needs a "
+                                 "single-band class raster (extract it: gdal_translate -b N)")
+        if src.dtypes[0] not in _INTEGER:
+            raise VectorizeError(f"{path}: band is {src.dtypes[0]}; vectorize needs class ids "
+                                 f"of type {', '.join(_INTEGER)}: convert with "
+                                 "gdal_translate -ot Byte")
+        if src.crs is None:
+            raise VectorizeError(f"{path}: has no CRS; set one (gdal_edit.py -a_srs EPSG:...)")
+        names, ignore = _class_names(src, path)
+        no_class = {ignore} if ignore is not None else set()
+        if src.nodata is not None and float(src.nodata).is_integer():
+            no_class.add(int(src.nodata))
+        crs = pyproj.CRS.from_wkt(src.crs.to_wkt())
+        pixel_m2, area = _area_model(crs, src.transform, src.height, src.width)
+        return cls(names, tuple(sorted(no_class)), crs, src.transform, pixel_m2, area)
+
+    def name(self, class_id: int) -> str:
+        return self.names.get(class_id, str(class_id))
+
+
+def _class_names(src: Any, path: Path) -> tuple[dict[int, str], int | None]:
+    """Names per id and the ignore value, from the class-table tag or the band-1 tags."""
+    tag = src.tags().get("GEOMM_CLASSES")
+    if tag is not None:
+        try:
+            table = ClassTable.from_dict(json.loads(tag))
+        except (ValueError, TypeError, AttributeError) as exc:
+            msg = " ".join(str(exc).split())
+            raise VectorizeError(f"{path}: tag GEOMM_CLASSES is not a class table ({msg}); "
+                                 "rewrite it from ClassTable.to_dict()") from None
+        return dict(enumerate(table.names)), table.ignore_value
+    names = {}
+    for key, value in src.tags(1).items():
+        found = re.fullmatch(r"class_(\d+)", key)
+        if found:
+            names[int(found.group(1))] = value
+    return names, None
+
+
+def _to_world(geoms: np.ndarray, t: Affine) -> np.ndarray:
+    """Pixel-space geometries in the raster's CRS (same arithmetic as GDAL's polygonize)."""
+    return shapely.transform(geoms, lambda xy: np.column_stack(
+        [t.c + xy[:, 0] * t.a + xy[:, 1] * t.b, t.f + xy[:, 0] * t.d + xy[:, 1] * t.e]))
+
+
+def _area_model(crs: pyproj.CRS, t: Affine, height: int, width: int
+                ) -> tuple[float, Callable[[np.ndarray], np.ndarray]]:
+    """Pixel area (m²) and a function: pixel-space polygons -> their areas in m²."""
+    if not crs.is_geographic:
+        unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        pixel_m2 = abs(t.a * t.e - t.b * t.d) * unit * unit
+        return pixel_m2, lambda g: shapely.area(g) * pixel_m2
+    lon, lat = t * (width / 2, height / 2)
+    ell = crs.ellipsoid
+    shape = (f"+a={ell.semi_major_metre} +b={ell.semi_minor_metre}" if ell is not None
+             else "+ellps=WGS84")
+    laea = pyproj.CRS.from_proj4(f"+proj=laea +lat_0={lat} +lon_0={lon} {shape} +units=m")
+    fwd = pyproj.Transformer.from_crs(crs, laea, always_xy=True)
+
+    def area(geoms: np.ndarray) -> np.ndarray:
+        world = _to_world(shapely.segmentize(geoms, 4.0), t)  # edges of at most 4 pixels
+        return np.asarray(shapely.area(shapely.transform(
+            world, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))))
+
+    centre = shapely.box(width // 2, height // 2, width // 2 + 1, height // 2 + 1)
+    return float(area(np.array([centre]))[0]), area
+
+
+def _read(src: Any, rows: tuple[int, int], cols: tuple[int, int],
+          no_class: tuple[int, ...]) -> np.ndarray:
+    """Classes of a pixel range (may reach past the raster) as int32; -1 where no class."""
+    (r0, r1), (c0, c1) = rows, cols
+    rr0, rr1 = max(r0, 0), min(r1, src.height)
+    cc0, cc1 = max(c0, 0), min(c1, src.width)
+    data = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)).astype(np.int32)
+    data[np.isin(data, no_class) | (data < 0)] = -1
+    return np.pad(data, ((rr0 - r0, r1 - rr1), (cc0 - c0, c1 - cc1)), constant_values=-1)
+
+
+def _run(src: Any, meta: _Meta, sink: _Sink, window: int, min_area: float | None,
+         simplify: float | None) -> dict[int, tuple[int, float]]:
+    """Read, sieve, polygonize and stitch every window; write polygons as they are final."""
+    height, width = src.height, src.width
+    size = math.ceil(min_area / meta.pixel_m2 - 1e-9) if min_area else 0
+    halo = 1 + (_sieve.sieve_halo(size, SIEVE_PASSES) if size > 1 else 0)
+    grid = poly.SeamGrid(height, width, window)
+    stitcher = Stitcher(grid)
+    tolerance = simplify / math.sqrt(meta.pixel_m2) if simplify else 0.0
+    out = _Chunks(sink, meta, tolerance)
+    for r0 in range(0, height, window):
+        for c0 in range(0, width, window):
+            r1, c1 = min(r0 + window, height), min(c0 + window, width)
+            ext = _read(src, (r0 - halo, r1 + halo), (c0 - halo, c1 + halo), meta.no_class)
+            if size > 1:
+                cut = halo - 1
+                ext = _sieve.sieve(ext, size, SIEVE_PASSES)[cut:ext.shape[0] - cut,
+                                                          cut:ext.shape[1] - cut]
+            pieces, edges = poly.window_pieces(ext, r0, c0, grid)
+            out.add(stitcher.add(pieces, edges, r0, r1, c0, c1))
+    out.add(stitcher.finish())
+    out.flush()
+    return out.stats
+
+
+class _Chunks:
+    """Final polygons gathered into chunks: simplified together, measured and written."""
+
+    def __init__(self, sink: _Sink, meta: _Meta, tolerance: float) -> None:
+        self.sink, self.meta, self.tolerance = sink, meta, tolerance
+        self.parts: list[poly.Pieces] = []
+        self.count = 0
+        self.stats: dict[int, tuple[int, float]] = {}
+
+    def add(self, pieces: poly.Pieces) -> None:
+        self.parts.append(pieces)
+        self.count += len(pieces)
+        if self.count >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        pieces = poly.Pieces.concat(self.parts)
+        self.parts, self.count = [], 0
+        if not len(pieces):
+            return
+        geoms = pieces.polygons()
+        if self.tolerance > 0:
+            geoms = shapely.coverage_simplify(geoms, self.tolerance, simplify_boundary=False)
+        area = self.meta.area(geoms)
+        ids = pieces.classes
+        present, which = np.unique(ids, return_inverse=True)
+        names = np.array([self.meta.name(int(k)) for k in present], dtype=object)[which]
+        self.sink.write(ids, names, area, _to_world(geoms, self.meta.transform))
+        counts = np.bincount(which, minlength=len(present))
+        areas = np.bincount(which, weights=area, minlength=len(present))
+        for k, n_k, a_k in zip(present, counts, areas, strict=True):
+            n, a = self.stats.get(int(k), (0, 0.0))
+            self.stats[int(k)] = (n + int(n_k), a + float(a_k))
+
+
+class _Sink:
+    """Appends chunks of polygons to one output file."""
+
+    def __init__(self, path: Path, crs: pyproj.CRS) -> None:
+        self.path, self.crs = path, crs
+
+    def write(self, ids: np.ndarray, names: np.ndarray, area: np.ndarray,
+              geoms: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Complete the file (with an empty layer if nothing was written)."""
+
+    def close(self) -> None:
+        """Release the file, complete or not."""
+
+
+class _GpkgSink(_Sink):
+    """GeoPackage layer ``classes``, appended chunk by chunk with pyogrio."""
+
+    written = False
+
+    def write(self, ids: np.ndarray, names: np.ndarray, area: np.ndarray,
+              geoms: np.ndarray) -> None:
+        import geopandas
+        import pyogrio
+
+        frame = geopandas.GeoDataFrame(
+            {"class_id": ids.astype(np.int32), "class_name": names,
+             "area_m2": area.astype(np.float64)}, geometry=geoms, crs=self.crs)
+        pyogrio.write_dataframe(frame, self.path, layer=LAYER, driver="GPKG",
+                                append=self.written, promote_to_multi=False,
+                                geometry_type="Polygon")
+        self.written = True
+
+    def finish(self) -> None:
+        if not self.written:
+            empty = np.empty(0, dtype=object)
+            self.write(np.empty(0, np.int32), empty, np.empty(0), empty)
+
+
+class _ParquetSink(_Sink):
+    """GeoParquet 1.1 (WKB column ``geometry``), one row group per chunk."""
+
+    def __init__(self, path: Path, crs: pyproj.CRS) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        super().__init__(path, crs)
+        # `geo` goes in the schema so that the Arrow schema and the file's key-value metadata
+        # agree; it has no bbox, which is optional and not known before the end
+        geo = {"version": "1.1.0", "primary_column": "geometry",
+               "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
+                                        "crs": crs.to_json_dict()}}}
+        self.schema = pa.schema([("class_id", pa.int32()), ("class_name", pa.string()),
+                                 ("area_m2", pa.float64()), ("geometry", pa.binary())],
+                                metadata={"geo": json.dumps(geo)})
+        self.writer = pq.ParquetWriter(path, self.schema)
+
+    def write(self, ids: np.ndarray, names: np.ndarray, area: np.ndarray,
+              geoms: np.ndarray) -> None:
+        import pyarrow as pa
+
+        table = pa.table({"class_id": ids.astype(np.int32), "class_name": names.tolist(),
+                          "area_m2": area.astype(np.float64),
+                          "geometry": shapely.to_wkb(geoms)}, schema=self.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,182 @@
+"""Training, bundles and cross-validation on a small synthetic scene (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import torch
+import yaml
+from affine import Affine
+from click.testing import CliRunner
+from shapely.geometry import box
+
+from geomm.cli import main
+from geomm.learn.train import TrainConfig, fit_cnn, save_cnn_bundle
+from geomm.model.bundle import BundleError, BundleMismatchError, load_bundle
+from geomm.model.netbundle import load_cnn_bundle
+from geomm.recipe import load_recipe
+from geomm.stack.build import stack
+from geomm.stack.store import open_store
+
+X0, Y0, N = 500000.0, 5800000.0, 240  # 2.4 km at 10 m
+
+TINY = TrainConfig(patch_size=48, batch_size=4, steps_per_epoch=3, max_epochs=2,
+                   block_size=600.0, n_folds=3, width=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Three classes in vertical stripes, told apart by their band values, at 10/20/60 m."""
+    root = tmp_path_factory.mktemp("synth")
+    rng = np.random.default_rng(0)
+    cls = np.repeat(np.arange(N) * 3 // N, 1)[None, :].repeat(N, axis=0)  # columns -> class
+    for name, f in (("b10", 1), ("b20", 2), ("b60", 6)):
+        base = cls[::f, ::f] * 1000 + 500
+        arr = (base + rng.integers(0, 300, base.shape)).astype(np.uint16)
+        with __import__("rasterio").open(
+                root / f"{name}.tif", "w", driver="GTiff", width=arr.shape[1],
+                height=arr.shape[0], count=1, dtype="uint16", crs="EPSG:32633",
+                transform=Affine(10 * f, 0, X0, 0, -10 * f, Y0)) as dst:
+            dst.write(arr[None])
+    third = N * 10 / 3
+    polys = gpd.GeoDataFrame({"c": ["a", "b", "c"]}, geometry=[
+        box(X0 + i * third + 20, Y0 - N * 10 + 20, X0 + (i + 1) * third - 20, Y0 - 20)
+        for i in range(3)], crs="EPSG:32633")
+    polys.to_file(root / "labels.gpkg")
+    doc = {"name": "synth", "data_root": ".",
+           "modalities": {"fine": {"bands": [{"file": "b10.tif", "name": "F"}]},
+                          "mid": {"bands": [{"file": "b20.tif", "name": "M"}]},
+                          "coarse": {"bands": [{"file": "b60.tif", "name": "C"}]}},
+           "labels": {"vector": "labels.gpkg", "class_column": "c"},
+           "tiling": {"size": 120, "halo": 12}}
+    (root / "recipe.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (summary,) = stack(load_recipe(root / "recipe.yaml"), out=root / "store")
+    return root, open_store(summary.path)
+
+
+def test_fit_save_load_gives_identical_logits_in_a_fresh_process(synth, tmp_path):
+    root, store = synth
+    res = fit_cnn(store, TINY, progress=False)
+    assert res.metrics["epochs"] >= 1 and np.isfinite(res.metrics["train_loss"])
+    out = save_cnn_bundle(res, store, tmp_path / "bundle")
+    from geomm.learn.dataset import StorePatchDataset
+
+    ds = StorePatchDataset(store, np.array([[48, 96]]), 48, res.stats,
+                           np.ones(store.grid.shape, bool), augment=False)
+    item = ds[0]
+    keys = [layer.key for layer in res.config.layers]
+    with torch.no_grad():
+        here = res.model({k: item[k][None] for k in keys}).numpy()
+    torch.save({k: item[k][None] for k in keys}, tmp_path / "inputs.pt")
+    code = (
+        "import sys, torch, numpy as np\n"
+        "from geomm.model.netbundle import load_cnn_bundle\n"
+        "model, stats, bundle = load_cnn_bundle(sys.argv[1])\n"
+        "x = torch.load(sys.argv[2], weights_only=True)\n"
+        "with torch.no_grad():\n"
+        "    np.save(sys.argv[3], model(x).numpy())\n")
+    subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "inputs.pt"),
+                    str(tmp_path / "there.npy")], check=True)
+    there = np.load(tmp_path / "there.npy")
+    assert here.shape == (1, 3, 48, 48)
+    np.testing.assert_array_equal(here, there)
+    model, stats, bundle = load_cnn_bundle(out)
+    assert stats.to_dict() == res.stats.to_dict()
+    assert bundle.meta.split["n_folds"] == 3 and bundle.meta.class_table.names == ("a", "b", "c")
+
+
+def test_tampered_bundle_is_refused_with_the_layer_named(synth, tmp_path):
+    _, store = synth
+    res = fit_cnn(store, replace(TINY, max_epochs=1), progress=False)
+    out = save_cnn_bundle(res, store, tmp_path / "b")
+    doc = json.loads((out / "bundle.json").read_text())
+    doc["layers"][0]["bands"] = ["F", "F2"]  # the JSON now claims a 2-band input
+    (out / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleMismatchError, match="fine/10m"):
+        load_bundle(out).check_inputs(store.manifest["layers"])
+    doc["config"]["model"]["layers"][0]["channels"] = 2
+    doc["config"]["model"]["layers"][0]["bands"] = ["F", "F2"]
+    (out / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="do not fit"):
+        load_cnn_bundle(out)
+
+
+def test_training_is_deterministic_for_a_seed(synth):
+    _, store = synth
+    cfg = replace(TINY, max_epochs=1)
+    a, b = fit_cnn(store, cfg, progress=False), fit_cnn(store, cfg, progress=False)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(),
+                                  strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_test_blocks_never_reach_the_training_patches(synth):
+    from geomm.learn.train import StoreDataModule
+
+    _, store = synth
+    dm = StoreDataModule(store, TINY)
+    assert not (dm.train_mask & dm.test_mask).any() and not (dm.val_mask & dm.test_mask).any()
+    ignore = store.manifest["classes"]["ignore_value"]
+    for i in range(len(dm.train_ds)):
+        item = dm.train_ds[i]
+        r, c = (int(v) for v in item["origin"])
+        # augmentation moves pixels inside the patch, so compare counts, not positions
+        allowed = dm.train_mask[r:r + 48, c:c + 48]
+        assert int((item["labels"] != ignore).sum()) <= int(allowed.sum())
+
+
+def test_cli_train_cnn_and_rf_write_bundles(synth, tmp_path, monkeypatch):
+    root, _ = synth
+    monkeypatch.chdir(root)
+    r = CliRunner()
+    common = ["--max-epochs", "1", "--patch-size", "48", "--block-size", "600", "--folds", "3"]
+    res = r.invoke(main, ["train", "recipe.yaml", "--out", str(tmp_path / "cnn"), *common])
+    assert res.exit_code == 0, res.output
+    assert load_bundle(tmp_path / "cnn").kind == "cnn"
+    res = r.invoke(main, ["train", "recipe.yaml", "--classifier", "rf", "--out",
+                          str(tmp_path / "rf"), *common])
+    assert res.exit_code == 0, res.output
+    assert load_bundle(tmp_path / "rf").kind == "rf"
+
+
+def test_crossval_scores_both_methods_on_the_same_folds(synth):
+    from geomm.learn.crossval import crossval
+
+    _, store = synth
+    report = crossval(store, replace(TINY, max_epochs=1, modality_dropout=0.3), folds=[0],
+                      withhold=["mid"], echo=lambda s: None)
+    assert report.methods() == ["cnn", "cnn-without-mid", "rf"]
+    rf = next(r for r in report.results if r.method == "rf")
+    assert rf.scores.overall_accuracy > 0.9  # stripes told apart by band values
+    assert sum(rf.scores.support) == sum(
+        next(r for r in report.results if r.method == "cnn").scores.support)
+    assert "| rf | 1 |" in report.table()
+
+
+@pytest.mark.e2e
+def test_bigearthnet_scene_classifier_trains_end_to_end(bigearthnet_sample, tmp_path,
+                                                        monkeypatch):
+    from geomm.learn.multilabel import predict_scene_labels
+    from geomm.learn.train import train_recipe
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(patch_size=120, batch_size=2, max_epochs=3, width=8, seed=1)
+    out = train_recipe(load_recipe("s1s2-bigearthnet"), out=tmp_path / "ben", cfg=cfg,
+                       progress=False)
+    bundle = load_bundle(out)
+    model_cfg = bundle.meta.config["model"]
+    assert model_cfg["head"] == "classification" and model_cfg["multilabel"] is True
+    assert model_cfg["num_classes"] == 43
+    assert [la["key"] for la in bundle.meta.layers][:2] == ["sar/10m", "visible/10m"]
+    assert bundle.meta.split["scenes"]["test"] == ["57_38"]
+    assert np.isfinite(bundle.meta.metrics["train_loss"])
+    model, stats, _ = load_cnn_bundle(out)
+    store = open_store(tmp_path / "tiles" / "s1s2-bigearthnet" / "57_38")
+    probs = predict_scene_labels(model, stats, store, patch_size=120, threshold=0.0)
+    assert len(probs) == 43 and all(0.0 <= p <= 1.0 for p in probs.values())
