@@ -15,7 +15,7 @@ from typing import Any
 
 from geomm.errors import LabelError
 
-__all__ = ["RGB", "ClassTable", "default_colours"]
+__all__ = ["RGB", "ClassTable", "conventional_colours", "default_colours"]
 
 RGB = tuple[int, int, int]
 
@@ -40,6 +40,78 @@ def default_colours(n: int) -> tuple[RGB, ...]:
     return tuple(out)
 
 
+# Colours land-cover legends use (ESA WorldCover, CORINE, NLCD), so that a table without
+# `colours:` still shows water blue and forest green. A class name matches when one of its
+# words (split on anything not a letter) starts with a key.
+_CONVENTIONAL: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("water", "river", "lake", "sea", "ocean", "reservoir", "pond", "canal", "stream", "basin"),
+     "#0064c8"),
+    (("road", "rail", "transport", "airport", "parking", "highway", "impervious", "paved"),
+     "#646464"),
+    (("wetland", "marsh", "swamp", "bog", "fen", "mangrove", "reed"), "#0096a0"),
+    (("forest", "wood", "tree", "conifer", "decidu", "broadleaf", "needleleaf"), "#006400"),
+    (("orchard", "plantation", "vineyard"), "#8c6e1e"),
+    (("scrub", "shrub", "heath", "bush"), "#b38f2d"),
+    (("meadow", "pasture"), "#a6d96a"),
+    (("grass", "herbaceous", "lawn", "park", "savanna", "prairie", "steppe"), "#ffff4c"),
+    (("farm", "crop", "arable", "agricult", "field", "cultivat", "paddy", "rice"), "#f0c85a"),
+    (("residential", "urban", "built", "building", "settlement", "city", "town", "village",
+      "housing"), "#e6004d"),
+    (("industrial", "commercial", "retail", "construction"), "#a0a0a0"),
+    (("bare", "barren", "sand", "beach", "dune", "rock", "quarry", "sediment", "soil",
+      "desert", "gravel", "mine"), "#d2b48c"),
+    (("moss", "lichen", "tundra"), "#fae6a0"),
+    (("snow", "ice", "glacier"), "#f0f0f0"),
+    (("cloud",), "#dcdcdc"),
+    (("shadow",), "#3c3c3c"),
+)
+
+
+def _conventional(name: str) -> str | None:
+    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+    for keys, colour in _CONVENTIONAL:
+        if any(w.startswith(k) for w in words for k in keys):
+            return colour
+    return None
+
+
+def _distance(a: RGB, b: RGB) -> int:
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def conventional_colours(names: Sequence[str]) -> tuple[RGB, ...]:
+    """A colour per class: the legend colour of a recognised name (water blue, forest green,
+    built-up red, cropland yellow, ...), else the next palette colour not close to one taken.
+
+    Two classes that match the same legend colour get shades of it (lighter, then darker).
+    """
+    out: list[RGB | None] = []
+    taken: list[RGB] = []
+    for name in names:
+        hex_ = _conventional(name)
+        if hex_ is None:
+            out.append(None)
+            continue
+        base = _parse_colour(hex_, "legend")
+        colour, step = base, 0
+        while colour in taken and step < 8:
+            step += 1
+            sign, k = (1, (step + 1) // 2) if step % 2 else (-1, step // 2)
+            h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in base))
+            v = min(1.0, max(0.15, v + sign * 0.18 * k)) if s > 0.1 else v
+            s = s * (1 - 0.25 * k) if sign > 0 and s > 0.1 else s
+            if s <= 0.1:
+                v = min(1.0, max(0.1, v + sign * 0.12 * k))
+            r, g, b = colorsys.hsv_to_rgb(h, s, v)
+            colour = (round(r * 255), round(g * 255), round(b * 255))
+        out.append(colour)
+        taken.append(colour)
+    spare = iter(c for c in default_colours(len(names) + len(_PALETTE))
+                 if all(_distance(c, t) > 90 for t in taken))
+    fallback = default_colours(len(names))
+    return tuple(c if c is not None else next(spare, fallback[i]) for i, c in enumerate(out))
+
+
 def _parse_colour(value: Any, where: str) -> RGB:
     if isinstance(value, str):
         if not _HEX.match(value):
@@ -60,7 +132,7 @@ class ClassTable:
     names: tuple[str, ...]
     """Class names; their order gives the ids 0..K-1."""
     colours: tuple[RGB, ...] = ()
-    """RGB colour per class; empty takes :func:`default_colours` (hex strings accepted)."""
+    """RGB colour per class; empty takes :func:`conventional_colours` (hex strings accepted)."""
     ignore_value: int = 255
     """Label value of unlabelled pixels; not an id (losses and metrics skip it)."""
 
@@ -91,7 +163,7 @@ class ClassTable:
             raise LabelError(f"ignore_value {iv} is the id of class {names[iv]!r}; use a value "
                              f"from {len(names)} to 255 (default 255)")
         object.__setattr__(self, "names", names)
-        object.__setattr__(self, "colours", colours or default_colours(len(names)))
+        object.__setattr__(self, "colours", colours or conventional_colours(names))
 
     def __len__(self) -> int:
         return len(self.names)

@@ -169,6 +169,13 @@ def _get(where: str, doc: Mapping[str, Any], key: str, typ: type | tuple[type, .
     return val
 
 
+def _band_name(value: Any) -> Any:
+    """A band named by a whole number (``10``, ``B8`` written as ``8``) is named by its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def _modality(name: str, doc: Any) -> ModalitySpec:
     where = f"modalities.{name}"
     d = _keys(where, doc, _MOD)
@@ -178,6 +185,7 @@ def _modality(name: str, doc: Any) -> ModalitySpec:
     template = _get(where, d, "file", str)
     bands = []
     for i, b in enumerate(bands_doc):
+        b = _band_name(b)  # `bands: [10, 20, 30]`: YAML reads numeric names as numbers
         if isinstance(b, str):
             if template is None:
                 raise RecipeError(f"{where}.bands[{i}]: a bare band name {b!r} needs a "
@@ -186,7 +194,7 @@ def _modality(name: str, doc: Any) -> ModalitySpec:
             continue
         bd = _keys(f"{where}.bands[{i}]", b, _BAND)
         file = _get(f"{where}.bands[{i}]", bd, "file", str) or template
-        bname = _get(f"{where}.bands[{i}]", bd, "name", str)
+        bname = _band_name(_get(f"{where}.bands[{i}]", bd, "name", (str, int)))
         if file is None or bname is None:
             raise RecipeError(f"{where}.bands[{i}]: needs `file` and `name`")
         bands.append(BandSpec(Path(file.replace("{band}", bname)), bname,

@@ -87,3 +87,13 @@ def test_bundled_recipes_load_by_name():
     ben = load_recipe("s1s2-bigearthnet")
     assert len(ben.scenes) == 6 and all(isinstance(s["id"], str) for s in ben.scenes)
     assert ben.labels is not None and ben.labels.kind == "json-multilabel"
+
+
+def test_numeric_band_names_are_names(tmp_path):
+    doc = {**BASE, "modalities": {"tm": {"file": "L7_B{band}.tif", "bands": [10, 20, 30]},
+                                  "pan": {"bands": [{"file": "p.tif", "name": 80}]}}}
+    (scene,) = load_recipe(write(tmp_path, doc)).scene_inputs()
+    tm, pan = scene.modalities
+    assert [b.name for b in tm.bands] == ["10", "20", "30"]
+    assert tm.bands[0].path == tmp_path / "L7_B10.tif"
+    assert pan.bands[0].name == "80"

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from geomm._version import __version__
 from geomm._files import file_stamp, sha256_file
+from geomm._version import __version__
 from geomm.errors import GeommError
 from geomm.modality import ModalitySpec
 from geomm.predict._region import Region

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from geomm._version import __version__
 from geomm._files import sha256_file
+from geomm._version import __version__
 from geomm.batch._blockrun import PARTIAL, block_dir, read_record, run_block
 from geomm.batch.jobs import Job
 from geomm.errors import GeommError

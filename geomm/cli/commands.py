@@ -87,8 +87,9 @@ def _train_config(**kw: Any) -> Any:
 @click.argument("recipe")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Bundle folder (default models/<recipe>-<cnn|rf|svm>).")
-@click.option("--classifier", type=click.Choice(["rf", "svm"]), default=None,
-              help="Train the per-pixel baseline instead of the fusion CNN.")
+@click.option("--classifier", type=click.Choice(["rf", "svm", "auto"]), default=None,
+              help="Train the per-pixel baseline instead of the fusion CNN; 'auto' trains "
+                   "both on the same split and keeps the better on the validation blocks.")
 @click.option("--fold", "test_fold", type=click.IntRange(min=0), default=None,
               help="Spatial fold held out for testing (default 0).")
 @click.option("--folds", "n_folds", type=click.IntRange(min=3), default=None,
@@ -98,12 +99,16 @@ def _train_config(**kw: Any) -> Any:
 @opt.overwrite
 def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: int | None,
               overwrite: bool, **kw: Any) -> None:
-    """Train a fusion CNN (or --classifier rf|svm) on a recipe and write a model bundle."""
+    """Train a fusion CNN (or --classifier rf|svm|auto) on a recipe and write a model bundle.
+
+    Ends with the model's score on the held-out test blocks.
+    """
     from geomm.learn.train import train_recipe
     from geomm.recipe import load_recipe
 
     path = train_recipe(load_recipe(recipe), out=out, cfg=_train_config(**kw),
-                        classifier=classifier, workers=workers, overwrite=overwrite)
+                        classifier=classifier, workers=workers, overwrite=overwrite,
+                        echo=click.echo)
     click.echo(f"model bundle written to {path}")
 
 

@@ -25,9 +25,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _TRAIN = [
     click.option("--max-epochs", type=click.IntRange(min=1), default=None,
-                 help="Epochs (default 12, ~6 min on 2 cores; early stopping may end sooner)."),
+                 help="Epochs (default 12; early stopping may end sooner)."),
     click.option("--max-minutes", type=click.FloatRange(min=0.1), default=None,
                  help="Wall-time budget per model."),
+    click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+                 help="Training batches per epoch (default: sized to the labelled pixels, "
+                      "8-60)."),
     click.option("--patch-size", type=click.IntRange(min=6), default=None,
                  help="Training patch side, base pixels (default 96)."),
     click.option("--block-size", type=click.FloatRange(min=1), default=None,
@@ -37,6 +40,11 @@ _TRAIN = [
     click.option("--modality-dropout", type=click.FloatRange(0, 0.99), default=None,
                  help="Probability of dropping a modality per training sample."),
     click.option("--seed", type=int, default=None, help="Seed of split, patches and weights."),
+    click.option("--spectral", type=click.IntRange(min=0), default=None,
+                 help="Width of the per-pixel spectral pathway (default 64; 0: none)."),
+    click.option("--polygons-per-class", type=click.IntRange(min=1), default=None,
+                 help="Label-scarce protocol: train on only K labelled polygons per class "
+                      "(drawn with --seed from the non-test blocks)."),
 ]
 
 

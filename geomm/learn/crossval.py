@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from geomm.learn.config import TrainConfig
-from geomm.metrics import Scores, confusion_matrix, scores
+from geomm.learn.heldout import score_map, score_network
+from geomm.metrics import Scores
 from geomm.stack.store import TileStore
 
 __all__ = ["CrossvalReport", "FoldScore", "crossval"]
@@ -32,6 +33,9 @@ class FoldScore:
     """Accuracy on the held-out fold."""
     seconds: float
     """Wall time to fit and predict."""
+    extra: dict[str, float] = field(default_factory=dict)
+    """Other figures: the CNN's calibration error on the test blocks (``ece``, ``ece_before``)
+    and its temperature."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class CrossvalReport:
     """Per method and fold."""
     classes: tuple[str, ...]
     """Class names in id order."""
+    absent: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """Per fold: classes of the test blocks that the training labels do not have."""
 
     def methods(self) -> list[str]:
         """Methods in the order they were run."""
@@ -56,54 +62,48 @@ class CrossvalReport:
 
             def ms(vals: Sequence[float], scale: float = 1.0, nd: int = 3) -> str:
                 a = np.asarray(vals, dtype=float) * scale
-                return f"{np.nanmean(a):.{nd}f} ± {np.nanstd(a):.{nd}f}"
+                if not np.isfinite(a).any():
+                    return "n/a"  # e.g. a class absent from every test fold
+                a = a[np.isfinite(a)]
+                return f"{a.mean():.{nd}f} ± {a.std():.{nd}f}"
 
             per_class = [ms([r.scores.f1[i] for r in rs], nd=2) for i in range(len(self.classes))]
             lines.append("| " + " | ".join([
                 m, str(len(rs)), ms([r.scores.overall_accuracy for r in rs], 100, 1),
                 ms([r.scores.kappa for r in rs]), ms([r.scores.macro_f1 for r in rs]),
                 *per_class, f"{np.mean([r.seconds for r in rs]):.0f}"]) + " |")
+        for fold, names in sorted(self.absent.items()):
+            if names:
+                lines.append(f"\nfold {fold}: {', '.join(names)} absent from the training "
+                             "labels (scored on the test blocks all the same)")
         return "\n".join(lines)
 
 
-def _score(store: TileStore, pred: np.ndarray, test_mask: np.ndarray, k: int) -> Scores:
-    labels = np.asarray(store.base()["labels"].values)
-    ignore = int(store.manifest["classes"]["ignore_value"])
-    return scores(confusion_matrix(labels, pred, k, ignore_value=ignore,
-                                   mask=test_mask & (pred != ignore)))
-
-
-def _cnn(store: TileStore, cfg: TrainConfig, k: int, progress: bool,
-         withhold: Sequence[str]) -> dict[str, Scores]:
-    """Scores with every modality, then with each of ``withhold`` left out at inference."""
+def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
+         withhold: Sequence[str], echo: Callable[[str], object] | None = None
+         ) -> dict[str, tuple[Scores, dict[str, float]]]:
+    """Scores with every modality (calibrated on the validation labels, with the test blocks'
+    calibration error), then with each of ``withhold`` left out at inference."""
     from geomm.learn.train import fit_cnn
     from geomm.predict.infer import predict_store
 
-    res = fit_cnn(store, cfg, progress=progress)
-    out = {}
-    for gone in ("", *withhold):
-        if gone and (gone not in res.config.modalities or len(res.config.modalities) == 1):
+    res = fit_cnn(store, cfg, progress=progress, echo=echo)
+    held, _ = score_network(res.model, store, res.stats, res.val_labels, res.test_mask)
+    out = {"": (held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
+                            "temperature": held.temperature,
+                            "best_epoch": res.metrics.get("best_epoch", -1.0)})}
+    for gone in withhold:
+        if gone not in res.config.modalities or len(res.config.modalities) == 1:
             continue  # nothing to leave out, or nothing would be left
-        pred, _ = predict_store(res.model, store, res.stats, missing={gone} - {""})
-        out[gone] = _score(store, pred, res.test_mask, k)
+        pred, _ = predict_store(res.model, store, res.stats, missing={gone})
+        out[gone] = (score_map(store, pred, res.test_mask), {})
     return out
 
 
-def _classical(store: TileStore, kind: str, cfg: TrainConfig, k: int) -> Scores:
-    from geomm.learn.baseline import (
-        fit_classifier,
-        pixel_features,
-        predict_pixels,
-        sample_training_pixels,
-    )
-    from geomm.learn.train import StoreDataModule
+def _classical(store: TileStore, kind: str, cfg: TrainConfig) -> Scores:
+    from geomm.learn.train import fit_pixel_classifier
 
-    masks = StoreDataModule.split_masks(store, cfg)
-    train_mask, test_mask = masks[0], masks[2]
-    px = sample_training_pixels(store, train_mask, seed=cfg.seed)
-    X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
-    model = fit_classifier(kind, X, px.labels, seed=cfg.seed)
-    return _score(store, predict_pixels(model, store, test_mask), test_mask, k)
+    return fit_pixel_classifier(store, cfg, kind)[3].test
 
 
 def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None = None,
@@ -127,7 +127,6 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         progress: show Lightning's progress bar.
         echo: receives one line per finished fold.
     """
-    k = len(store.manifest["classes"]["classes"])
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     modalities = list(dict.fromkeys(lyr["modality"] for lyr in store.manifest["layers"]))
     variants: list[tuple[str, TrainConfig]] = [("cnn", cfg)] if fusion else []
@@ -136,27 +135,52 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         if early:
             variants.append(("cnn:early", replace(cfg, fusion="early")))
     results: list[FoldScore] = []
-    for fold in folds if folds is not None else range(cfg.n_folds):
+    run = list(folds if folds is not None else range(cfg.n_folds))
+    absent: dict[int, tuple[str, ...]] = {}
+    for i, fold in enumerate(run):
+        absent[fold] = _absent_from_training(store, replace(cfg, test_fold=fold), names)
+        echo(f"fold {fold} ({i + 1} of {len(run)}): "
+             + (f"classes absent from training: {', '.join(absent[fold])}" if absent[fold]
+                else "every class of the test blocks is in the training blocks"))
         for name, vcfg in variants:
             t0 = time.perf_counter()
-            by_gone = _cnn(store, replace(vcfg, test_fold=fold), k, progress, withhold)
+            echo(f"fold {fold} {name}: training (at most {vcfg.max_epochs} epochs"
+                 + (f", {vcfg.max_minutes:g} min" if vcfg.max_minutes else "") + ")")
+            by_gone = _cnn(store, replace(vcfg, test_fold=fold), progress, withhold,
+                           None if progress else echo)
             seconds = time.perf_counter() - t0
-            for gone, sc in by_gone.items():
+            for gone, (sc, extra) in by_gone.items():
                 results.append(FoldScore(f"{name}-without-{gone}" if gone else name, fold, sc,
-                                         seconds))
+                                         seconds, extra))
                 echo(_line(results[-1]))
         for kind in baselines:
             t0 = time.perf_counter()
-            sc = _classical(store, kind, replace(cfg, test_fold=fold), k)
+            sc = _classical(store, kind, replace(cfg, test_fold=fold))
             results.append(FoldScore(kind, fold, sc, time.perf_counter() - t0))
             echo(_line(results[-1]))
-    return CrossvalReport(tuple(results), names)
+    return CrossvalReport(tuple(results), names, absent)
+
+
+def _absent_from_training(store: TileStore, cfg: TrainConfig, names: tuple[str, ...]
+                          ) -> tuple[str, ...]:
+    """Classes labelled in the test blocks but not in the (budgeted) training labels."""
+    from geomm.learn.train import StoreDataModule
+
+    train_mask, val_mask, test_mask, _ = StoreDataModule.split_masks(store, cfg)
+    train_labels, _ = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
+    labels = np.asarray(store.base()["labels"].values)
+    k = len(names)
+    seen = np.bincount(labels[train_labels].ravel(), minlength=256)[:k] > 0
+    tested = np.bincount(labels[test_mask].ravel(), minlength=256)[:k] > 0
+    return tuple(n for n, s, t in zip(names, seen, tested, strict=True) if t and not s)
 
 
 def _line(r: FoldScore) -> str:
     s = r.scores
+    ece = (f" ECE {r.extra['ece_before']:.3f} -> {r.extra['ece']:.3f}"
+           if "ece" in r.extra else "")
     return (f"fold {r.fold} {r.method:<26} OA {100 * s.overall_accuracy:5.1f} "
-            f"kappa {s.kappa:.3f} macro-F1 {s.macro_f1:.3f} ({r.seconds:.0f} s)")
+            f"kappa {s.kappa:.3f} macro-F1 {s.macro_f1:.3f}{ece} ({r.seconds:.0f} s)")
 
 
 def crossval_recipe(recipe: object, *, cfg: TrainConfig, folds: Sequence[int] | None = None,

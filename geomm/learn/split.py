@@ -149,12 +149,17 @@ def _block_counts(mask: np.ndarray, side: int) -> np.ndarray:
 
 def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
                block_size: float = 2000.0, n_folds: int = 5, seed: int = 0,
-               align: int = 1) -> SpatialSplit:
+               align: int = 1, class_labels: np.ndarray | None = None,
+               ignore_value: int = 255) -> SpatialSplit:
     """Deal the scene's blocks to ``n_folds`` folds with about equal labelled pixels each.
 
     Blocks are taken from the most to the least labelled (ties in a seeded random order);
     each goes to the fold with the fewest labelled pixels so far (then the fewest blocks).
-    Blocks without labels are dealt to the folds with the fewest blocks.
+    With ``class_labels`` every class is balanced instead: blocks are taken by the largest
+    share of any one class's pixels they hold, and each goes to the fold that holds the least
+    of that block's classes so far (each class counted relative to its total), so a rare class
+    is spread over the folds as evenly as its blocks allow. Blocks without labels are dealt to
+    the folds with the fewest blocks.
 
     Args:
         grid: the base grid.
@@ -164,6 +169,8 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
         n_folds: number of folds, >= 2.
         seed: seed of the tie-break; the same inputs and seed give the same split.
         align: snap the block side to a multiple of this many base pixels.
+        class_labels: (H, W) class ids (``ignore_value`` where unlabelled) to balance by class.
+        ignore_value: the unlabelled value of ``class_labels``.
 
     Raises:
         RecipeError: fewer blocks (or labelled blocks) than folds, a bad ``n_folds``, or a
@@ -194,13 +201,26 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
     rng = np.random.default_rng(seed)
     tie = rng.permutation(n_blocks)
     fold_rank = rng.permutation(n_folds)
-    order = np.lexsort((tie, -counts))  # most labelled first, seeded ties
+    share = None
+    if class_labels is not None and labels_present is not None:
+        ids = [c for c in np.unique(class_labels[labels_present]) if c != ignore_value]
+        per = np.stack([_block_counts(class_labels == c, side) for c in ids], axis=1)
+        share = per / np.maximum(per.sum(axis=0), 1)  # (blocks, classes): share of each class
+        order = np.lexsort((tie, -counts, -share.max(axis=1)))
+        held = np.zeros((n_folds, len(ids)))
+    else:
+        order = np.lexsort((tie, -counts))  # most labelled first, seeded ties
     fold_of = np.empty(n_blocks, dtype=np.int64)
     labelled = [0] * n_folds
     blocks = [0] * n_folds
     for b in order:
         c = int(counts[b])
-        if c > 0:
+        if c > 0 and share is not None:
+            cost = held @ share[b]  # how much of this block's classes each fold holds already
+            f = min(range(n_folds), key=lambda k: (round(float(cost[k]), 12), labelled[k],
+                                                   blocks[k], fold_rank[k]))
+            held[f] += share[b]
+        elif c > 0:
             f = min(range(n_folds), key=lambda k: (labelled[k], blocks[k], fold_rank[k]))
         else:
             f = min(range(n_folds), key=lambda k: (blocks[k], labelled[k], fold_rank[k]))

@@ -30,7 +30,7 @@ class FusionTask(BaseTask):
 
     def __init__(self, model_config: dict[str, Any], lr: float = 3e-3,
                  weight_decay: float = 1e-4, total_steps: int = 1000,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = 255, spectral_aux: float = 0.0) -> None:
         super().__init__()
 
     def configure_models(self) -> None:
@@ -42,7 +42,8 @@ class FusionTask(BaseTask):
         return self.model(*args, **kwargs)
 
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        logits = self.model({k: batch[k] for k in self.keys})
+        spatial, spectral = self.model.forward_parts({k: batch[k] for k in self.keys})
+        logits = self.model.combine(spatial, spectral)
         if self.config.head == "classification":  # scene-level targets
             target = batch["target"]
             if self.config.multilabel:
@@ -53,6 +54,10 @@ class FusionTask(BaseTask):
         labels = batch["labels"]
         safe = torch.where(labels == self.hparams["ignore_index"], 0, labels)
         ce = torch.nn.functional.cross_entropy(logits, safe, reduction="none")
+        aux = float(self.hparams.get("spectral_aux", 0.0))
+        if spectral is not None and aux > 0 and self.training:
+            # deep supervision: the per-pixel pathway must classify on its own too
+            ce = ce + aux * torch.nn.functional.cross_entropy(spectral, safe, reduction="none")
         w = batch["weight"]
         return (ce * w).sum() / w.sum().clamp_min(1e-6), logits
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from geomm.errors import RecipeError
-from geomm.learn.config import TrainConfig, model_config_for, train_config_dict
+from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
+from geomm.learn.config import TrainConfig, model_config_for, steps_for, train_config_dict
 from geomm.learn.dataset import PatchSampler, StorePatchDataset, patch_lattice
+from geomm.learn.heldout import HeldOutScores, score_map, score_network
+from geomm.learn.labelbudget import polygon_budget_mask
 from geomm.learn.normalize import class_weights, compute_norm_stats
 from geomm.learn.split import SpatialSplit, make_folds, train_val_test
 from geomm.learn.task import FusionTask
@@ -43,17 +47,48 @@ class StoreDataModule(pl.LightningDataModule):
         patch_lattice(store, cfg.patch_size)  # fail early on a bad patch size
         (self.train_mask, self.val_mask, self.test_mask,
          self.split) = self.split_masks(store, cfg)
+        # statistics over every pixel of the training blocks; labels only where allowed
         self.stats: NormStats = compute_norm_stats(store, self.train_mask)
-        self.class_weights = class_weights(store, self.train_mask)
-        self.train_sampler = PatchSampler(store, self.train_mask, cfg.patch_size,
+        train_labels, val_labels = self.label_masks(store, cfg, self.train_mask, self.val_mask)
+        self.val_labels = val_labels
+        self.class_weights = class_weights(store, train_labels)
+        self.steps = steps_for(cfg, int(self._labelled(store, train_labels)))
+        self.train_sampler = PatchSampler(store, train_labels, cfg.patch_size,
                                           min_labelled=cfg.patch_size)
-        self.val_sampler = PatchSampler(store, self.val_mask, cfg.patch_size, min_labelled=1)
+        self.val_sampler = PatchSampler(store, val_labels, cfg.patch_size, min_labelled=1)
         self.train_ds = StorePatchDataset(store, self._draw(0), cfg.patch_size, self.stats,
-                                          self.train_mask, augment=True,
+                                          train_labels, augment=True,
                                           weights=self.class_weights, seed=cfg.seed)
         self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), cfg.patch_size,
-                                        self.stats, self.val_mask, augment=False,
+                                        self.stats, val_labels, augment=False,
                                         weights=self.class_weights, seed=cfg.seed)
+
+    @staticmethod
+    def _labelled(store: TileStore, mask: np.ndarray) -> int:
+        labels = np.asarray(store.base()["labels"].values)
+        return int((mask & (labels != int(store.manifest["classes"]["ignore_value"]))).sum())
+
+    @staticmethod
+    def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
+                    val_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where training and validation may use labels: their blocks, or under the
+        label-scarce protocol (``cfg.polygons_per_class``) only the pixels of ``k`` regions per
+        class drawn from the training and validation blocks together (a user's whole budget).
+
+        Raises:
+            RecipeError: the validation blocks keep no labelled pixel of the budget.
+        """
+        if cfg.polygons_per_class is None:
+            return train_mask, val_mask
+        labels = np.asarray(store.base()["labels"].values)
+        budget = polygon_budget_mask(labels, train_mask | val_mask, cfg.polygons_per_class,
+                                     seed=cfg.seed,
+                                     ignore_value=int(store.manifest["classes"]["ignore_value"]))
+        if not (budget & val_mask).any() or not (budget & train_mask).any():
+            raise RecipeError(f"{store.path}: {cfg.polygons_per_class} polygons per class leave "
+                              "the training or the validation blocks without a label; use "
+                              "more polygons per class or a smaller block size")
+        return budget & train_mask, budget & val_mask
 
     @staticmethod
     def split_masks(store: TileStore, cfg: TrainConfig
@@ -67,11 +102,12 @@ class StoreDataModule(pl.LightningDataModule):
         ignore = int(store.manifest["classes"]["ignore_value"])
         align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
         split = make_folds(store.grid, labels != ignore, block_size=cfg.block_size,
-                           n_folds=cfg.n_folds, seed=cfg.seed, align=align)
+                           n_folds=cfg.n_folds, seed=cfg.seed, align=align,
+                           class_labels=labels, ignore_value=ignore)
         return (*train_val_test(split, cfg.test_fold, cfg.val_fold), split)
 
     def _draw(self, epoch: int) -> np.ndarray:
-        n = self.cfg.steps_per_epoch * self.cfg.batch_size
+        n = self.steps * self.cfg.batch_size
         return self.train_sampler.random(n, seed=self.cfg.seed, epoch=epoch)
 
     def train_dataloader(self) -> DataLoader:
@@ -104,18 +140,29 @@ class TrainResult:
     """How it was trained."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Final training/validation figures and the wall time."""
+    val_labels: np.ndarray | None = None
+    """Base-resolution mask of the validation labels (early stopping, calibration)."""
+    heldout: HeldOutScores | None = None
+    """Test and validation scores and the calibration, once :func:`score_result` ran."""
 
 
 def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
-            progress: bool = True) -> TrainResult:
-    """Train a fusion CNN on ``store`` with a spatial-block split; deterministic on CPU."""
+            progress: bool = True, echo: Callable[[str], object] | None = None) -> TrainResult:
+    """Train a fusion CNN on ``store`` with a spatial-block split; deterministic on CPU.
+
+    The returned model has the weights of the epoch with the highest validation OA from the
+    first quarter of ``max_epochs`` on (not the last epoch's); ``metrics`` holds that epoch's
+    figures and ``best_epoch`` (0-based).
+    ``echo``, when given, receives one line per epoch.
+    """
     t0 = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(store, cfg)
     mcfg = model_config_for(store, cfg)
     task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                      total_steps=cfg.max_epochs * cfg.steps_per_epoch,
-                      ignore_index=int(store.manifest["classes"]["ignore_value"]))
+                      total_steps=cfg.max_epochs * dm.steps,
+                      ignore_index=int(store.manifest["classes"]["ignore_value"]),
+                      spectral_aux=cfg.spectral_aux)
     loggers: list[Any] = []
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
@@ -130,18 +177,36 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
             pass
     from lightning.pytorch.callbacks import EarlyStopping
 
-    trainer = pl.Trainer(
-        max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, deterministic=True,
-        logger=loggers or False, enable_checkpointing=False, enable_progress_bar=progress,
-        enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
-        callbacks=[EarlyStopping("val_loss", patience=cfg.patience)],
-        max_time=(timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None),
-        num_sanity_val_steps=0)
-    trainer.fit(task, datamodule=dm)
+    best = BestWeights("val_oa", fallback="val_loss", min_epoch=cfg.max_epochs // 4)
+    callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience), best]
+    if echo is not None:
+        callbacks.append(EpochLines(echo, max_epochs=cfg.max_epochs,
+                                    budget_s=60 * cfg.max_minutes if cfg.max_minutes else None))
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, deterministic=True,
+            logger=loggers or False, enable_checkpointing=False, enable_progress_bar=progress,
+            enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+            callbacks=callbacks, log_every_n_steps=min(50, dm.steps),
+            max_time=(timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None),
+            num_sanity_val_steps=0)
+        trainer.fit(task, datamodule=dm)
     model = task.model.eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics.update(epochs=float(trainer.current_epoch), seconds=time.perf_counter() - t0)
-    return TrainResult(model, mcfg, dm.stats, dm.split, dm.test_mask, cfg, metrics)
+    metrics.update(best.metrics)
+    metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch),
+                   seconds=time.perf_counter() - t0)
+    return TrainResult(model, mcfg, dm.stats, dm.split, dm.test_mask, cfg, metrics,
+                       val_labels=dm.val_labels)
+
+
+def score_result(result: TrainResult, store: TileStore
+                 ) -> tuple[TrainResult, HeldOutScores]:
+    """Map the store with the trained network, calibrate on the validation labels and score the
+    test blocks; the scores also go into the result's ``heldout`` and ``metrics``."""
+    held, _ = score_network(result.model, store, result.stats, result.val_labels,
+                            result.test_mask)
+    return replace(result, heldout=held, metrics={**result.metrics, **held.metrics()}), held
 
 
 def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
@@ -154,7 +219,10 @@ def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
         store.manifest.get("recipe", ""), layers_from_manifest(store.manifest, keys),
         store.manifest["classes"], normalisation=result.stats.to_dict(),
         config={"model": result.config.to_dict(),
-                "training": train_config_dict(result.train_config)},
+                "training": train_config_dict(result.train_config),
+                **({"calibration": {"temperature": result.heldout.temperature,
+                                    "fitted_on": "validation blocks"}}
+                   if result.heldout is not None else {})},
         split=result.split.to_dict(), metrics=result.metrics, recipe_raw=recipe_raw)
     return save_bundle(out, kind="cnn", tensors=state_tensors(result.model), meta=meta,
                        overwrite=overwrite)
@@ -178,17 +246,25 @@ def recipe_store(recipe: Any, *, workers: int | None = None) -> TileStore:
 
 def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = TrainConfig(),
                  classifier: str | None = None, workers: int | None = None,
-                 overwrite: bool = False, progress: bool = True) -> Path:
+                 overwrite: bool = False, progress: bool = True,
+                 echo: Callable[[str], object] = print) -> Path:
     """Train on ``recipe``'s tile store (stacked first if needed) and write a model bundle.
+
+    A network ends with the weights of its best validation epoch, its temperature fitted on
+    the validation labels, and its score on the held-out test blocks (said through ``echo``
+    and kept in the bundle's metrics).
 
     Args:
         recipe: a loaded recipe.
         out: bundle folder (default ``models/<recipe>-<cnn|rf|svm>``).
         cfg: split and CNN settings; the baselines use the same split.
-        classifier: ``"rf"`` or ``"svm"`` for the per-pixel baseline instead of the CNN.
+        classifier: ``"rf"`` or ``"svm"`` for the per-pixel baseline instead of the CNN;
+            ``"auto"`` trains the CNN and a random forest on the same split and writes the
+            one with the better validation OA (both scores go into the bundle's metrics).
         workers: dask threads for stacking.
         overwrite: replace an existing bundle.
-        progress: show the training progress bar.
+        progress: show the training progress bar (else one line per epoch through ``echo``).
+        echo: receives the progress lines and the held-out score.
 
     Returns:
         The bundle folder.
@@ -201,23 +277,71 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
         return _train_scenes(recipe, out, cfg, workers=workers, overwrite=overwrite,
                              progress=progress)
     store = recipe_store(recipe, workers=workers)
-    if classifier is not None:
-        from geomm.learn.baseline import (
-            fit_classifier,
-            pixel_features,
-            sample_training_pixels,
-            save_classifier,
-        )
+    raw = dict(recipe.raw)
+    if classifier in ("rf", "svm"):
+        model, n_px, split, held = fit_pixel_classifier(store, cfg, classifier)
+        echo(f"{classifier}: {held.describe()}")
+        return _save_pixel_classifier(out, model, store, split, held, n_px, raw, overwrite)
+    result, cnn_held = score_result(
+        fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress,
+                echo=None if progress else echo), store)
+    echo(f"cnn: {cnn_held.describe()}")
+    if classifier == "auto":
+        model, n_px, split, held = fit_pixel_classifier(store, cfg, "rf")
+        echo(f"rf: {held.describe()}")
+        cnn_val, rf_val = _val_oa(cnn_held), _val_oa(held)
+        choice = {"auto": {"cnn_val_oa": cnn_val, "rf_val_oa": rf_val,
+                           "cnn_test_oa": cnn_held.test.overall_accuracy,
+                           "rf_test_oa": held.test.overall_accuracy}}
+        if rf_val > cnn_val:
+            echo(f"auto: the random forest scores better on the validation blocks "
+                 f"(OA {100 * rf_val:.1f} % against {100 * cnn_val:.1f} %); writing it")
+            return _save_pixel_classifier(out, model, store, split, held, n_px, raw, overwrite,
+                                          extra=choice)
+        echo(f"auto: the CNN scores better on the validation blocks (OA {100 * cnn_val:.1f} % "
+             f"against {100 * rf_val:.1f} %); writing it")
+        result = replace(result, metrics={**result.metrics, **{
+            f"auto_{k}": v for k, v in choice["auto"].items()}})
+    return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
 
-        train_mask, _, _, split = StoreDataModule.split_masks(store, cfg)
-        px = sample_training_pixels(store, train_mask, seed=cfg.seed)
-        X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
-        model = fit_classifier(classifier, X, px.labels, seed=cfg.seed)
-        return save_classifier(out, model, store, split=split.to_dict(),
-                               metrics={"training_pixels": int(len(px.labels))},
-                               recipe_raw=dict(recipe.raw), overwrite=overwrite)
-    result = fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress)
-    return save_cnn_bundle(result, store, out, recipe_raw=dict(recipe.raw), overwrite=overwrite)
+
+def _val_oa(held: HeldOutScores) -> float:
+    return held.val.overall_accuracy if held.val is not None else float("-inf")
+
+
+def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str
+                          ) -> tuple[Any, int, SpatialSplit, HeldOutScores]:
+    """Fit the per-pixel baseline on the training labels of ``cfg``'s split; score it on the
+    validation labels and the test blocks (its probabilities are not calibrated: T = 1)."""
+    from geomm.learn.baseline import (
+        fit_classifier,
+        pixel_features,
+        predict_pixels,
+        sample_training_pixels,
+    )
+
+    train_mask, val_mask, test_mask, split = StoreDataModule.split_masks(store, cfg)
+    train_labels, val_labels = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
+    px = sample_training_pixels(store, train_labels, seed=cfg.seed)
+    X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
+    model = fit_classifier(kind, X, px.labels, seed=cfg.seed)
+    pred = predict_pixels(model, store, val_labels | test_mask)
+    nan = (float("nan"), float("nan"))
+    held = HeldOutScores(score_map(store, pred, test_mask), score_map(store, pred, val_labels),
+                         1.0, nan, nan)
+    return model, int(len(px.labels)), split, held
+
+
+def _save_pixel_classifier(out: Path, model: Any, store: TileStore, split: SpatialSplit,
+                           held: HeldOutScores, n_px: int, raw: dict[str, Any],
+                           overwrite: bool, extra: dict[str, Any] | None = None) -> Path:
+    from geomm.learn.baseline import save_classifier
+
+    metrics = {"training_pixels": n_px, **{k: v for k, v in held.metrics().items()
+                                           if "ece" not in k and k != "temperature"},
+               **(extra or {})}
+    return save_classifier(out, model, store, split=split.to_dict(), metrics=metrics,
+                           recipe_raw=raw, overwrite=overwrite)
 
 
 def _train_scenes(recipe: Any, out: Path, cfg: TrainConfig, *, workers: int | None,

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from geomm._version import __version__
 from geomm._files import sha256_file
+from geomm._version import __version__
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
 from geomm.stack.store import staged_store

@@ -83,6 +83,13 @@ class ModelConfig:
     """Fusion grid stride in base pixels; the context stage works at twice this stride."""
     modality_dropout: float = 0.0
     """Training only: probability of dropping each modality of each sample (never all)."""
+    spectral: int = 0
+    """Hidden width of the per-pixel spectral pathway (segmentation only; 0: none): every
+    band of every layer, brought to the base grid, through 1x1 convolutions to class logits
+    that are added to the spatial logits, so the network holds a per-pixel classifier."""
+    spatial_dropout: float = 0.0
+    """Training only, with ``spectral``: probability of leaving a sample's spatial logits out,
+    so the spectral pathway must classify alone."""
     weights: dict[str, str] = field(default_factory=dict, hash=False)
     """Pretrained weights for ResNet branches: layer key or modality -> torchgeo name or file."""
 
@@ -104,6 +111,9 @@ class ModelConfig:
                 raise RecipeError(f"model.{name}: {getattr(self, name)} must be >= 1")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise RecipeError(f"model.modality_dropout: {self.modality_dropout} must be in [0, 1)")
+        if int(self.spectral) < 0 or not 0.0 <= self.spatial_dropout < 1.0:
+            raise RecipeError(f"model.spectral ({self.spectral}) must be >= 0 and "
+                              f"model.spatial_dropout ({self.spatial_dropout}) in [0, 1)")
         known = {*keys, *self.modalities, *([EARLY_KEY] if self.fusion == "early" else [])}
         for key in self.weights:
             if key not in known:
@@ -206,6 +216,13 @@ class MultiBranchNet(nn.Module):
             self.classifier = nn.Conv2d(half, config.num_classes, 1)
         else:
             self.classifier = nn.Linear(cf, config.num_classes)
+        self.spectral: nn.Module | None = None
+        if seg and config.spectral:
+            n_bands, hid = sum(la.channels for la in config.layers), int(config.spectral)
+            self.spectral = nn.Sequential(
+                nn.Conv2d(n_bands, hid, 1), nn.BatchNorm2d(hid), nn.ReLU(inplace=True),
+                nn.Conv2d(hid, hid, 1), nn.BatchNorm2d(hid), nn.ReLU(inplace=True),
+                nn.Conv2d(hid, config.num_classes, 1))
         self._mod_of = [self.modalities.index(s.modality) if s.key != EARLY_KEY else -1
                         for s in specs]
 
@@ -272,7 +289,7 @@ class MultiBranchNet(nn.Module):
         return inputs[ref[0]], ref[2]
 
     def forward(self, inputs: Mapping[str, Tensor], missing: Collection[str] = ()) -> Tensor:
-        """Compute class logits from a dict of layer tensors.
+        """Compute class logits from a dict of layer tensors (spatial + spectral pathways).
 
         Args:
             inputs: ``layer.key -> (B, channels, P/factor, Q/factor)`` float tensors. Layers of
@@ -285,23 +302,33 @@ class MultiBranchNet(nn.Module):
         Raises:
             ModelInputError: A needed layer is absent or has the wrong channels or size.
         """
+        return self.combine(*self.forward_parts(inputs, missing))
+
+    def combine(self, spatial: Tensor, spectral: Tensor | None) -> Tensor:
+        """Sum the two pathways' logits (in training, a sample's spatial logits are left out
+        with probability ``spatial_dropout``)."""
+        if spectral is None:
+            return spatial
+        p = self.config.spatial_dropout
+        if self.training and p > 0:
+            keep = (torch.rand(spatial.shape[0], 1, 1, 1, device=spatial.device) >= p)
+            spatial = spatial * keep.to(spatial.dtype)
+        return spatial + spectral
+
+    def forward_parts(self, inputs: Mapping[str, Tensor], missing: Collection[str] = ()
+                      ) -> tuple[Tensor, Tensor | None]:
+        """Logits of the spatial pathway and of the per-pixel spectral one (None without it)."""
         missing = set(missing)
         ref, base = self._check(inputs, missing)
         batch, device, dtype = ref.shape[0], ref.device, ref.dtype
         mask = self.modality_mask(batch, missing=missing, device=device)
+        spectral = None
+        if self.spectral is not None:
+            spectral = self.spectral(torch.cat(self._on_base(inputs, mask, missing, base), 1))
         fgrid = (base[0] // self.config.fusion_factor, base[1] // self.config.fusion_factor)
         feats, skips = [], []
         if self.config.fusion == "early":
-            stack = []
-            for layer in self.config.layers:
-                m = mask[:, self.modalities.index(layer.modality), None, None, None]
-                if layer.modality in missing:
-                    stack.append(ref.new_zeros(batch, layer.channels, *base))
-                else:
-                    x = inputs[layer.key]
-                    up = x if layer.factor == 1 else F.interpolate(
-                        x, size=base, mode="bilinear", align_corners=False)
-                    stack.append(up * m.to(dtype))
+            stack = self._on_base(inputs, mask, missing, base)
             feat, skip = self.branches[EARLY_KEY](torch.cat(stack, dim=1))
             feats, skips = [resize(feat, fgrid)], [resize(skip, base)]
         else:
@@ -323,11 +350,27 @@ class MultiBranchNet(nn.Module):
         ctx = resize(self.context(fused), fgrid)
         x = self.refine(fused + ctx)
         if self.config.head == "classification":
-            return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+            return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)), None
         x = F.interpolate(self.squeeze(x), size=base, mode="bilinear", align_corners=False)
         if self.skip_proj is not None:
             x = torch.cat([x, self.skip_proj(torch.cat(skips, dim=1))], dim=1)
-        return self.classifier(self.decode(x))
+        return self.classifier(self.decode(x)), spectral
+
+    def _on_base(self, inputs: Mapping[str, Tensor], mask: Tensor, missing: Collection[str],
+                 base: tuple[int, int]) -> list[Tensor]:
+        """Every layer on the base grid (bilinear), zero where its modality is dropped/missing."""
+        ref = next(inputs[la.key] for la in self.config.layers if la.modality not in missing)
+        out = []
+        for layer in self.config.layers:
+            if layer.modality in missing:
+                out.append(ref.new_zeros(ref.shape[0], layer.channels, *base))
+                continue
+            m = mask[:, self.modalities.index(layer.modality), None, None, None]
+            x = inputs[layer.key]
+            up = x if layer.factor == 1 else F.interpolate(
+                x, size=base, mode="bilinear", align_corners=False)
+            out.append(up * m.to(ref.dtype))
+        return out
 
     def _fuse(self, feats: list[Tensor], mask: Tensor) -> Tensor:
         """Combine the aligned branch features on the fusion grid."""

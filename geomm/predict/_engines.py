@@ -127,7 +127,9 @@ def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> En
                                   tuple(s.mean), tuple(s.std)))
     return NetworkEngine(model, layers, device=options.device, amp=options.amp,
                          channels_last=options.channels_last, compile=options.compile,
-                         missing=missing, threads=options.threads)
+                         missing=missing, threads=options.threads,
+                         temperature=float((bundle.meta.config.get("calibration") or {})
+                                           .get("temperature", 1.0)))
 
 
 def _warn_missing(missing: Sequence[str], dropout: float) -> None:

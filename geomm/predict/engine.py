@@ -90,11 +90,13 @@ class NetworkEngine:
         compile: wrap the model in ``torch.compile`` (pays a compile once per tile shape).
         missing: modalities absent at inference (the model must allow it).
         threads: torch intra-op threads on CPU (default: the usable cores).
+        temperature: the logits are divided by it before the softmax (calibration).
     """
 
     def __init__(self, model: Any, layers: Sequence[EngineLayer], *, device: str = "auto",
                  amp: bool = True, channels_last: bool = True, compile: bool = False,
-                 missing: Collection[str] = (), threads: int | None = None) -> None:
+                 missing: Collection[str] = (), threads: int | None = None,
+                 temperature: float = 1.0) -> None:
         import torch
 
         if device == "auto":
@@ -107,6 +109,7 @@ class NetworkEngine:
         self.context = True
         self.batch_px = 2**23 if self.device.type == "cuda" else 2**20
         self.missing = frozenset(missing)
+        self.temperature = float(temperature)
         self.layers = tuple(la for la in layers if la.modality not in self.missing)
         self.num_classes = int(model.config.num_classes)
         self.lattice = int(model.lattice)
@@ -129,7 +132,10 @@ class NetworkEngine:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.amp):
             logits = self.model(inputs, missing=self.missing)
-            probs = torch.softmax(logits.float(), dim=1)
+            logits = logits.float()
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
+            probs = torch.softmax(logits, dim=1)
         return probs.to("cpu").numpy()
 
 

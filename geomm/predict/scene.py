@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from geomm._version import __version__
 from geomm._outputs import staged_outputs
+from geomm._version import __version__
 from geomm.errors import GeommError
 from geomm.modality import ModalitySpec
 from geomm.predict._region import Region, RegionSink, RegionSource

@@ -54,9 +54,10 @@ class SceneSummary:
         for lyr in m["layers"]:
             how = "read as stored" if not lyr["warped"] else "warped: " + "; ".join(
                 f"{b}: {r}" for b, r in lyr["warped"].items())
+            cover = lyr.get("valid_fraction", 1.0)
             lines.append(f"  {lyr['key']:<20} {len(lyr['bands'])} band(s) "
                          f"{','.join(lyr['bands'])}, {lyr['shape'][1]} x {lyr['shape'][0]} px, "
-                         f"{how}")
+                         f"{how}" + (f", data on {100 * cover:.1f} %" if cover < 0.999 else ""))
         t = m["tiling"]
         lines.append(f"  tiles: {m['tiles']} of {t['size']} px (halo {t['halo']}), "
                      f"valid pixels {100 * m['valid_fraction']:.1f} %")
@@ -134,16 +135,20 @@ def _add_labels(plan: _Plan, spec: LabelSpec) -> None:
 
 def _tile_counts(valid: np.ndarray, labels: np.ndarray, tile: int, n_classes: int
                  ) -> np.ndarray:
-    """Per tile of a chunk: [pixels, valid pixels, pixels of class 0..K-1]."""
+    """Per tile of a chunk: [pixels, valid pixels, pixels of class 0..K-1, pixels of class
+    0..K-1 where some layer has no data]."""
     ny, nx = -(-valid.shape[0] // tile), -(-valid.shape[1] // tile)
-    out = np.zeros((ny, nx, n_classes + 2), dtype=np.int64)
+    out = np.zeros((ny, nx, 2 * n_classes + 2), dtype=np.int64)
     for i in range(ny):
         for j in range(nx):
             sl = (slice(i * tile, (i + 1) * tile), slice(j * tile, (j + 1) * tile))
             out[i, j, 0] = valid[sl].size
             out[i, j, 1] = int(valid[sl].sum())
             if n_classes:
-                out[i, j, 2:] = np.bincount(labels[sl].ravel(), minlength=256)[:n_classes]
+                out[i, j, 2:2 + n_classes] = np.bincount(labels[sl].ravel(),
+                                                         minlength=256)[:n_classes]
+                out[i, j, 2 + n_classes:] = np.bincount(labels[sl][~valid[sl]].ravel(),
+                                                        minlength=256)[:n_classes]
     return out
 
 
@@ -157,7 +162,8 @@ def _write(plan: _Plan, workers: int | None) -> SceneSummary:
     tile = st.tile_size
     counts = da.map_blocks(_tile_counts, valid.data, labels, tile, n_cls, dtype=np.int64,
                            chunks=(*(tuple(-(-c // tile) for c in ch) for ch in valid.data.chunks),
-                                   (n_cls + 2,)), new_axis=2)
+                                   (2 * n_cls + 2,)), new_axis=2)
+    layer_valid = {key: lyr.valid.data.mean() for key, lyr in st.layers.items()}
     with staged_store(plan.out) as tmp:
         zpath = tmp / "store.zarr"
         writes = [_to_zarr({"data": lyr.data, "valid": lyr.valid}, zpath, key, tile // lyr.factor)
@@ -165,10 +171,10 @@ def _write(plan: _Plan, workers: int | None) -> SceneSummary:
         base = {"valid": valid} | ({"labels": plan.labels} if plan.labels is not None else {})
         writes.append(_to_zarr(base, zpath, "base", tile))
         with dask.config.set(scheduler="threads", num_workers=workers):
-            *_, tile_counts = dask.compute(*writes, counts)
+            *_, tile_counts, layer_valid = dask.compute(*writes, counts, layer_valid)
         index = _tile_index(plan, tile_counts, n_cls)
         index.to_parquet(tmp / "index.parquet")
-        write_manifest(tmp, _manifest(plan, tile_counts, n_cls, len(index)))
+        write_manifest(tmp, _manifest(plan, tile_counts, n_cls, len(index), layer_valid))
     return SceneSummary(plan.scene.id, plan.out, read_manifest(plan.out) or {},
                         seconds=time.perf_counter() - t0)
 
@@ -181,8 +187,11 @@ def _to_zarr(variables: dict[str, xr.DataArray], path: Path, group: str, chunk: 
                       encoding=enc)
 
 
-def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int) -> dict[str, Any]:
+def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int,
+              layer_valid: dict[str, float]) -> dict[str, Any]:
     st, table = plan.st, plan.table
+    lost = ({name: int(counts[..., 2 + n_cls + i].sum()) for i, name in enumerate(table.names)}
+            if n_cls and table else {})
     return {
         "geomm": __version__, "recipe": plan.recipe.name, "scene": plan.scene.id,
         "fingerprint": plan.fingerprint, "grid": st.grid.to_dict(),
@@ -193,7 +202,8 @@ def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int) -> dict
                     "files": [str(p) for p in lyr.files],
                     "dtype": str(lyr.data.dtype), "shape": list(lyr.data.shape[1:]),
                     "nodata": lyr.data.attrs["nodata"], "scale": lyr.data.attrs["scale"],
-                    "offset": lyr.data.attrs["offset"], "warped": lyr.warped}
+                    "offset": lyr.data.attrs["offset"], "warped": lyr.warped,
+                    "valid_fraction": float(layer_valid[k])}
                    for k, lyr in st.layers.items()],
         "classes": table.to_dict() if table is not None else None,
         "label_kind": plan.scene.labels.kind if plan.scene.labels else None,
@@ -201,8 +211,24 @@ def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int) -> dict
         "valid_fraction": float(counts[..., 1].sum() / max(1, counts[..., 0].sum())),
         "label_pixels": ({name: int(counts[..., 2 + i].sum())
                           for i, name in enumerate(table.names)} if n_cls and table else {}),
-        "notes": plan.notes,
+        "label_pixels_without_data": lost,
+        "notes": plan.notes + _lost_notes(st, lost, layer_valid, counts[..., 2:2 + n_cls].sum(
+            axis=(0, 1)) if n_cls else None),
     }
+
+
+def _lost_notes(st: CoregisteredStack, lost: dict[str, int], layer_valid: dict[str, float],
+                labelled: np.ndarray | None) -> list[str]:
+    """Say which labelled pixels no model can use (some layer has no data there) and why."""
+    if labelled is None or not any(lost.values()):
+        return []
+    short = sorted((v, k) for k, v in layer_valid.items() if v < 0.999)
+    why = ("; layers with the least data: " + ", ".join(
+        f"{k} {100 * v:.1f} % of the grid" for v, k in short[:3])) if short else ""
+    per = ", ".join(f"{name} {n} of {int(total)} ({100 * n / max(1, total):.0f} %)"
+                    for (name, n), total in zip(lost.items(), labelled, strict=True) if n)
+    return [f"labelled pixels without data in every layer (not used for training or scoring): "
+            f"{per}{why}"]
 
 
 def _tile_index(plan: _Plan, counts: np.ndarray, n_cls: int) -> Any:
@@ -219,7 +245,7 @@ def _tile_index(plan: _Plan, counts: np.ndarray, n_cls: int) -> Any:
                                "geometry": box(*w.bounds(st.grid.transform)),
                                "valid_fraction": float(c[1] / c[0])}
         if n_cls and table is not None:
-            row["labelled_fraction"] = float(c[2:].sum() / c[0])
+            row["labelled_fraction"] = float(c[2:2 + n_cls].sum() / c[0])
             row.update({f"frac_{name}": float(c[2 + i] / c[0])
                         for i, name in enumerate(table.names)})
         if plan.scene_labels is not None and table is not None:

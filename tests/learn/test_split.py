@@ -143,3 +143,22 @@ def test_every_pixel_is_in_exactly_one_fold(h, w, side, folds, seed):
     stacked = np.stack([split.fold_mask(f) for f in range(folds)])
     assert (stacked.sum(axis=0) == 1).all()
     assert all(stacked[f].any() for f in range(folds))
+
+
+def test_class_balanced_folds_spread_a_rare_class_over_the_folds():
+    """A rare class in a few blocks lands in as many folds as it has blocks (up to all)."""
+    g = grid(120, 150)
+    labels = np.full((120, 150), 255, dtype=np.uint8)
+    labels[:, :] = 0  # a common class everywhere
+    rare_blocks = [(0, 0), (0, 2), (3, 4), (5, 8), (7, 1)]  # 15 px blocks (150 m)
+    for r, c in rare_blocks:
+        labels[r * 15:r * 15 + 4, c * 15:c * 15 + 4] = 1
+    split = make_folds(g, labels != 255, block_size=150.0, n_folds=5, seed=0,
+                       class_labels=labels)
+    folds = split.fold_map()
+    rare_folds = {int(folds[r * 15, c * 15]) for r, c in rare_blocks}
+    assert rare_folds == set(range(5))
+    per_fold = np.bincount(folds[labels != 255].ravel(), minlength=5)
+    assert per_fold.max() - per_fold.min() <= 0.1 * per_fold.sum()
+    assert make_folds(g, labels != 255, block_size=150.0, n_folds=5, seed=0,
+                      class_labels=labels) == split

@@ -145,6 +145,54 @@ def test_cli_train_cnn_and_rf_write_bundles(synth, tmp_path, monkeypatch):
     assert load_bundle(tmp_path / "rf").kind == "rf"
 
 
+def test_the_model_keeps_its_best_validation_epoch(synth, tmp_path):
+    import pandas as pd
+
+    _, store = synth
+    res = fit_cnn(store, replace(TINY, max_epochs=4, lr=0.05), log_dir=tmp_path / "logs",
+                  progress=False)
+    val_oa = pd.read_csv(tmp_path / "logs" / "metrics.csv").dropna(subset=["val_oa"])[
+        "val_oa"].to_numpy()
+    assert len(val_oa) == 4
+    best = 1 + int(val_oa[1:].argmax())  # epoch 0 is warm-up (max_epochs // 4), not a candidate
+    assert res.metrics["best_epoch"] == best
+    assert res.metrics["val_oa"] == pytest.approx(float(val_oa[best]), rel=1e-6)
+
+
+def test_train_ends_with_the_held_out_score_and_auto_picks_by_validation(synth, tmp_path,
+                                                                          monkeypatch):
+    root, _ = synth
+    monkeypatch.chdir(root)
+    common = ["--max-epochs", "1", "--patch-size", "48", "--block-size", "600", "--folds", "3"]
+    res = CliRunner().invoke(main, ["train", "recipe.yaml", "--classifier", "auto", "--out",
+                                    str(tmp_path / "auto"), *common])
+    assert res.exit_code == 0, res.output
+    assert "cnn: held-out test blocks: OA" in res.output
+    assert "rf: held-out test blocks: OA" in res.output and "auto: the " in res.output
+    b = load_bundle(tmp_path / "auto")
+    m = b.meta.metrics
+    if b.kind == "rf":  # the stripes are told apart by band values: the forest may win
+        assert m["auto"]["rf_val_oa"] > m["auto"]["cnn_val_oa"]
+    else:
+        assert m["auto_cnn_val_oa"] >= m["auto_rf_val_oa"]
+        assert 0.05 <= b.meta.config["calibration"]["temperature"] <= 20
+    assert 0 <= m.get("test_oa", 0) <= 1
+
+
+def test_crossval_under_a_label_budget_scores_the_same_test_pixels(synth):
+    from geomm.learn.crossval import crossval
+
+    _, store = synth
+    lines: list[str] = []
+    full = crossval(store, replace(TINY, max_epochs=1), folds=[0], echo=lines.append)
+    scarce = crossval(store, replace(TINY, max_epochs=1, polygons_per_class=1), folds=[0],
+                      echo=lines.append)
+    for a, b in zip(full.results, scarce.results, strict=True):
+        assert sum(a.scores.support) == sum(b.scores.support)  # same test pixels
+    assert any(line.startswith("fold 0 (1 of 1)") for line in lines)
+    assert any("epoch 1/1" in line for line in lines)  # per-epoch progress
+
+
 def test_crossval_scores_both_methods_on_the_same_folds(synth):
     from geomm.learn.crossval import crossval
 

@@ -279,3 +279,25 @@ def test_pickle_payload_in_pth_file_is_refused_and_never_runs(tmp_path: Path) ->
     with pytest.raises(WeightsError, match="refused to load"):
         load_branch_weights(resnet_branch(3, 0).backbone, path, in_chans=3)
     assert not marker.exists()  # ...but geomm never ran it
+
+
+def test_spectral_pathway_adds_per_pixel_logits_and_can_classify_alone() -> None:
+    net = make_net(spectral=16, spatial_dropout=0.5).eval()
+    x = make_inputs()
+    spatial, spectral = net.forward_parts(x)
+    assert spectral is not None and spectral.shape == spatial.shape == (2, 5, P, P)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), spatial + spectral)
+    # per pixel: changing one input pixel changes the spectral logits of that pixel only
+    x2 = {k: v.clone() for k, v in x.items()}
+    x2["visible/10m"][:, :, 10, 20] += 5.0
+    with torch.no_grad():
+        d = (net.forward_parts(x2)[1] - spectral).abs().sum(dim=(0, 1))
+    assert d[10, 20] > 0 and d.sum() == d[10, 20]
+    with torch.no_grad():  # a missing modality is zero on the spectral side too
+        out = net(x, missing={"visible"})
+    assert torch.isfinite(out).all()
+    # old bundles (no `spectral` key) rebuild without the pathway
+    doc = make_net().config.to_dict()
+    doc.pop("spectral"), doc.pop("spatial_dropout")
+    assert MultiBranchNet(ModelConfig.from_dict(doc)).spectral is None

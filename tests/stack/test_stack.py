@@ -239,3 +239,24 @@ def test_real_bigearthnet_sample_stacks_every_scene(bigearthnet_sample, tmp_path
         idx = store.index()
         assert all(idx[f"has_{n}"].all() for n in expected)
     assert isinstance(store.layer("multispectral/60m"), xr.Dataset)
+
+
+def test_a_band_with_a_smaller_footprint_says_which_labels_it_costs(scene, tmp_path,
+                                                                     make_raster):
+    recipe_path, arrays, doc = scene
+    b20 = arrays["b20"].copy()
+    b20[:, 30:] = 0  # the 20 m band covers only the western half
+    make_raster("b20.tif", b20, transform=Affine(20, 0, X0, 0, -20, Y0))
+    doc["modalities"]["optical"]["nodata"] = 0
+    recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (summary,) = stack(load_recipe(recipe_path), out=tmp_path / "half")
+    m = summary.manifest
+    layer = next(lyr for lyr in m["layers"] if lyr["key"] == "optical/20m")
+    assert layer["valid_fraction"] == pytest.approx(0.5, abs=0.01)
+    lost = m["label_pixels_without_data"]
+    assert lost["forest"] == m["label_pixels"]["forest"] > 0  # all in the eastern half
+    assert lost["crop"] == 0
+    text = summary.describe()
+    assert "data on 50.0 %" in text
+    note = next(line for line in text.splitlines() if "without data" in line)
+    assert "forest" in note and "optical/20m" in note and "crop" not in note

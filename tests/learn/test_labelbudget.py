@@ -1,0 +1,48 @@
+"""The label-scarce protocol: k labelled regions per class, drawn from the allowed blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from geomm.errors import RecipeError
+from geomm.learn.labelbudget import polygon_budget_mask
+
+
+def _regions() -> np.ndarray:
+    """Three classes, each in 6 separate 5 x 5 squares; 255 elsewhere."""
+    lab = np.full((60, 60), 255, dtype=np.uint8)
+    for i in range(6):
+        for c in range(3):
+            r0, c0 = 10 * i, 20 * c
+            lab[r0:r0 + 5, c0:c0 + 5] = c
+    return lab
+
+
+def test_k_regions_per_class_inside_the_allowed_area():
+    lab = _regions()
+    allowed = np.ones_like(lab, dtype=bool)
+    allowed[:20] = False  # the first two rows of squares are test blocks
+    m = polygon_budget_mask(lab, allowed, 2, seed=1)
+    assert not m[:20].any()
+    for c in range(3):
+        n = ndimage.label(m & (lab == c))[1]
+        assert n == 2 and (m & (lab == c)).sum() == 2 * 25  # whole regions, never parts
+    assert (lab[m] != 255).all()
+
+
+def test_the_draw_is_seeded_and_a_small_class_keeps_what_it_has():
+    lab = _regions()
+    allowed = np.ones_like(lab, dtype=bool)
+    a = polygon_budget_mask(lab, allowed, 3, seed=5)
+    assert np.array_equal(a, polygon_budget_mask(lab, allowed, 3, seed=5))
+    assert any(not np.array_equal(a, polygon_budget_mask(lab, allowed, 3, seed=s))
+               for s in range(6, 12))
+    everything = polygon_budget_mask(lab, allowed, 50, seed=0)
+    assert np.array_equal(everything, lab != 255)
+
+
+def test_a_bad_budget_is_refused():
+    with pytest.raises(RecipeError, match="polygons_per_class"):
+        polygon_budget_mask(_regions(), np.ones((60, 60), bool), 0)
