@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,3 +57,20 @@ def bigearthnet_sample() -> Any:
     from geomm.sampledata import fetch
 
     return fetch("bigearthnet-s1s2")
+
+
+REQUIRE_TOOLS = os.environ.get("GEOMM_REQUIRE_TOOLS") == "1"
+"""Set by .ci/run: a real program a test needs (Chromium, ...) must be there; a missing one
+fails the test instead of skipping it."""
+
+
+def need_program(*names: str, why: str) -> str:
+    """The path of the first of ``names`` on PATH; else skip (a user's machine) or fail (CI)."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    msg = f"{names[0]} is not installed (apt-get install {names[0]}) - {why}"
+    if REQUIRE_TOOLS:
+        pytest.fail(msg + "; GEOMM_REQUIRE_TOOLS=1 (CI) does not allow skipping", pytrace=False)
+    pytest.skip(msg)

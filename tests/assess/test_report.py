@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _evaldata import T10, centre, write_class_map, write_points
+from conftest import need_program
 from PIL import Image
 
 from geomm.assess.accuracy import assess
@@ -18,7 +18,6 @@ from geomm.assess.evaluate import evaluate
 from geomm.assess.report import REPORT_FILES, write_report
 
 NAMES = ("water", "forest", "crop")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _inputs(tmp: Path, wrong_every: int | None) -> tuple[Path, Path]:
@@ -140,11 +139,11 @@ def test_report_without_area_estimates_says_why(tmp_path):
     assert "no area estimates" in (tmp_path / "rep" / "report.html").read_text()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install "
-                                             "chromium) - the HTML rendering check needs it")
 def test_html_renders_in_headless_chromium(report, tmp_path):
+    chromium = need_program("chromium", "chromium-browser",
+                            why="the HTML rendering check needs it")
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
            f"--screenshot={shot}", "--window-size=1200,2000",
