@@ -54,8 +54,9 @@ class CrossvalReport:
         return list(dict.fromkeys(r.method for r in self.results))
 
     def table(self) -> str:
-        """Markdown table: mean ± std over folds of OA, kappa, macro-F1 and per-class F1."""
-        head = ["method", "folds", "OA %", "kappa", "macro-F1", *self.classes, "s/fold"]
+        """Markdown table: mean ± std over folds of OA, kappa, macro-F1, per-class F1 and the
+        expected calibration error after the temperature (networks only)."""
+        head = ["method", "folds", "OA %", "kappa", "macro-F1", *self.classes, "ECE", "s/fold"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in self.methods():
             rs = [r for r in self.results if r.method == m]
@@ -71,7 +72,8 @@ class CrossvalReport:
             lines.append("| " + " | ".join([
                 m, str(len(rs)), ms([r.scores.overall_accuracy for r in rs], 100, 1),
                 ms([r.scores.kappa for r in rs]), ms([r.scores.macro_f1 for r in rs]),
-                *per_class, f"{np.mean([r.seconds for r in rs]):.0f}"]) + " |")
+                *per_class, ms([r.extra.get("ece", np.nan) for r in rs]),
+                f"{np.mean([r.seconds for r in rs]):.0f}"]) + " |")
         for fold, names in sorted(self.absent.items()):
             if names:
                 lines.append(f"\nfold {fold}: {', '.join(names)} absent from the training "
