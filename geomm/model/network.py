@@ -288,13 +288,17 @@ class MultiBranchNet(nn.Module):
                                   f"of the fusion factor {ff}")
         return inputs[ref[0]], ref[2]
 
-    def forward(self, inputs: Mapping[str, Tensor], missing: Collection[str] = ()) -> Tensor:
+    def forward(self, inputs: Mapping[str, Tensor], missing: Collection[str] = (),
+                valid: Mapping[str, Tensor] | None = None) -> Tensor:
         """Compute class logits from a dict of layer tensors (spatial + spectral pathways).
 
         Args:
             inputs: ``layer.key -> (B, channels, P/factor, Q/factor)`` float tensors. Layers of
                 missing modalities may be left out.
             missing: Modality names absent at inference; their features are zeroed.
+            valid: Per-pixel data masks of modalities, ``modality -> (B, 1, P, Q)`` on the base
+                grid (1 where it has data): a modality's features are zeroed where it has none
+                (a band with a smaller footprint), as ``missing`` does for whole samples.
 
         Returns:
             ``(B, K, P, Q)`` logits (segmentation) or ``(B, K)`` logits (classification).
@@ -302,7 +306,7 @@ class MultiBranchNet(nn.Module):
         Raises:
             ModelInputError: A needed layer is absent or has the wrong channels or size.
         """
-        return self.combine(*self.forward_parts(inputs, missing))
+        return self.combine(*self.forward_parts(inputs, missing, valid))
 
     def combine(self, spatial: Tensor, spectral: Tensor | None) -> Tensor:
         """Sum the two pathways' logits (in training, a sample's spatial logits are left out
@@ -315,20 +319,25 @@ class MultiBranchNet(nn.Module):
             spatial = spatial * keep.to(spatial.dtype)
         return spatial + spectral
 
-    def forward_parts(self, inputs: Mapping[str, Tensor], missing: Collection[str] = ()
+    def forward_parts(self, inputs: Mapping[str, Tensor], missing: Collection[str] = (),
+                      valid: Mapping[str, Tensor] | None = None
                       ) -> tuple[Tensor, Tensor | None]:
         """Logits of the spatial pathway and of the per-pixel spectral one (None without it)."""
         missing = set(missing)
         ref, base = self._check(inputs, missing)
         batch, device, dtype = ref.shape[0], ref.device, ref.dtype
         mask = self.modality_mask(batch, missing=missing, device=device)
+        fgrid = (base[0] // self.config.fusion_factor, base[1] // self.config.fusion_factor)
+        pix = {m: v.to(dtype) for m, v in (valid or {}).items() if m not in missing}
+        # a fusion cell counts as having data only where every base pixel in it has
+        cell = {m: -F.adaptive_max_pool2d(-v, fgrid) for m, v in pix.items()}
         spectral = None
         if self.spectral is not None:
-            spectral = self.spectral(torch.cat(self._on_base(inputs, mask, missing, base), 1))
-        fgrid = (base[0] // self.config.fusion_factor, base[1] // self.config.fusion_factor)
+            spectral = self.spectral(torch.cat(self._on_base(inputs, mask, missing, base, pix),
+                                               1))
         feats, skips = [], []
         if self.config.fusion == "early":
-            stack = self._on_base(inputs, mask, missing, base)
+            stack = self._on_base(inputs, mask, missing, base, pix)
             feat, skip = self.branches[EARLY_KEY](torch.cat(stack, dim=1))
             feats, skips = [resize(feat, fgrid)], [resize(skip, base)]
         else:
@@ -343,6 +352,9 @@ class MultiBranchNet(nn.Module):
                     feat, skip = branch(inputs[layer.key])
                     feat = resize(feat, fgrid) * m
                     skip = resize(skip, base) * m if use_skip else skip
+                    if layer.modality in pix:
+                        feat = feat * cell[layer.modality]
+                        skip = skip * pix[layer.modality] if use_skip else skip
                 feats.append(feat)
                 if use_skip:
                     skips.append(skip)
@@ -357,8 +369,10 @@ class MultiBranchNet(nn.Module):
         return self.classifier(self.decode(x)), spectral
 
     def _on_base(self, inputs: Mapping[str, Tensor], mask: Tensor, missing: Collection[str],
-                 base: tuple[int, int]) -> list[Tensor]:
-        """Every layer on the base grid (bilinear), zero where its modality is dropped/missing."""
+                 base: tuple[int, int], pix: Mapping[str, Tensor] | None = None
+                 ) -> list[Tensor]:
+        """Every layer on the base grid (bilinear), zero where its modality is dropped, missing
+        or (``pix``) has no data."""
         ref = next(inputs[la.key] for la in self.config.layers if la.modality not in missing)
         out = []
         for layer in self.config.layers:
@@ -369,7 +383,10 @@ class MultiBranchNet(nn.Module):
             x = inputs[layer.key]
             up = x if layer.factor == 1 else F.interpolate(
                 x, size=base, mode="bilinear", align_corners=False)
-            out.append(up * m.to(ref.dtype))
+            up = up * m.to(ref.dtype)
+            if pix and layer.modality in pix:
+                up = up * pix[layer.modality]
+            out.append(up)
         return out
 
     def _fuse(self, feats: list[Tensor], mask: Tensor) -> Tensor:

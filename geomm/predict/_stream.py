@@ -78,7 +78,9 @@ class StoreSource:
 def read_window(source: Source, engine: Engine, win: Window
                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Prepared layer arrays over the window's read region (zero past the edges and where
-    invalid), and the base-grid valid mask (every layer valid)."""
+    invalid), and the base-grid valid mask: every layer valid, or, for an engine that maps
+    from the modalities present (``partial``), some modality valid, with each modality's
+    base-grid mask in ``arrays["valid:<modality>"]``."""
     r0, r1, c0, c1 = win.read
     requests, sizes = [], []
     for la in engine.layers:
@@ -89,6 +91,7 @@ def read_window(source: Source, engine: Engine, win: Window
         sizes.append((a1 - a0, b1 - b0))
     arrays: dict[str, np.ndarray] = {}
     valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
+    per_mod: dict[str, np.ndarray] = {}
     for la, (raw, ok), (hh, ww) in zip(engine.layers, source.read(requests), sizes, strict=True):
         ok = ok.astype(bool)
         if raw.dtype.kind == "f":
@@ -101,7 +104,13 @@ def read_window(source: Source, engine: Engine, win: Window
         x[:, ~full] = 0.0
         arrays[la.key] = x
         f = la.factor
-        valid &= np.repeat(np.repeat(full, f, axis=0), f, axis=1) if f > 1 else full
+        up = np.repeat(np.repeat(full, f, axis=0), f, axis=1) if f > 1 else full
+        valid &= up
+        per_mod[la.modality] = per_mod[la.modality] & up if la.modality in per_mod else up
+    if getattr(engine, "partial", False):
+        valid = np.logical_or.reduce(list(per_mod.values()))
+        for m, ok in per_mod.items():
+            arrays[f"valid:{m}"] = ok[None].astype(np.float32)
     return arrays, valid
 
 
@@ -212,6 +221,10 @@ def stream(engine: Engine, plan: TilePlan, source: Source, sink: Any, batch: int
                     arrays[la.key][:, (o[0] - r0) // la.factor:(o[0] - r0 + ty) // la.factor,
                                    (o[1] - c0) // la.factor:(o[1] - c0 + tx) // la.factor]
                     for o in chunk]) for la in engine.layers}
+                for key in getattr(engine, "extra_inputs", ()):  # factor-1 side inputs
+                    inputs[key] = np.stack([arrays[key][:, o[0] - r0:o[0] - r0 + ty,
+                                                        o[1] - c0:o[1] - c0 + tx]
+                                            for o in chunk])
                 t1 = time.perf_counter()
                 probs = engine(inputs)
                 t2 = time.perf_counter()

@@ -110,6 +110,13 @@ class NetworkEngine:
         self.batch_px = 2**23 if self.device.type == "cuda" else 2**20
         self.missing = frozenset(missing)
         self.temperature = float(temperature)
+        config = model.config
+        present = [m for m in config.modalities if m not in self.missing]
+        # a network trained with modality dropout maps a pixel from the modalities that have
+        # data there (a band with a smaller footprint); without it, every layer must have data
+        self.partial = float(config.modality_dropout) > 0 and len(present) > 1
+        self.extra_inputs: tuple[str, ...] = (tuple(f"valid:{m}" for m in present)
+                                              if self.partial else ())
         self.layers = tuple(la for la in layers if la.modality not in self.missing)
         self.num_classes = int(model.config.num_classes)
         self.lattice = int(model.lattice)
@@ -131,7 +138,9 @@ class NetworkEngine:
             self.device, non_blocking=True).contiguous(memory_format=fmt) for la in self.layers}
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.amp):
-            logits = self.model(inputs, missing=self.missing)
+            valid = {k.split(":", 1)[1]: torch.from_numpy(batch[k]).to(self.device)
+                     for k in self.extra_inputs}
+            logits = self.model(inputs, missing=self.missing, valid=valid or None)
             logits = logits.float()
             if self.temperature != 1.0:
                 logits = logits / self.temperature

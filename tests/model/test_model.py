@@ -301,3 +301,19 @@ def test_spectral_pathway_adds_per_pixel_logits_and_can_classify_alone() -> None
     doc = make_net().config.to_dict()
     doc.pop("spectral"), doc.pop("spatial_dropout")
     assert MultiBranchNet(ModelConfig.from_dict(doc)).spectral is None
+
+
+def test_per_pixel_valid_masks_zero_a_modality_only_where_it_has_no_data() -> None:
+    net = make_net(spectral=8, modality_dropout=0.3).eval()
+    x = make_inputs()
+    ones = {m: torch.ones(2, 1, P, P) for m in net.modalities}
+    with torch.no_grad():
+        plain = net(x)
+        torch.testing.assert_close(net(x, valid=ones), plain)  # all data: no change
+        none = {**ones, "infrared": torch.zeros(2, 1, P, P)}
+        torch.testing.assert_close(net(x, valid=none), net(x, missing={"infrared"}))
+        half = {**ones, "infrared": torch.ones(2, 1, P, P)}
+        half["infrared"][..., P // 2:] = 0  # eastern half without infrared
+        out = net(x, valid=half)
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out[..., P // 2 + 8:], plain[..., P // 2 + 8:])

@@ -135,6 +135,27 @@ def test_missing_modality_needs_dropout_or_an_explicit_flag(scene, bundle, tmp_p
     assert s.missing == ("radar",) and (_classes(tmp_path / "y") != 255).all()
 
 
+def test_a_smaller_radar_footprint_is_mapped_from_the_optical_bands(scene, tmp_path):
+    """Trained with modality dropout, the map covers where any modality has data."""
+    r = rasterio.open(scene["r"]).read(1)
+    r[:, r.shape[1] // 2:] = -1.0  # the radar band covers the western half only
+    half = write_band(tmp_path / "VV_half.tif", r, 20, nodata=-1.0)
+    mods = [ModalitySpec("optical", (BandSpec(scene["a"], "A"), BandSpec(scene["b"], "B"))),
+            ModalitySpec("radar", (BandSpec(half, "VV"),))]
+    with_dropout = cnn_bundle(tmp_path / "drop", dropout=0.3)
+    predict_scene(with_dropout, mods, tmp_path / "partial", options=_opts())
+    classes = _classes(tmp_path / "partial")
+    assert (classes != 255).all()  # the eastern half too, from the optical bands
+    full = tmp_path / "full"
+    predict_scene(with_dropout, _mods(scene), full, options=_opts())
+    west = slice(0, W // 2 - 48)  # away from the edge of the radar data (context)
+    assert (classes[:, west] == _classes(full)[:, west]).mean() > 0.99
+    no_dropout = cnn_bundle(tmp_path / "nodrop", dropout=0.0)
+    predict_scene(no_dropout, mods, tmp_path / "strict", options=_opts())
+    strict = _classes(tmp_path / "strict")
+    assert (strict[:, W // 2 + 2:] == 255).all() and (strict[:, :W // 2 - 2] != 255).all()
+
+
 def test_inputs_without_valid_pixels_are_refused(scene, bundle, tmp_path):
     zeros = write_band(tmp_path / "z.tif", np.zeros((H, W), np.uint16), 10, nodata=0)
     mods = [ModalitySpec("optical", (BandSpec(zeros, "A"), BandSpec(scene["b"], "B"))),
