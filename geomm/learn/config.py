@@ -9,7 +9,8 @@ from geomm.errors import RecipeError
 from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
-__all__ = ["TrainConfig", "model_config_for", "steps_for", "train_config_dict"]
+__all__ = ["TrainConfig", "dropout_for", "model_config_for", "steps_for",
+           "train_config_dict"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
@@ -52,8 +53,10 @@ class TrainConfig:
     """Branch encoder."""
     width: int = 32
     """Branch width."""
-    modality_dropout: float = 0.0
-    """Probability of dropping a modality per training sample."""
+    modality_dropout: float | None = None
+    """Probability of dropping a modality per training sample; None: 0.2 when some layer has
+    data on less than 98 % of the grid (so the network learns to map pixels from the
+    modalities present there), else 0."""
     spectral: int = 64
     """Hidden width of the network's per-pixel spectral pathway (0: spatial branches only)."""
     spatial_dropout: float = 0.2
@@ -80,6 +83,18 @@ def steps_for(cfg: TrainConfig, labelled_px: int) -> int:
     return int(min(60, max(8, round(labelled_px / PIXELS_PER_STEP))))
 
 
+def dropout_for(store: TileStore, cfg: TrainConfig) -> float:
+    """``cfg.modality_dropout``, or 0.2 when a layer covers less of the grid than the rest
+    (see :attr:`TrainConfig.modality_dropout`) and there is more than one modality."""
+    if cfg.modality_dropout is not None:
+        return float(cfg.modality_dropout)
+    layers = [lyr for lyr in store.manifest["layers"]
+              if cfg.modalities is None or lyr["modality"] in cfg.modalities]
+    several = len({lyr["modality"] for lyr in layers}) > 1
+    partial = any(float(lyr.get("valid_fraction", 1.0)) < 0.98 for lyr in layers)
+    return 0.2 if several and partial else 0.0
+
+
 def model_config_for(store: TileStore, cfg: TrainConfig) -> ModelConfig:
     """The model config matching a store's layers (all, or ``cfg.modalities``')."""
     layers = []
@@ -94,7 +109,7 @@ def model_config_for(store: TileStore, cfg: TrainConfig) -> ModelConfig:
     n_classes = len(store.manifest["classes"]["classes"])
     return ModelConfig(tuple(layers), n_classes, fusion=cfg.fusion,  # type: ignore[arg-type]
                        backbone=cfg.backbone, width=cfg.width,
-                       modality_dropout=cfg.modality_dropout, weights=dict(cfg.weights),
+                       modality_dropout=dropout_for(store, cfg), weights=dict(cfg.weights),
                        spectral=cfg.spectral, spatial_dropout=cfg.spatial_dropout)
 
 

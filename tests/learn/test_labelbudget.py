@@ -46,3 +46,4 @@ def test_the_draw_is_seeded_and_a_small_class_keeps_what_it_has():
 def test_a_bad_budget_is_refused():
     with pytest.raises(RecipeError, match="polygons_per_class"):
         polygon_budget_mask(_regions(), np.ones((60, 60), bool), 0)
+
