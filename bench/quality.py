@@ -7,8 +7,9 @@ For each label budget k (polygons per class, drawn with the seed from the non-te
 ``all`` = every label) and each spatial fold, ``geomm.learn.crossval`` trains the CNN and the
 random forest on the same labels and scores both on the same held-out test blocks. Every
 finished (k, fold) is appended to ``bench/out/quality-<recipe>.jsonl`` at once, so a run that
-is stopped resumes where it was; ``--render-only`` rewrites the table and the plot
-(``bench/quality-<recipe>.md`` section and ``bench/quality-<recipe>.png``) from that file.
+is stopped resumes where it was; ``--render-only`` prints the table and rewrites the plot
+(``bench/quality-<recipe>.png``) from that file. The measured rows are kept in
+``bench/results/quality-<recipe>.jsonl``: copy it to ``bench/out/`` to add budgets to them.
 """
 
 from __future__ import annotations
