@@ -50,9 +50,12 @@ class HeldOutScores:
     def describe(self) -> str:
         """One line for the user."""
         t = self.test
-        return (f"held-out test blocks: OA {100 * t.overall_accuracy:.1f} %, kappa {t.kappa:.3f}, "
-                f"macro-F1 {t.macro_f1:.3f}; calibration error {self.ece_test[0]:.3f} -> "
-                f"{self.ece_test[1]:.3f} (temperature {self.temperature:.2f})")
+        line = (f"held-out test blocks: OA {100 * t.overall_accuracy:.1f} %, "
+                f"kappa {t.kappa:.3f}, macro-F1 {t.macro_f1:.3f}")
+        if np.isfinite(self.ece_test[0]):
+            line += (f"; calibration error {self.ece_test[0]:.3f} -> {self.ece_test[1]:.3f} "
+                     f"(temperature {self.temperature:.2f})")
+        return line
 
 
 def score_map(store: TileStore, pred: np.ndarray, mask: np.ndarray) -> Scores:

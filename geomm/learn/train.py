@@ -210,8 +210,10 @@ def score_result(result: TrainResult, store: TileStore
 
 
 def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
-                    recipe_raw: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Write a trained network as a model bundle (safetensors weights + JSON metadata)."""
+                    recipe_raw: dict[str, Any] | None = None, overwrite: bool = False,
+                    extra_metrics: dict[str, Any] | None = None) -> Path:
+    """Write a trained network as a model bundle (safetensors weights + JSON metadata);
+    ``extra_metrics`` join the result's metrics (e.g. the ``auto`` model choice)."""
     from geomm.model.bundle import BundleMeta, layers_from_manifest, save_bundle
 
     keys = [layer.key for layer in result.config.layers]
@@ -223,7 +225,8 @@ def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
                 **({"calibration": {"temperature": result.heldout.temperature,
                                     "fitted_on": "validation blocks"}}
                    if result.heldout is not None else {})},
-        split=result.split.to_dict(), metrics=result.metrics, recipe_raw=recipe_raw)
+        split=result.split.to_dict(), metrics={**result.metrics, **(extra_metrics or {})},
+        recipe_raw=recipe_raw)
     return save_bundle(out, kind="cnn", tensors=state_tensors(result.model), meta=meta,
                        overwrite=overwrite)
 
@@ -300,8 +303,8 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
                                           extra=choice)
         echo(f"auto: the CNN scores better on the validation blocks (OA {100 * cnn_val:.1f} % "
              f"against {100 * rf_val:.1f} %); writing it")
-        result = replace(result, metrics={**result.metrics, **{
-            f"auto_{k}": v for k, v in choice["auto"].items()}})
+        return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite,
+                               extra_metrics=choice)
     return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
 
 

@@ -174,8 +174,10 @@ def test_train_ends_with_the_held_out_score_and_auto_picks_by_validation(synth, 
     if b.kind == "rf":  # the stripes are told apart by band values: the forest may win
         assert m["auto"]["rf_val_oa"] > m["auto"]["cnn_val_oa"]
     else:
-        assert m["auto_cnn_val_oa"] >= m["auto_rf_val_oa"]
+        assert m["auto"]["cnn_val_oa"] >= m["auto"]["rf_val_oa"]
         assert 0.05 <= b.meta.config["calibration"]["temperature"] <= 20
+    assert "rf: held-out test blocks: OA" in res.output
+    assert "nan" not in res.output  # no calibration figures for the forest
     assert 0 <= m.get("test_oa", 0) <= 1
 
 
