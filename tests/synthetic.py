@@ -33,7 +33,8 @@ LAYERS = [{"key": "optical/10m", "modality": "optical", "bands": ["A", "B"], "re
            "factor": 2, "dtype": "float32"}]
 
 
-def cnn_bundle(path: Path, *, dropout: float = 0.0, seed: int = 0) -> Path:
+def cnn_bundle(path: Path, *, dropout: float = 0.0, seed: int = 0,
+               temperature: float | None = None) -> Path:
     torch.manual_seed(seed)
     cfg = ModelConfig(layers=(LayerSpec("optical/10m", "optical", 2, 1, ("A", "B")),
                               LayerSpec("radar/20m", "radar", 1, 2, ("VV",))),
@@ -43,7 +44,9 @@ def cnn_bundle(path: Path, *, dropout: float = 0.0, seed: int = 0) -> Path:
                        LayerStats("radar/20m", ("VV",), (0.3,), (0.15,), 1)))
     meta = BundleMeta("synthetic", LAYERS, ClassTable.from_names(NAMES).to_dict(),
                       normalisation=stats.to_dict(),
-                      config={"model": cfg.to_dict(), "training": {}})
+                      config={"model": cfg.to_dict(), "training": {},
+                              **({"calibration": {"temperature": temperature}}
+                                 if temperature is not None else {})})
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     return save_bundle(path, kind="cnn", tensors=tensors, meta=meta)
 

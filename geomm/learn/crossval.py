@@ -127,7 +127,8 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         withhold: modalities to leave out at inference, one at a time, scored as
             ``<method>-without-<modality>`` (a sensor outage; see ``modality_dropout``).
         progress: show Lightning's progress bar.
-        echo: receives one line per finished fold.
+        echo: receives a line when a fold or a model starts, one per training epoch (unless
+            ``progress``) and one per finished model.
     """
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     modalities = list(dict.fromkeys(lyr["modality"] for lyr in store.manifest["layers"]))
@@ -170,7 +171,7 @@ def _absent_from_training(store: TileStore, cfg: TrainConfig, names: tuple[str, 
 
     train_mask, val_mask, test_mask, _ = StoreDataModule.split_masks(store, cfg)
     train_labels, _ = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
-    labels = np.asarray(store.base()["labels"].values)
+    labels = store.labels()
     k = len(names)
     seen = np.bincount(labels[train_labels].ravel(), minlength=256)[:k] > 0
     tested = np.bincount(labels[test_mask].ravel(), minlength=256)[:k] > 0

@@ -7,7 +7,6 @@ macro-F1, and the expected calibration error before and after.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,22 +36,29 @@ class HeldOutScores:
     """The same on the validation labels."""
 
     def metrics(self) -> dict[str, float]:
-        """Flat figures for a bundle's ``metrics``."""
+        """Flat figures for a bundle's ``metrics`` (calibration figures only when measured)."""
         out = {"test_oa": self.test.overall_accuracy, "test_kappa": self.test.kappa,
-               "test_macro_f1": self.test.macro_f1, "temperature": self.temperature,
-               "test_ece_before": self.ece_test[0], "test_ece": self.ece_test[1],
-               "val_ece_before": self.ece_val[0], "val_ece": self.ece_val[1]}
+               "test_macro_f1": self.test.macro_f1}
+        if self.calibrated:
+            out.update(temperature=self.temperature, test_ece_before=self.ece_test[0],
+                       test_ece=self.ece_test[1], val_ece_before=self.ece_val[0],
+                       val_ece=self.ece_val[1])
         if self.val is not None:
             out.update(heldout_val_oa=self.val.overall_accuracy, heldout_val_kappa=self.val.kappa,
                        heldout_val_macro_f1=self.val.macro_f1)
         return {k: float(v) for k, v in out.items()}
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether calibration errors were measured (networks; not the per-pixel baselines)."""
+        return bool(np.isfinite(self.ece_test[0]))
 
     def describe(self) -> str:
         """One line for the user."""
         t = self.test
         line = (f"held-out test blocks: OA {100 * t.overall_accuracy:.1f} %, "
                 f"kappa {t.kappa:.3f}, macro-F1 {t.macro_f1:.3f}")
-        if np.isfinite(self.ece_test[0]):
+        if self.calibrated:
             line += (f"; calibration error {self.ece_test[0]:.3f} -> {self.ece_test[1]:.3f} "
                      f"(temperature {self.temperature:.2f})")
         return line
@@ -60,24 +66,23 @@ class HeldOutScores:
 
 def score_map(store: TileStore, pred: np.ndarray, mask: np.ndarray) -> Scores:
     """Scores of a class map against the store's labels inside ``mask``."""
-    labels = np.asarray(store.base()["labels"].values)
-    ignore = int(store.manifest["classes"]["ignore_value"])
+    ignore = store.ignore_value
     k = len(store.manifest["classes"]["classes"])
-    return scores(confusion_matrix(labels, pred, k, ignore_value=ignore,
+    return scores(confusion_matrix(store.labels(), pred, k, ignore_value=ignore,
                                    mask=mask & (pred != ignore)))
 
 
 def _pixels(store: TileStore, probs: np.ndarray, mask: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(store.base()["labels"].values)
-    ignore = int(store.manifest["classes"]["ignore_value"])
-    sel = mask & (labels != ignore) & np.isfinite(probs).all(axis=0) & (probs.sum(axis=0) > 0)
+    labels = store.labels()
+    sel = (mask & (labels != store.ignore_value) & np.isfinite(probs).all(axis=0)
+           & (probs.sum(axis=0) > 0))
     return probs[:, sel].T, labels[sel].astype(np.int64)
 
 
 def score_network(model: MultiBranchNet, store: TileStore, stats: NormStats,
-                  val_labels: np.ndarray | None, test_mask: np.ndarray, *,
-                  missing: Collection[str] = ()) -> tuple[HeldOutScores, np.ndarray]:
+                  val_labels: np.ndarray | None, test_mask: np.ndarray
+                  ) -> tuple[HeldOutScores, np.ndarray]:
     """Map the store, fit the temperature on ``val_labels`` and score the test blocks.
 
     Returns:
@@ -85,7 +90,7 @@ def score_network(model: MultiBranchNet, store: TileStore, stats: NormStats,
     """
     from geomm.predict.infer import predict_store
 
-    pred, probs = predict_store(model, store, stats, missing=missing)
+    pred, probs = predict_store(model, store, stats)
     pv, yv = (_pixels(store, probs, val_labels) if val_labels is not None
               else (np.zeros((0, probs.shape[0]), np.float32), np.zeros(0, np.int64)))
     t = fit_temperature(pv, yv) if len(yv) else 1.0

@@ -65,8 +65,7 @@ class StoreDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _labelled(store: TileStore, mask: np.ndarray) -> int:
-        labels = np.asarray(store.base()["labels"].values)
-        return int((mask & (labels != int(store.manifest["classes"]["ignore_value"]))).sum())
+        return int((mask & (store.labels() != store.ignore_value)).sum())
 
     @staticmethod
     def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
@@ -80,10 +79,9 @@ class StoreDataModule(pl.LightningDataModule):
         """
         if cfg.polygons_per_class is None:
             return train_mask, val_mask
-        labels = np.asarray(store.base()["labels"].values)
-        budget = polygon_budget_mask(labels, train_mask | val_mask, cfg.polygons_per_class,
-                                     seed=cfg.seed,
-                                     ignore_value=int(store.manifest["classes"]["ignore_value"]))
+        budget = polygon_budget_mask(store.labels(), train_mask | val_mask,
+                                     cfg.polygons_per_class, seed=cfg.seed,
+                                     ignore_value=store.ignore_value)
         if not (budget & val_mask).any() or not (budget & train_mask).any():
             raise RecipeError(f"{store.path}: {cfg.polygons_per_class} polygons per class leave "
                               "the training or the validation blocks without a label; use "
@@ -98,8 +96,7 @@ class StoreDataModule(pl.LightningDataModule):
         Blocks are snapped to whole pixels of the coarsest layer, so no coarse pixel straddles
         two folds.
         """
-        labels = np.asarray(store.base()["labels"].values)
-        ignore = int(store.manifest["classes"]["ignore_value"])
+        labels, ignore = store.labels(), store.ignore_value
         align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
         split = make_folds(store.grid, labels != ignore, block_size=cfg.block_size,
                            n_folds=cfg.n_folds, seed=cfg.seed, align=align,
@@ -340,9 +337,7 @@ def _save_pixel_classifier(out: Path, model: Any, store: TileStore, split: Spati
                            overwrite: bool, extra: dict[str, Any] | None = None) -> Path:
     from geomm.learn.baseline import save_classifier
 
-    metrics = {"training_pixels": n_px, **{k: v for k, v in held.metrics().items()
-                                           if "ece" not in k and k != "temperature"},
-               **(extra or {})}
+    metrics = {"training_pixels": n_px, **held.metrics(), **(extra or {})}
     return save_classifier(out, model, store, split=split.to_dict(), metrics=metrics,
                            recipe_raw=raw, overwrite=overwrite)
 

@@ -331,14 +331,14 @@ class MultiBranchNet(nn.Module):
         pix = {m: v.to(dtype) for m, v in (valid or {}).items() if m not in missing}
         # a fusion cell counts as having data only where every base pixel in it has
         cell = {m: -F.adaptive_max_pool2d(-v, fgrid) for m, v in pix.items()}
-        spectral = None
-        if self.spectral is not None:
-            spectral = self.spectral(torch.cat(self._on_base(inputs, mask, missing, base, pix),
-                                               1))
+        early = self.config.fusion == "early"
+        # every band on the base grid: the spectral pathway's and early fusion's one input
+        on_base = (torch.cat(self._on_base(inputs, mask, missing, base, pix), dim=1)
+                   if early or self.spectral is not None else None)
+        spectral = self.spectral(on_base) if self.spectral is not None else None
         feats, skips = [], []
-        if self.config.fusion == "early":
-            stack = self._on_base(inputs, mask, missing, base, pix)
-            feat, skip = self.branches[EARLY_KEY](torch.cat(stack, dim=1))
+        if early:
+            feat, skip = self.branches[EARLY_KEY](on_base)
             feats, skips = [resize(feat, fgrid)], [resize(skip, base)]
         else:
             for layer, branch, mi, n_skip in zip(self.config.layers, self.branches.values(),

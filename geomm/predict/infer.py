@@ -22,8 +22,7 @@ __all__ = ["predict_store"]
 
 def predict_store(model: MultiBranchNet, store: TileStore, stats: NormStats, *,
                   patch_size: int = 192, overlap: int = 48, batch_size: int = 8,
-                  missing: Collection[str] = (), temperature: float = 1.0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  missing: Collection[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Predict every pixel of ``store``.
 
     Args:
@@ -34,7 +33,6 @@ def predict_store(model: MultiBranchNet, store: TileStore, stats: NormStats, *,
         overlap: overlap of neighbouring tiles, base pixels (blended).
         batch_size: tiles per forward pass.
         missing: modalities to treat as absent (their inputs are not used).
-        temperature: calibration temperature applied to the logits.
 
     Returns:
         ``(class ids uint8 (H, W), probabilities float32 (K, H, W))``; invalid pixels hold the
@@ -45,7 +43,7 @@ def predict_store(model: MultiBranchNet, store: TileStore, stats: NormStats, *,
     layers = [EngineLayer(la.key, la.modality, la.factor, stats[la.key].mean, stats[la.key].std)
               for la in model.config.layers]
     engine = NetworkEngine(model, layers, device="cpu", channels_last=False, amp=False,
-                           missing=missing, temperature=temperature)
+                           missing=missing)
     h, w = store.grid.shape
     plan = plan_tiles(h, w, engine.lattice,
                       PredictOptions(tile_size=patch_size, halo=overlap // 2, window=2048))

@@ -212,12 +212,12 @@ def _manifest(plan: _Plan, counts: np.ndarray, n_cls: int, n_tiles: int,
         "label_pixels": ({name: int(counts[..., 2 + i].sum())
                           for i, name in enumerate(table.names)} if n_cls and table else {}),
         "label_pixels_without_data": lost,
-        "notes": plan.notes + _lost_notes(st, lost, layer_valid, counts[..., 2:2 + n_cls].sum(
+        "notes": plan.notes + _lost_notes(lost, layer_valid, counts[..., 2:2 + n_cls].sum(
             axis=(0, 1)) if n_cls else None),
     }
 
 
-def _lost_notes(st: CoregisteredStack, lost: dict[str, int], layer_valid: dict[str, float],
+def _lost_notes(lost: dict[str, int], layer_valid: dict[str, float],
                 labelled: np.ndarray | None) -> list[str]:
     """Say which labelled pixels no model can use (some layer has no data there) and why."""
     if labelled is None or not any(lost.values()):
@@ -227,7 +227,7 @@ def _lost_notes(st: CoregisteredStack, lost: dict[str, int], layer_valid: dict[s
         f"{k} {100 * v:.1f} % of the grid" for v, k in short[:3])) if short else ""
     per = ", ".join(f"{name} {n} of {int(total)} ({100 * n / max(1, total):.0f} %)"
                     for (name, n), total in zip(lost.items(), labelled, strict=True) if n)
-    return [f"labelled pixels without data in every layer (not used for training or scoring): "
+    return [f"labelled pixels without data in some layer (not used for training): "
             f"{per}{why}"]
 
 

@@ -114,6 +114,7 @@ class TileStore:
     manifest: dict[str, Any]
     """Its manifest."""
     _open: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _labels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def grid(self) -> GridSpec:
@@ -144,6 +145,27 @@ class TileStore:
     def base(self) -> Any:
         """Base-resolution ``valid`` (and ``labels`` when the store has raster labels)."""
         return self.layer("base")
+
+    def labels(self) -> np.ndarray:
+        """The whole base-grid label raster, uint8, read once and kept (read-only): splits,
+        label budgets and scores all look at it.
+
+        Raises:
+            KeyError: the store has no pixel labels.
+        """
+        if self._labels is None:
+            base = self.base()
+            if "labels" not in base:
+                raise KeyError(f"{self.path}: the store has no pixel labels")
+            arr = np.asarray(base["labels"].values)
+            arr.flags.writeable = False
+            self._labels = arr
+        return self._labels
+
+    @property
+    def ignore_value(self) -> int:
+        """Label value of unlabelled pixels."""
+        return int((self.manifest.get("classes") or {}).get("ignore_value", 255))
 
     def index(self) -> Any:
         """The tile index as a GeoDataFrame."""

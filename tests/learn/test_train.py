@@ -178,7 +178,8 @@ def test_train_ends_with_the_held_out_score_and_auto_picks_by_validation(synth, 
         assert 0.05 <= b.meta.config["calibration"]["temperature"] <= 20
     assert "rf: held-out test blocks: OA" in res.output
     assert "nan" not in res.output  # no calibration figures for the forest
-    assert 0 <= m.get("test_oa", 0) <= 1
+    assert 0 <= m["test_oa"] <= 1 and 0 <= m["heldout_val_oa"] <= 1
+    assert ("test_ece" in m) == (b.kind == "cnn")  # a forest's probabilities are not calibrated
 
 
 def test_crossval_under_a_label_budget_scores_the_same_test_pixels(synth):

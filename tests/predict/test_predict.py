@@ -156,6 +156,23 @@ def test_a_smaller_radar_footprint_is_mapped_from_the_optical_bands(scene, tmp_p
     assert (strict[:, W // 2 + 2:] == 255).all() and (strict[:, :W // 2 - 2] != 255).all()
 
 
+def test_the_bundle_temperature_rescales_the_probabilities_not_the_classes(scene, tmp_path):
+    from geomm.learn.calibrate import temper
+
+    def probs(out: Path) -> np.ndarray:
+        with rasterio.open(out / "probabilities.tif") as src:
+            return src.read()
+
+    plain = cnn_bundle(tmp_path / "t1", seed=4)
+    hot = cnn_bundle(tmp_path / "t3", seed=4, temperature=3.0)
+    for b, out in ((plain, tmp_path / "m1"), (hot, tmp_path / "m3")):
+        predict_scene(b, _mods(scene), out, options=_opts(probabilities="float32"))
+    p1, p3 = probs(tmp_path / "m1"), probs(tmp_path / "m3")
+    np.testing.assert_allclose(p3, temper(p1, 3.0, axis=0), atol=2e-3)  # blended, then T
+    assert p3.max(axis=0).mean() < p1.max(axis=0).mean()  # less confident
+    assert (_classes(tmp_path / "m3") == _classes(tmp_path / "m1")).mean() > 0.999
+
+
 def test_inputs_without_valid_pixels_are_refused(scene, bundle, tmp_path):
     zeros = write_band(tmp_path / "z.tif", np.zeros((H, W), np.uint16), 10, nodata=0)
     mods = [ModalitySpec("optical", (BandSpec(zeros, "A"), BandSpec(scene["b"], "B"))),

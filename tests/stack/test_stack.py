@@ -69,6 +69,8 @@ def test_store_holds_native_layers_labels_and_index(scene, tmp_path):
     assert names == ["crop", "forest", "water"]
     assert (labels[:30, :30] == 0).all() and (labels[60:, 60:] == 1).all()
     assert (labels[100:110, 10:20] == 2).all() and labels[50, 50] == table["ignore_value"]
+    assert np.array_equal(store.labels(), labels) and store.labels() is store.labels()  # once
+    assert not store.labels().flags.writeable and store.ignore_value == table["ignore_value"]
     assert store.manifest["label_pixels"] == {"crop": 900, "forest": 3600, "water": 100}
     index = store.index()
     assert list(index.tile_id) == ["r000c000", "r000c001", "r001c000", "r001c001"]
