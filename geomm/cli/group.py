@@ -7,21 +7,35 @@ from typing import Any
 
 import click
 
-from geomm.errors import GeommError, GeommWarning
+from geomm.cli.boundary import explain
+from geomm.errors import GeommWarning
 
 
 class _GeommGroup(click.Group):
-    """Turns a :class:`GeommError` into one stderr line and exit 1 (traceback with --debug)."""
+    """Turns any failure into one stderr line ``geomm: error: ...`` and exit 1 (the error
+    boundary, :mod:`geomm.cli.boundary`); ``--debug`` shows the traceback instead. Ctrl-C
+    exits 130 with one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         _show_geomm_warnings_as_lines()
         try:
             return super().invoke(ctx)
-        except GeommError as exc:
-            if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            if _debug(ctx):
                 raise
-            click.echo(f"geomm: error: {exc}", err=True)
+            click.echo("geomm: interrupted (no partial output is kept)", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            click.echo(f"geomm: error: {explain(exc)}", err=True)
             ctx.exit(1)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug") or (ctx.obj or {}).get("debug"))
 
 
 def _show_geomm_warnings_as_lines() -> None:

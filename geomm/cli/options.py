@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 out_dir = click.option(
-    "--out", "out", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "-o", "--out", "out", type=click.Path(path_type=Path, file_okay=False), default=None,
     help="Output directory (default: tiles/<recipe name>/).",
 )
 workers = click.option(
@@ -32,7 +32,8 @@ _TRAIN = [
                  help="Training batches per epoch (default: sized to the labelled pixels, "
                       "8-60)."),
     click.option("--patch-size", type=click.IntRange(min=6), default=None,
-                 help="Training patch side, base pixels (default 96)."),
+                 help="Training patch side, base pixels (default: about 72, a multiple of "
+                      "the layers' lattice; 96 for scene classification)."),
     click.option("--block-size", type=click.FloatRange(min=1), default=None,
                  help="Spatial block side for the split, CRS units (default 2000)."),
     click.option("--fusion", type=click.Choice(["concat", "weighted", "attention", "early"]),
@@ -41,7 +42,7 @@ _TRAIN = [
                  help="Probability of dropping a modality per training sample."),
     click.option("--seed", type=int, default=None, help="Seed of split, patches and weights."),
     click.option("--spectral", type=click.IntRange(min=0), default=None,
-                 help="Width of the per-pixel spectral pathway (default 64; 0: none)."),
+                 help="Width of the per-pixel spectral pathway (default 32; 0: none)."),
     click.option("--polygons-per-class", type=click.IntRange(min=1), default=None,
                  help="Label-scarce protocol: train on only K labelled polygons per class "
                       "(drawn with --seed from the non-test blocks)."),

@@ -201,6 +201,21 @@ def predict_pixels(model: Any, store: TileStore, mask: np.ndarray | None = None,
     return out
 
 
+def predict_proba_map(model: Any, store: TileStore, mask: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """Class probabilities ``(K, height, width)`` float32 of a fitted estimator (with
+    ``predict_proba`` and ``classes_``) over the valid pixels inside ``mask``; 0 elsewhere.
+    Their argmax is the estimator's ``predict``."""
+    k = len(store.manifest["classes"]["classes"])
+    out = np.zeros((k, *store.grid.shape), dtype=np.float32)
+    classes = np.asarray(model.classes_, dtype=np.int64)
+    for rr, cc, X in _blocks(store, store.layer_keys, mask, None):
+        proba = np.zeros((len(X), k), dtype=np.float32)
+        proba[:, classes] = model.predict_proba(X)
+        out[:, rr, cc] = proba.T
+    return out
+
+
 def save_classifier(path: str | Path, model: Any, store: TileStore, *,
                     layers: Sequence[str] | None = None, split: Mapping[str, Any] | None = None,
                     metrics: Mapping[str, Any] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -9,24 +10,34 @@ from geomm.errors import RecipeError
 from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
-__all__ = ["TrainConfig", "dropout_for", "model_config_for", "steps_for",
+__all__ = ["TrainConfig", "dropout_for", "model_config_for", "patch_for", "steps_for",
            "train_config_dict"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
+PATCH_PX = 72
+"""Default training patch side, base pixels: a 72 px patch costs about half a 96 px one on
+CPU for about the same map (bench/quality.md)."""
+SCENE_PATCH_PX = 96
+"""Default square read from each scene's corner for scene classification."""
+MIN_STEPS, MAX_STEPS = 8, 48
+"""Bounds of the sized steps per epoch: at 48 (the sample scene, all labels) a default fold
+trains in about 5 minutes on 2 CPU cores."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How a fusion CNN is trained."""
 
-    patch_size: int = 96
-    """Training patch side in base pixels (a multiple of every layer's factor)."""
+    patch_size: int | None = None
+    """Training patch side in base pixels (a multiple of every layer's factor); None: about
+    ``PATCH_PX`` snapped to the layers' lattice and at most the scene (:func:`patch_for`).
+    Scene classification reads a ``SCENE_PATCH_PX`` corner square by default."""
     batch_size: int = 16
     """Patches per step."""
     steps_per_epoch: int | None = None
     """Random patches drawn per epoch = steps x batch size; None sizes it to the labelled
-    training pixels (:func:`steps_for`): 60 on the sample scene, 8 for a few polygons."""
+    training pixels (:func:`steps_for`): 48 on the sample scene, 8 for a few polygons."""
     max_epochs: int = 12
     """Epochs; the one-cycle schedule spans them (early stopping may end sooner)."""
     max_minutes: float | None = None
@@ -57,7 +68,7 @@ class TrainConfig:
     """Probability of dropping a modality per training sample; None: 0.2 when some layer has
     data on less than 98 % of the grid (so the network learns to map pixels from the
     modalities present there), else 0."""
-    spectral: int = 64
+    spectral: int = 32
     """Hidden width of the network's per-pixel spectral pathway (0: spatial branches only)."""
     spatial_dropout: float = 0.2
     """Probability of leaving a sample's spatial logits out in training (with ``spectral``)."""
@@ -76,11 +87,23 @@ class TrainConfig:
 
 def steps_for(cfg: TrainConfig, labelled_px: int) -> int:
     """Training steps per epoch: ``cfg.steps_per_epoch``, or one step per ``PIXELS_PER_STEP``
-    labelled training pixels, between 8 and 60 (a scene with a tenth of the labels trains in
-    about a seventh of the time)."""
+    labelled training pixels, between ``MIN_STEPS`` and ``MAX_STEPS`` (a scene with a tenth
+    of the labels trains in about a sixth of the time)."""
     if cfg.steps_per_epoch is not None:
         return int(cfg.steps_per_epoch)
-    return int(min(60, max(8, round(labelled_px / PIXELS_PER_STEP))))
+    return int(min(MAX_STEPS, max(MIN_STEPS, round(labelled_px / PIXELS_PER_STEP))))
+
+
+def patch_for(store: TileStore, cfg: TrainConfig) -> int:
+    """``cfg.patch_size``, or the multiple of the layers' lattice (the lcm of their factors
+    and of the network's internal grid, 4) nearest to ``PATCH_PX``, no larger than the
+    scene's shorter side."""
+    if cfg.patch_size is not None:
+        return int(cfg.patch_size)
+    step = math.lcm(4, *(int(lyr["factor"]) for lyr in store.manifest["layers"]))
+    fits = (min(store.grid.shape) // step) * step
+    want = max(step, round(PATCH_PX / step) * step)
+    return int(min(want, fits)) if fits else int(step)
 
 
 def dropout_for(store: TileStore, cfg: TrainConfig) -> float:

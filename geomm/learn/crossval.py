@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from geomm.learn.config import TrainConfig
-from geomm.learn.heldout import score_map, score_network
+from geomm.learn.heldout import score_map, score_network_probs, score_probs
 from geomm.metrics import Scores
 from geomm.stack.store import TileStore
 
@@ -26,7 +26,8 @@ class FoldScore:
     """One method on one fold."""
 
     method: str
-    """``cnn``, ``rf``, ``svm``, ``cnn:<modality>`` or ``cnn:early``."""
+    """``cnn``, ``rf``, ``svm``, ``cnn+rf`` (the mean of the two models' probabilities),
+    ``cnn:<modality>`` or ``cnn:early``."""
     fold: int
     """The held-out fold."""
     scores: Scores
@@ -83,14 +84,16 @@ class CrossvalReport:
 
 def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
          withhold: Sequence[str], echo: Callable[[str], object] | None = None
-         ) -> dict[str, tuple[Scores, dict[str, float]]]:
+         ) -> tuple[dict[str, tuple[Scores, dict[str, float]]], np.ndarray]:
     """Scores with every modality (calibrated on the validation labels, with the test blocks'
-    calibration error), then with each of ``withhold`` left out at inference."""
+    calibration error), then with each of ``withhold`` left out at inference; and the
+    calibrated probabilities with every modality."""
     from geomm.learn.train import fit_cnn
     from geomm.predict.infer import predict_store
 
     res = fit_cnn(store, cfg, progress=progress, echo=echo)
-    held, _ = score_network(res.model, store, res.stats, res.val_labels, res.test_mask)
+    held, _, probs = score_network_probs(res.model, store, res.stats, res.val_labels,
+                                         res.test_mask)
     out = {"": (held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
                             "temperature": held.temperature,
                             "best_epoch": res.metrics.get("best_epoch", -1.0)})}
@@ -99,13 +102,22 @@ def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
             continue  # nothing to leave out, or nothing would be left
         pred, _ = predict_store(res.model, store, res.stats, missing={gone})
         out[gone] = (score_map(store, pred, res.test_mask), {})
-    return out
+    return out, probs
 
 
-def _classical(store: TileStore, kind: str, cfg: TrainConfig) -> Scores:
-    from geomm.learn.train import fit_pixel_classifier
+def _ensemble(store: TileStore, cfg: TrainConfig, cnn_probs: np.ndarray,
+              rf_probs: np.ndarray) -> tuple[Scores, dict[str, float]]:
+    """The mean of the calibrated CNN's and the forest's probabilities, itself calibrated on
+    the validation labels and scored on the test blocks."""
+    from geomm.learn.train import StoreDataModule
 
-    return fit_pixel_classifier(store, cfg, kind)[3].test
+    train_mask, val_mask, test_mask, _ = StoreDataModule.split_masks(store, cfg)
+    _, val_labels = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
+    both = (cnn_probs.sum(axis=0) > 0) & (rf_probs.sum(axis=0) > 0)
+    mean = np.where(both, 0.5 * (cnn_probs + rf_probs), 0).astype(np.float32)
+    held, _, _ = score_probs(store, mean, val_labels, test_mask)
+    return held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
+                       "temperature": held.temperature}
 
 
 def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None = None,
@@ -118,7 +130,8 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         store: a tile store with raster labels.
         cfg: CNN training settings (``n_folds``, ``block_size``, seed ...).
         folds: which held-out folds to run (default: all ``cfg.n_folds``).
-        baselines: classical methods, each of ``"rf"``, ``"svm"``.
+        baselines: classical methods, each of ``"rf"``, ``"svm"``; with the fusion CNN, a
+            random forest is also scored averaged with it (``cnn+rf``).
         ablation: also train a CNN on each single modality and (``early``) an early-fusion
             CNN.
         fusion: train the fusion CNN itself (off: only the ablation variants, e.g. to add
@@ -130,6 +143,8 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         echo: receives a line when a fold or a model starts, one per training epoch (unless
             ``progress``) and one per finished model.
     """
+    from geomm.learn.train import fit_pixel_classifier
+
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     modalities = list(dict.fromkeys(lyr["modality"] for lyr in store.manifest["layers"]))
     variants: list[tuple[str, TrainConfig]] = [("cnn", cfg)] if fusion else []
@@ -145,22 +160,35 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         echo(f"fold {fold} ({i + 1} of {len(run)}): "
              + (f"classes absent from training: {', '.join(absent[fold])}" if absent[fold]
                 else "every class of the test blocks is in the training blocks"))
+        cnn_probs: np.ndarray | None = None
+        cnn_seconds = 0.0
         for name, vcfg in variants:
             t0 = time.perf_counter()
             echo(f"fold {fold} {name}: training (at most {vcfg.max_epochs} epochs"
                  + (f", {vcfg.max_minutes:g} min" if vcfg.max_minutes else "") + ")")
-            by_gone = _cnn(store, replace(vcfg, test_fold=fold), progress, withhold,
-                           None if progress else echo)
+            by_gone, probs = _cnn(store, replace(vcfg, test_fold=fold), progress, withhold,
+                                  None if progress else echo)
             seconds = time.perf_counter() - t0
+            if name == "cnn":
+                cnn_probs, cnn_seconds = probs, seconds
             for gone, (sc, extra) in by_gone.items():
                 results.append(FoldScore(f"{name}-without-{gone}" if gone else name, fold, sc,
                                          seconds, extra))
                 echo(_line(results[-1]))
         for kind in baselines:
             t0 = time.perf_counter()
-            sc = _classical(store, kind, replace(cfg, test_fold=fold))
-            results.append(FoldScore(kind, fold, sc, time.perf_counter() - t0))
+            fit = fit_pixel_classifier(store, replace(cfg, test_fold=fold), kind)
+            seconds = time.perf_counter() - t0
+            results.append(FoldScore(kind, fold, fit.held.test, seconds))
             echo(_line(results[-1]))
+            if cnn_probs is not None and fit.probs is not None:
+                t0 = time.perf_counter()
+                sc, extra = _ensemble(store, replace(cfg, test_fold=fold), cnn_probs,
+                                      fit.probs)
+                results.append(FoldScore(f"cnn+{kind}", fold, sc,
+                                         cnn_seconds + seconds + time.perf_counter() - t0,
+                                         extra))
+                echo(_line(results[-1]))
     return CrossvalReport(tuple(results), names, absent)
 
 

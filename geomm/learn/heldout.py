@@ -17,7 +17,7 @@ from geomm.model.network import MultiBranchNet
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
-__all__ = ["HeldOutScores", "score_map", "score_network"]
+__all__ = ["HeldOutScores", "score_map", "score_network", "score_network_probs", "score_probs"]
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,32 @@ def score_network(model: MultiBranchNet, store: TileStore, stats: NormStats,
     Returns:
         The scores, and the (H, W) class map.
     """
+    held, pred, _ = score_network_probs(model, store, stats, val_labels, test_mask)
+    return held, pred
+
+
+def score_network_probs(model: MultiBranchNet, store: TileStore, stats: NormStats,
+                        val_labels: np.ndarray | None, test_mask: np.ndarray
+                        ) -> tuple[HeldOutScores, np.ndarray, np.ndarray]:
+    """:func:`score_network`, also returning the calibrated (K, H, W) probabilities."""
     from geomm.predict.infer import predict_store
 
     pred, probs = predict_store(model, store, stats)
+    probs[:, pred == store.ignore_value] = 0  # inputs without data: not predicted
+    return score_probs(store, probs, val_labels, test_mask)
+
+
+def score_probs(store: TileStore, probs: np.ndarray, val_labels: np.ndarray | None,
+                test_mask: np.ndarray) -> tuple[HeldOutScores, np.ndarray, np.ndarray]:
+    """Score (K, H, W) class probabilities (0 where not predicted): fit a temperature on
+    ``val_labels``, score the class map on them and on ``test_mask``.
+
+    Returns:
+        The scores, the class map (the ignore value where nothing was predicted) and the
+        probabilities with the temperature applied.
+    """
+    pred = probs.argmax(axis=0).astype(np.uint8)
+    pred[~(probs.sum(axis=0) > 0)] = store.ignore_value
     pv, yv = (_pixels(store, probs, val_labels) if val_labels is not None
               else (np.zeros((0, probs.shape[0]), np.float32), np.zeros(0, np.int64)))
     t = fit_temperature(pv, yv) if len(yv) else 1.0
@@ -98,4 +121,7 @@ def score_network(model: MultiBranchNet, store: TileStore, stats: NormStats,
     ece_test = (expected_calibration_error(pt, yt), expected_calibration_error(temper(pt, t), yt))
     ece_val = (expected_calibration_error(pv, yv), expected_calibration_error(temper(pv, t), yv))
     val = score_map(store, pred, val_labels) if val_labels is not None else None
-    return HeldOutScores(score_map(store, pred, test_mask), val, t, ece_test, ece_val), pred
+    held = HeldOutScores(score_map(store, pred, test_mask), val, t, ece_test, ece_val)
+    tempered = probs if t == 1.0 else temper(probs, t, axis=0)
+    tempered[:, pred == store.ignore_value] = 0
+    return held, pred, tempered

@@ -19,7 +19,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from geomm.errors import RecipeError
 from geomm.learn.callbacks import quiet_lightning
-from geomm.learn.config import TrainConfig, model_config_for
+from geomm.learn.config import SCENE_PATCH_PX, TrainConfig, model_config_for
 from geomm.learn.dataset import StorePatchDataset
 from geomm.learn.normalize import compute_norm_stats
 from geomm.learn.task import FusionTask
@@ -117,7 +117,8 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
                    num_classes=len(classes))
 
     def make(part: list[str], augment: bool) -> ConcatDataset[dict[str, torch.Tensor]]:
-        return ConcatDataset([SceneDataset(stores[s], stats, classes, patch_size=cfg.patch_size,
+        return ConcatDataset([SceneDataset(stores[s], stats, classes,
+                                           patch_size=cfg.patch_size or SCENE_PATCH_PX,
                                            augment=augment, seed=cfg.seed) for s in part])
 
     train_ds, val_ds = make(train, True), make(val, False)
@@ -132,8 +133,8 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
                     DataLoader(val_ds, batch_size=cfg.batch_size))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["seconds"] = time.perf_counter() - t0
-    return MultiLabelResult(task.model.eval(), mcfg, stats,
-                            {"train": train, "val": val, "test": list(test)}, cfg, metrics)
+    model = task.model.eval().to(memory_format=torch.contiguous_format)
+    return MultiLabelResult(model, mcfg, stats, {"train": train, "val": val, "test": list(test)}, cfg, metrics)
 
 
 def predict_scene_labels(model: MultiBranchNet, stats: NormStats, store: TileStore, *,

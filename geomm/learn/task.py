@@ -35,14 +35,16 @@ class FusionTask(BaseTask):
 
     def configure_models(self) -> None:
         self.config = ModelConfig.from_dict(self.hparams["model_config"])
-        self.model = MultiBranchNet(self.config)
+        # NHWC: ~10-15 % faster convolutions on CPU (oneDNN), and on GPUs
+        self.model = MultiBranchNet(self.config).to(memory_format=torch.channels_last)
         self.keys = [layer.key for layer in self.config.layers]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        spatial, spectral = self.model.forward_parts({k: batch[k] for k in self.keys})
+        spatial, spectral = self.model.forward_parts(
+            {k: batch[k].contiguous(memory_format=torch.channels_last) for k in self.keys})
         logits = self.model.combine(spatial, spectral)
         if self.config.head == "classification":  # scene-level targets
             target = batch["target"]

@@ -18,11 +18,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from geomm.errors import RecipeError
 from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
-from geomm.learn.config import TrainConfig, model_config_for, steps_for, train_config_dict
+from geomm.learn.config import (
+    TrainConfig,
+    model_config_for,
+    patch_for,
+    steps_for,
+    train_config_dict,
+)
 from geomm.learn.dataset import PatchSampler, StorePatchDataset, patch_lattice
 from geomm.learn.heldout import HeldOutScores, score_map, score_network
 from geomm.learn.labelbudget import polygon_budget_mask
@@ -34,7 +41,7 @@ from geomm.model.network import ModelConfig, MultiBranchNet
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
-__all__ = ["FusionTask", "StoreDataModule", "TrainConfig", "TrainResult", "fit_cnn",
+__all__ = ["FusionTask", "PixelFit", "StoreDataModule", "TrainConfig", "TrainResult", "fit_cnn",
            "model_config_for"]
 
 
@@ -44,7 +51,8 @@ class StoreDataModule(pl.LightningDataModule):
     def __init__(self, store: TileStore, cfg: TrainConfig) -> None:
         super().__init__()
         self.store, self.cfg = store, cfg
-        patch_lattice(store, cfg.patch_size)  # fail early on a bad patch size
+        self.patch_size = patch = patch_for(store, cfg)
+        patch_lattice(store, patch)  # fail early on a bad patch size
         (self.train_mask, self.val_mask, self.test_mask,
          self.split) = self.split_masks(store, cfg)
         # statistics over every pixel of the training blocks; labels only where allowed
@@ -53,13 +61,12 @@ class StoreDataModule(pl.LightningDataModule):
         self.val_labels = val_labels
         self.class_weights = class_weights(store, train_labels)
         self.steps = steps_for(cfg, int(self._labelled(store, train_labels)))
-        self.train_sampler = PatchSampler(store, train_labels, cfg.patch_size,
-                                          min_labelled=cfg.patch_size)
-        self.val_sampler = PatchSampler(store, val_labels, cfg.patch_size, min_labelled=1)
-        self.train_ds = StorePatchDataset(store, self._draw(0), cfg.patch_size, self.stats,
+        self.train_sampler = PatchSampler(store, train_labels, patch, min_labelled=patch)
+        self.val_sampler = PatchSampler(store, val_labels, patch, min_labelled=1)
+        self.train_ds = StorePatchDataset(store, self._draw(0), patch, self.stats,
                                           train_labels, augment=True,
                                           weights=self.class_weights, seed=cfg.seed)
-        self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), cfg.patch_size,
+        self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), patch,
                                         self.stats, val_labels, augment=False,
                                         weights=self.class_weights, seed=cfg.seed)
 
@@ -188,13 +195,14 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
             max_time=(timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None),
             num_sanity_val_steps=0)
         trainer.fit(task, datamodule=dm)
-    model = task.model.eval()
+    # back to the default layout: what a bundle loads into (same logits, bit for bit)
+    model = task.model.eval().to(memory_format=torch.contiguous_format)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(best.metrics)
     metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch),
                    seconds=time.perf_counter() - t0)
-    return TrainResult(model, mcfg, dm.stats, dm.split, dm.test_mask, cfg, metrics,
-                       val_labels=dm.val_labels)
+    return TrainResult(model, mcfg, dm.stats, dm.split, dm.test_mask,
+                       replace(cfg, patch_size=dm.patch_size), metrics, val_labels=dm.val_labels)
 
 
 def score_result(result: TrainResult, store: TileStore
@@ -279,15 +287,16 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
     store = recipe_store(recipe, workers=workers)
     raw = dict(recipe.raw)
     if classifier in ("rf", "svm"):
-        model, n_px, split, held = fit_pixel_classifier(store, cfg, classifier)
-        echo(f"{classifier}: {held.describe()}")
-        return _save_pixel_classifier(out, model, store, split, held, n_px, raw, overwrite)
+        fit = fit_pixel_classifier(store, cfg, classifier)
+        echo(f"{classifier}: {fit.held.describe()}")
+        return _save_pixel_classifier(out, fit, store, raw, overwrite)
     result, cnn_held = score_result(
         fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress,
                 echo=None if progress else echo), store)
     echo(f"cnn: {cnn_held.describe()}")
     if classifier == "auto":
-        model, n_px, split, held = fit_pixel_classifier(store, cfg, "rf")
+        fit = fit_pixel_classifier(store, cfg, "rf")
+        held = fit.held
         echo(f"rf: {held.describe()}")
         cnn_val, rf_val = _val_oa(cnn_held), _val_oa(held)
         choice = {"auto": {"cnn_val_oa": cnn_val, "rf_val_oa": rf_val,
@@ -296,8 +305,7 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
         if rf_val > cnn_val:
             echo(f"auto: the random forest scores better on the validation blocks "
                  f"(OA {100 * rf_val:.1f} % against {100 * cnn_val:.1f} %); writing it")
-            return _save_pixel_classifier(out, model, store, split, held, n_px, raw, overwrite,
-                                          extra=choice)
+            return _save_pixel_classifier(out, fit, store, raw, overwrite, extra=choice)
         echo(f"auto: the CNN scores better on the validation blocks (OA {100 * cnn_val:.1f} % "
              f"against {100 * rf_val:.1f} %); writing it")
         return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite,
@@ -309,14 +317,31 @@ def _val_oa(held: HeldOutScores) -> float:
     return held.val.overall_accuracy if held.val is not None else float("-inf")
 
 
-def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str
-                          ) -> tuple[Any, int, SpatialSplit, HeldOutScores]:
+@dataclass(frozen=True)
+class PixelFit:
+    """A per-pixel baseline fitted on a split's training labels, and its scores."""
+
+    model: Any
+    """The fitted scikit-learn estimator."""
+    n_px: int
+    """Training pixels."""
+    split: SpatialSplit
+    """The spatial split."""
+    held: HeldOutScores
+    """Scores on the validation labels and the test blocks (not calibrated: T = 1)."""
+    probs: np.ndarray | None
+    """(K, H, W) class probabilities on the validation labels and test blocks (random
+    forest; None for the SVM, which has no probabilities)."""
+
+
+def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> PixelFit:
     """Fit the per-pixel baseline on the training labels of ``cfg``'s split; score it on the
     validation labels and the test blocks (its probabilities are not calibrated: T = 1)."""
     from geomm.learn.baseline import (
         fit_classifier,
         pixel_features,
         predict_pixels,
+        predict_proba_map,
         sample_training_pixels,
     )
 
@@ -325,20 +350,25 @@ def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str
     px = sample_training_pixels(store, train_labels, seed=cfg.seed)
     X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
     model = fit_classifier(kind, X, px.labels, seed=cfg.seed)
-    pred = predict_pixels(model, store, val_labels | test_mask)
+    probs = None
+    if hasattr(model, "predict_proba"):
+        probs = predict_proba_map(model, store, val_labels | test_mask)
+        pred = probs.argmax(axis=0).astype(np.uint8)  # = model.predict, without a 2nd pass
+        pred[~(probs.sum(axis=0) > 0)] = store.ignore_value
+    else:
+        pred = predict_pixels(model, store, val_labels | test_mask)
     nan = (float("nan"), float("nan"))
     held = HeldOutScores(score_map(store, pred, test_mask), score_map(store, pred, val_labels),
                          1.0, nan, nan)
-    return model, int(len(px.labels)), split, held
+    return PixelFit(model, int(len(px.labels)), split, held, probs)
 
 
-def _save_pixel_classifier(out: Path, model: Any, store: TileStore, split: SpatialSplit,
-                           held: HeldOutScores, n_px: int, raw: dict[str, Any],
+def _save_pixel_classifier(out: Path, fit: PixelFit, store: TileStore, raw: dict[str, Any],
                            overwrite: bool, extra: dict[str, Any] | None = None) -> Path:
     from geomm.learn.baseline import save_classifier
 
-    metrics = {"training_pixels": n_px, **held.metrics(), **(extra or {})}
-    return save_classifier(out, model, store, split=split.to_dict(), metrics=metrics,
+    metrics = {"training_pixels": fit.n_px, **fit.held.metrics(), **(extra or {})}
+    return save_classifier(out, fit.model, store, split=fit.split.to_dict(), metrics=metrics,
                            recipe_raw=raw, overwrite=overwrite)
 
 

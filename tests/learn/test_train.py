@@ -202,8 +202,11 @@ def test_crossval_scores_both_methods_on_the_same_folds(synth):
     _, store = synth
     report = crossval(store, replace(TINY, max_epochs=1, modality_dropout=0.3), folds=[0],
                       withhold=["mid"], echo=lambda s: None)
-    assert report.methods() == ["cnn", "cnn-without-mid", "rf"]
+    assert report.methods() == ["cnn", "cnn-without-mid", "rf", "cnn+rf"]
     rf = next(r for r in report.results if r.method == "rf")
+    both = next(r for r in report.results if r.method == "cnn+rf")
+    assert sum(both.scores.support) == sum(rf.scores.support)
+    assert 0 <= both.extra["ece"] <= 1 and both.extra["temperature"] > 0
     assert rf.scores.overall_accuracy > 0.9  # stripes told apart by band values
     assert sum(rf.scores.support) == sum(
         next(r for r in report.results if r.method == "cnn").scores.support)
