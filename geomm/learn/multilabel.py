@@ -134,7 +134,8 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["seconds"] = time.perf_counter() - t0
     model = task.model.eval().to(memory_format=torch.contiguous_format)
-    return MultiLabelResult(model, mcfg, stats, {"train": train, "val": val, "test": list(test)}, cfg, metrics)
+    return MultiLabelResult(model, mcfg, stats,
+                            {"train": train, "val": val, "test": list(test)}, cfg, metrics)
 
 
 def predict_scene_labels(model: MultiBranchNet, stats: NormStats, store: TileStore, *,
