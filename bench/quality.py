@@ -62,30 +62,37 @@ def _read(log: Path) -> list[dict]:
 def _render(recipe: str, log: Path) -> str:
     rows = _read(log)
     ks = list(dict.fromkeys(r["k"] for r in rows))
-    lines = ["| k (polygons / class) | folds | CNN OA % | RF OA % | CNN − RF | CNN kappa | "
-             "RF kappa | CNN macro-F1 | RF macro-F1 | CNN ECE | CNN s/fold | RF s/fold |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| k (polygons / class) | folds | CNN OA % | RF OA % | CNN − RF | CNN+RF OA % | "
+             "CNN kappa | RF kappa | CNN macro-F1 | RF macro-F1 | CNN ECE | CNN+RF ECE | "
+             "CNN s/fold | RF s/fold |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     curve = []
     for k in ks:
         cnn = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "cnn"}
         rf = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "rf"}
+        ens = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "cnn+rf"}
         both = sorted(set(cnn) & set(rf))
         if not both:
             continue
 
         def ms(src: dict, key: str, scale: float = 1.0, nd: int = 1,
                both: list[int] = both) -> str:
-            v = np.array([src[f][key] for f in both if src[f].get(key) is not None], float)
+            v = np.array([src[f][key] for f in both
+                          if f in src and src[f].get(key) is not None], float)
             v = v[np.isfinite(v)] * scale
             return "n/a" if not v.size else f"{v.mean():.{nd}f} ± {v.std():.{nd}f}"
 
         diff = np.array([cnn[f]["oa"] - rf[f]["oa"] for f in both]) * 100
+        ens_oa = [ens[f]["oa"] * 100 for f in both if f in ens]
         curve.append((k, np.mean([cnn[f]["oa"] for f in both]) * 100,
-                      np.mean([rf[f]["oa"] for f in both]) * 100))
+                      np.mean([rf[f]["oa"] for f in both]) * 100,
+                      np.mean(ens_oa) if len(ens_oa) == len(both) else np.nan))
         lines.append(f"| {k} | {len(both)} | {ms(cnn, 'oa', 100)} | {ms(rf, 'oa', 100)} | "
-                     f"{diff.mean():+.1f} (min {diff.min():+.1f}) | {ms(cnn, 'kappa', nd=3)} | "
+                     f"{diff.mean():+.1f} (min {diff.min():+.1f}) | {ms(ens, 'oa', 100)} | "
+                     f"{ms(cnn, 'kappa', nd=3)} | "
                      f"{ms(rf, 'kappa', nd=3)} | {ms(cnn, 'macro_f1', nd=3)} | "
                      f"{ms(rf, 'macro_f1', nd=3)} | {ms(cnn, 'ece', nd=3)} | "
+                     f"{ms(ens, 'ece', nd=3)} | "
                      f"{np.mean([cnn[f]['seconds'] for f in both]):.0f} | "
                      f"{np.mean([rf[f]['seconds'] for f in both]):.0f} |")
     if curve:
@@ -98,6 +105,8 @@ def _render(recipe: str, log: Path) -> str:
         x = np.arange(len(curve))
         ax.plot(x, [c[1] for c in curve], "o-", label="fusion CNN")
         ax.plot(x, [c[2] for c in curve], "s--", label="random forest")
+        if np.isfinite([c[3] for c in curve]).all():
+            ax.plot(x, [c[3] for c in curve], "^:", label="CNN + RF (mean)")
         ax.set_xticks(x, [str(c[0]) for c in curve])
         ax.set_xlabel("labelled polygons per class")
         ax.set_ylabel("OA % (mean of folds)")

@@ -2,11 +2,19 @@
 
 Nothing the user put in the folder is touched; geomm's own result files are replaced only with
 ``overwrite``; an interrupted run leaves only its hidden ``.geomm-work-*`` folder (cleared by the
-next run), never a half-written file under a final name.
+next run), never a half-written file under a final name. One run writes a folder at a time
+(:func:`geomm._lock.output_lock`).
+
+The set of files is committed with a journal: before the first rename, ``.geomm-commit`` names
+the work folder; after the last it is removed. A run killed between two renames leaves the
+journal, and the next run into the folder (or :func:`recover`, which readers call) finishes the
+renames from the complete work folder: the folder holds the old set or the new one, never a
+mix of two runs once anyone looks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -14,11 +22,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from geomm._lock import output_lock
 from geomm.errors import GeommError
 
-__all__ = ["OutputExistsError", "staged_outputs"]
+__all__ = ["OutputExistsError", "recover", "staged_outputs"]
 
 _PREFIX = ".geomm-work-"
+JOURNAL = ".geomm-commit"
 
 
 class OutputExistsError(GeommError, FileExistsError):
@@ -35,7 +45,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def recover(out_dir: Path) -> None:
+    """Finish the commit of a run that was killed between its renames (see the module doc)."""
+    journal = out_dir / JOURNAL
+    try:
+        doc = json.loads(journal.read_text())
+    except (OSError, ValueError):
+        return
+    work = out_dir / str(doc.get("work", ""))
+    if doc.get("work") and work.is_dir() and work.parent == out_dir:
+        _commit(out_dir, work, [str(n) for n in doc.get("names", [])],
+                [str(n) for n in doc.get("drop", [])])
+        shutil.rmtree(work, ignore_errors=True)
+    journal.unlink(missing_ok=True)
+
+
+def _commit(out_dir: Path, work: Path, made: Sequence[str], drop: Sequence[str]) -> None:
+    for n in made:
+        if (work / n).exists():
+            os.replace(work / n, out_dir / n)
+    for n in drop:
+        target = out_dir / n
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def _clear_stale(out_dir: Path) -> None:
+    recover(out_dir)
     for p in out_dir.glob(f"{_PREFIX}*"):
         try:
             pid = int(p.name[len(_PREFIX):].split("-")[0])
@@ -61,14 +99,21 @@ def staged_outputs(out_dir: Path, names: Sequence[str], *, overwrite: bool,
     if clash and not overwrite:
         raise OutputExistsError(f"{out_dir}: already holds results ({', '.join(clash)}); "
                                 f"pass --overwrite to replace them, or choose another folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clear_stale(out_dir)
-    work = out_dir / f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
-    try:
-        yield work
-        for n in names:
-            if (work / n).exists():
-                os.replace(work / n, out_dir / n)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with output_lock(out_dir, command):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _clear_stale(out_dir)
+        work = out_dir / f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        work.mkdir()
+        try:
+            yield work
+            made = [n for n in names if (work / n).exists()]
+            # geomm's files of an earlier run that this one did not make go too: no mix
+            drop = [n for n in names if n not in made and (out_dir / n).exists()]
+            journal = out_dir / JOURNAL
+            tmp = work / JOURNAL
+            tmp.write_text(json.dumps({"work": work.name, "names": made, "drop": drop}))
+            os.replace(tmp, journal)
+            _commit(out_dir, work, made, drop)
+            journal.unlink()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

@@ -278,6 +278,15 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
         The bundle folder.
     """
     out = out or Path("models") / f"{recipe.name}-{classifier or 'cnn'}"
+    from geomm._lock import output_lock
+
+    with output_lock(out, "geomm train"):  # one writer per bundle, from the start
+        return _train(recipe, out, cfg, classifier, workers, overwrite, progress, echo)
+
+
+def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
+           workers: int | None, overwrite: bool, progress: bool,
+           echo: Callable[[str], object]) -> Path:
     if recipe.labels is not None and recipe.labels.kind == "json-multilabel":
         if classifier is not None:
             raise RecipeError(f"recipe {recipe.name!r} has scene-level labels; the per-pixel "

@@ -312,7 +312,7 @@ def save_bundle(path: str | Path, *, kind: str, tensors: Mapping[str, Any] | Non
         if not overwrite:
             raise BundleExistsError(f"{out} already holds a model bundle; pass overwrite=True "
                                     "(--overwrite) to replace it, or choose another --out")
-    with staged_store(out) as tmp:
+    with staged_store(out, command="geomm train") as tmp:
         _write_tensors(tmp / WEIGHTS, dict(tensors or {}), kind)
         doc["weights"] = {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS)}
         (tmp / META).write_text(json.dumps(doc, indent=2))

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from geomm._lock import output_lock
 from geomm._outputs import staged_outputs
 from geomm._version import __version__
 from geomm.errors import GeommError
@@ -173,14 +174,23 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
         PredictError: no valid input pixel, a region outside the scene, or a classification
             bundle.
         OutputExistsError: ``out_dir`` holds results and not ``options.overwrite``.
+        OutputBusyError: another run is writing ``out_dir``.
     """
+    out = Path(out_dir)
+    with output_lock(out, "geomm predict"):  # held from the start: one writer per folder
+        return _predict(bundle, modalities, out, grid, options, scene_id, region, sidecars,
+                        empty_ok)
+
+
+def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, grid: Any,
+             options: PredictOptions, scene_id: str, region: Region | None, sidecars: bool,
+             empty_ok: bool) -> PredictSummary:
     import rasterio
 
     from geomm.predict._engines import engine_for
     from geomm.recipe import GridRequest
     from geomm.stack.coregister import coregister_request
 
-    out = Path(out_dir)
     t0 = time.perf_counter()
     st = coregister_request(modalities, grid or GridRequest())
     engine, bundle_obj = engine_for(Path(bundle), st, options)

@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from geomm._lock import output_locks
 from geomm._version import __version__
 from geomm.classes import ClassTable
 from geomm.recipe import LabelSpec, Recipe, SceneInputs
@@ -274,5 +275,7 @@ def stack(recipe: Recipe, *, out: Path | None = None, workers: int | None = None
     base = Path(out) if out is not None else Path("tiles") / recipe.name
     scenes = recipe.scene_inputs()
     single = len(scenes) == 1 and not recipe.scenes
-    plans = [_plan(recipe, s, base if single else base / s.id, overwrite) for s in scenes]
-    return [p if isinstance(p, SceneSummary) else _write(p, workers) for p in plans]
+    targets = [base if single else base / s.id for s in scenes]
+    with output_locks(targets, "geomm stack"):  # one writer per store, from the check on
+        plans = [_plan(recipe, s, t, overwrite) for s, t in zip(scenes, targets, strict=True)]
+        return [p if isinstance(p, SceneSummary) else _write(p, workers) for p in plans]

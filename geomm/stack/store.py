@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from geomm._lock import output_lock
 from geomm.errors import StoreError
 from geomm.stack.grid import GridSpec
 from geomm.stack.windows import TileWindow
@@ -70,25 +71,56 @@ def check_target(out: Path, fingerprint: str, *, overwrite: bool) -> bool:
 
 
 @contextmanager
-def staged_store(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a store is as readable as any folder
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` atomically.
+
+    One run at a time writes ``out`` (an OS lock, :func:`geomm._lock.output_lock`), and first
+    tidies what a killed run left beside it (work folders are removed; an old ``out`` set
+    aside just before the swap is put back or emptied into the new one). Files in an old
+    ``out`` that the new run did not write (a user's notes, say) are moved into the new one:
+    replacing a store or a bundle never deletes what geomm did not write.
+    """
+    with output_lock(out, command):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _tidy(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a store is as readable as any
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            _carry(old, out)
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _carry(old: Path, new: Path) -> None:
+    """Move the entries of ``old`` that ``new`` lacks into ``new`` (the user's files)."""
+    if old.is_dir():
+        for entry in old.iterdir():
+            if not (new / entry.name).exists() and not entry.name.startswith(".geomm"):
+                os.replace(entry, new / entry.name)
+
+
+def _tidy(out: Path) -> None:
+    """Undo what a killed :func:`staged_store` left beside ``out`` (the caller holds the
+    lock, so no live run owns these)."""
+    for stale in out.parent.glob(f".{out.name}.old-*"):
+        if not out.exists():
+            stale.rename(out)  # killed between the two renames: the old complete set is back
+        else:
+            _carry(stale, out)
+            shutil.rmtree(stale, ignore_errors=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def write_manifest(folder: Path, doc: dict[str, Any]) -> None:
