@@ -55,3 +55,7 @@ class GeommWarning(UserWarning):
 
 class LabelWarning(GeommWarning):
     """Some label geometries were repaired, or fell outside the grid."""
+
+
+class ExtentWarning(GeommWarning):
+    """One input covers much less than the others and shrinks the scene."""

@@ -226,9 +226,36 @@ def _labels(doc: Any) -> LabelSpec:
     return LabelSpec(
         label_kind, path, column,
         tuple(map(str, classes)) if classes else None,
-        {int(k): str(v) for k, v in values.items()} if values else None,
+        _values(values) if values else None,
         tuple(map(str, colours)) if colours else None,
         _get("labels", d, "ignore_value", int, 255))
+
+
+def _values(values: Mapping[Any, Any]) -> dict[int, str]:
+    """``labels.values``: raster value -> class name."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(k, bool) or not isinstance(k, int | str) or not str(k).strip().isdigit():
+            example = k if isinstance(k, str) else "farm"
+            raise RecipeError(f"labels.values: key {k!r} is not a raster value; write raster "
+                              f"value: class name, e.g. `values: {{1: {example}}}`")
+        if not isinstance(v, str | int) or isinstance(v, bool):
+            raise RecipeError(f"labels.values.{k}: expected a class name, got {v!r}")
+        out[int(k)] = str(v)
+    return out
+
+
+def _bounds(bounds: list[Any]) -> tuple[float, float, float, float]:
+    """``grid.bounds``: four numbers, left < right and bottom < top."""
+    try:
+        left, bottom, right, top = (float(v) for v in bounds)
+    except (TypeError, ValueError):
+        raise RecipeError(f"grid.bounds: expected four numbers [left, bottom, right, top] in "
+                          f"the grid's CRS units, got {bounds!r}") from None
+    if not (left < right and bottom < top):
+        raise RecipeError(f"grid.bounds: {bounds!r} is empty; give [left, bottom, right, top] "
+                          "with left < right and bottom < top")
+    return left, bottom, right, top
 
 
 def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
@@ -251,10 +278,13 @@ def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
     crs = g.get("crs")
     grid = GridRequest(_get("grid", g, "reference", str), None if crs is None else str(crs),
                        _get("grid", g, "resolution", float),
-                       tuple(float(v) for v in bounds) if bounds else None,  # type: ignore[arg-type]
+                       _bounds(bounds) if bounds else None,
                        extent)
     t = _keys("tiling", d.get("tiling") or {}, _TILE)
     tiling = TilingSpec(_get("tiling", t, "size", int, 384), _get("tiling", t, "halo", int, 48))
+    if tiling.size < 1 or not 0 <= tiling.halo < tiling.size:
+        raise RecipeError(f"tiling: size {tiling.size} and halo {tiling.halo} must satisfy "
+                          "size >= 1 and 0 <= halo < size (the halo is context around a tile)")
     scenes = d.get("scenes") or []
     if not isinstance(scenes, list) or any(not isinstance(s, Mapping) or "id" not in s
                                            for s in scenes):

@@ -160,6 +160,7 @@ class Bundle:
                 raise BundleMismatchError(f"{self.path}: {_band_diff(key, want, got_bands)}; the "
                                           f"model was trained on other bands: stack the inputs "
                                           f"with recipe {self.meta.recipe!r}")
+            _check_dtype(self.path, key, need.get("dtype"), got.get("dtype"))
             if int(got.get("factor", -1)) != int(need["factor"]):
                 raise BundleMismatchError(
                     f"{self.path}: layer {key!r} is at factor {need['factor']} of the base grid "
@@ -172,6 +173,23 @@ class Bundle:
                                       f"the inputs lack (they have {list(have)}); stack the "
                                       f"inputs with recipe {self.meta.recipe!r}")
         return missing
+
+
+def _check_dtype(path: Path, key: str, want: Any, got: Any) -> None:
+    """Refuse integer inputs of another width than the model's (uint8 RGB given to a model of
+    uint16 reflectance maps one class everywhere): the values are on another scale."""
+    if not want or not got:
+        return
+    try:
+        w, g = np.dtype(str(want)), np.dtype(str(got))
+    except TypeError:
+        return
+    if w.kind in "iu" and g.kind in "iu" and w.itemsize != g.itemsize:
+        raise BundleMismatchError(
+            f"{path}: layer {key!r} holds {g} values but the model was trained on {w}: the "
+            "values are on another scale (another product or processing level); give inputs "
+            f"of the kind the model was trained on (recipe {key.split('/')[0]!r}), or train a "
+            "model on these")
 
 
 def _band_diff(key: str, want: list[str], got: list[str]) -> str:

@@ -29,6 +29,11 @@ def load_cnn_bundle(path: str | Path) -> tuple[MultiBranchNet, NormStats, Bundle
     if bundle.kind != "cnn":
         raise BundleError(f"{path}: a {bundle.kind!r} bundle holds no network")
     config = ModelConfig.from_dict(bundle.meta.config["model"])
+    n_table = len(bundle.meta.class_table)
+    if config.head == "segmentation" and n_table != config.num_classes:
+        raise BundleError(f"{path}: the class table names {n_table} classes but the network "
+                          f"has {config.num_classes} outputs; the bundle is damaged or was "
+                          "edited: train it again or restore bundle.json")
     model = MultiBranchNet(config, load_weights=False)
     state = model.state_dict()
     bad = sorted(set(state) ^ set(bundle.tensors)) or [

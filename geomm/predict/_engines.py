@@ -18,7 +18,7 @@ __all__ = ["engine_for", "input_layers"]
 def input_layers(st: Any) -> list[dict[str, Any]]:
     """The co-registered inputs described like a bundle's layers (key, bands, factor)."""
     return [{"key": key, "modality": lyr.modality, "factor": lyr.factor,
-             "bands": [str(b) for b in lyr.data["band"].values]}
+             "bands": [str(b) for b in lyr.data["band"].values], "dtype": str(lyr.data.dtype)}
             for key, lyr in st.layers.items()]
 
 

@@ -71,6 +71,16 @@ class PredictOptions:
     progress: bool = False
     """Show a progress bar of tiles."""
 
+    def __post_init__(self) -> None:
+        if self.tile_size < 1 or self.window < 1 or (self.batch_size or 1) < 1:
+            raise PredictError(f"--tile-size ({self.tile_size}), --window ({self.window}) and "
+                               f"--batch-size ({self.batch_size}) must be at least 1")
+        if self.halo < 0 or 2 * self.halo >= self.tile_size:
+            raise PredictError(f"--halo {self.halo} does not fit --tile-size {self.tile_size}: "
+                               "a tile is its core plus a halo on each side, so 0 <= 2 x halo "
+                               f"< tile size; use --halo {max(0, self.tile_size // 8)} or a "
+                               "larger --tile-size")
+
 
 @dataclass(frozen=True)
 class PredictSummary:

@@ -131,6 +131,8 @@ def _read_aligned(path: Path, bands: list[AlignedRead], out: np.ndarray, valid: 
     for band in bands:
         if band.nodata is not None:
             valid[sl] &= ~_is_nodata(out[band.position][sl], band.nodata)
+        if out.dtype.kind == "f":  # NaN / inf never count as data, declared or not
+            valid[sl] &= np.isfinite(out[band.position][sl])
 
 
 def _source_window(g: WarpGroup, dst_transform: Affine, h: int, w: int
@@ -194,6 +196,8 @@ def _read_warped(g: WarpGroup, out: np.ndarray, valid: np.ndarray,
               num_threads=1, init_dest_nodata=True)
     for pos, plane in zip(g.positions, dst[:n], strict=True):
         out[pos] = plane
+        if out.dtype.kind == "f":
+            valid &= np.isfinite(plane)
     if alpha:
         valid &= dst[-1] > 0
 

@@ -22,6 +22,7 @@ import xarray as xr
 from geomm._lock import output_locks
 from geomm._version import __version__
 from geomm.classes import ClassTable
+from geomm.errors import GridError
 from geomm.recipe import LabelSpec, Recipe, SceneInputs
 from geomm.stack.coregister import CoregisteredStack, coregister_request
 from geomm.stack.grid import GridSpec
@@ -173,11 +174,23 @@ def _write(plan: _Plan, workers: int | None) -> SceneSummary:
         writes.append(_to_zarr(base, zpath, "base", tile))
         with dask.config.set(scheduler="threads", num_workers=workers):
             *_, tile_counts, layer_valid = dask.compute(*writes, counts, layer_valid)
+        _check_has_data(plan, layer_valid)  # raised here, the work folder goes: no store
         index = _tile_index(plan, tile_counts, n_cls)
         index.to_parquet(tmp / "index.parquet")
         write_manifest(tmp, _manifest(plan, tile_counts, n_cls, len(index), layer_valid))
     return SceneSummary(plan.scene.id, plan.out, read_manifest(plan.out) or {},
                         seconds=time.perf_counter() - t0)
+
+
+def _check_has_data(plan: _Plan, layer_valid: dict[str, float]) -> None:
+    """Refuse layers without one valid pixel (all nodata, all NaN, or undecodable data)."""
+    for key, frac in layer_valid.items():
+        if float(frac) <= 0:
+            files = sorted({p.name for p in plan.st.layers[key].files})
+            raise GridError(f"layer {key}{' (' + ', '.join(files) + ')' if files else ''} has "
+                            "no valid pixel in the scene: every value is nodata or NaN (or the "
+                            "file could not be decoded); check the files and the recipe's "
+                            "`nodata`")
 
 
 def _to_zarr(variables: dict[str, xr.DataArray], path: Path, group: str, chunk: int) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import xarray as xr
 from rasterio.warp import calculate_default_transform, transform_bounds
 
-from geomm.errors import GridError, RecipeError
+from geomm.errors import ExtentWarning, GridError, RecipeError
 from geomm.modality import ModalitySpec
 from geomm.stack._arrays import grid_dataarray, split_chunks, upsample
 from geomm.stack._blocks import AlignedRead, LayerReader, WarpGroup
@@ -213,11 +214,12 @@ def plan_grid(sources: dict[str, tuple[BandSource, ...]], *, grid: GridSpec | No
                         f"grid of {grid.width} x {grid.height} px is not a whole number of "
                         f"{p.factor * res:g}-unit pixels ({m}/{p.source.spec.name}); make the "
                         f"grid's width and height multiples of {p.factor} base pixels")
-        return grid, plans
+        return _check_size(grid, allsrc), plans
     foot = [(_footprint(s, t_crs), s) for s in allsrc]
     if extent == "intersection":
         b = (max(f[0] for f, _ in foot), max(f[1] for f, _ in foot),
              min(f[2] for f, _ in foot), min(f[3] for f, _ in foot))
+        _warn_shrinking(foot, b)
     elif extent == "union":
         b = (min(f[0] for f, _ in foot), min(f[1] for f, _ in foot),
              max(f[2] for f, _ in foot), max(f[3] for f, _ in foot))
@@ -226,7 +228,63 @@ def plan_grid(sources: dict[str, tuple[BandSource, ...]], *, grid: GridSpec | No
     snapped = snap_bounds(b, origin, step * res, outward=extent == "union")
     if snapped[2] <= snapped[0] or snapped[3] <= snapped[1]:
         _raise_no_overlap(foot, step * res)
-    return GridSpec(t_crs, res, snapped), plans
+    return _check_size(GridSpec(t_crs, res, snapped), allsrc), plans
+
+
+MAX_PIXELS = 4_000_000_000
+"""Largest grid geomm builds without being told: 4 Gpx (~36 Sentinel-2 tiles at 10 m);
+``GEOMM_MAX_PIXELS`` raises or lowers it."""
+
+
+def _check_size(grid: GridSpec, sources: Sequence[BandSource]) -> GridSpec:
+    """Refuse a grid above ``GEOMM_MAX_PIXELS`` before any array or graph is built."""
+    try:
+        limit = int(float(os.environ.get("GEOMM_MAX_PIXELS", MAX_PIXELS)))
+    except ValueError:
+        raise RecipeError(f"GEOMM_MAX_PIXELS={os.environ['GEOMM_MAX_PIXELS']!r} is not a "
+                          "number of pixels") from None
+    n = grid.height * grid.width
+    if n > limit:
+        biggest = max(sources, key=lambda s: s.width * s.height, default=None)
+        which = (f"; the largest input is {biggest.path.name} ({biggest.width} x "
+                 f"{biggest.height} px)" if biggest is not None else "")
+        raise GridError(f"the scene grid would be {grid.width} x {grid.height} = {n:.3g} px, "
+                        f"above the limit of {limit:.3g}{which}; check the inputs (a VRT or a "
+                        "resolution that is far too fine?) or raise the limit with "
+                        "GEOMM_MAX_PIXELS")
+    return grid
+
+
+SHRINK_WARN = 0.03
+"""A band whose footprint cuts more than this share off the other bands' common area is
+named in a warning (``extent: intersection``)."""
+
+
+def _area(b: Sequence[float]) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _warn_shrinking(foot: list, common: tuple[float, ...]) -> None:
+    """Warn about each band that shrinks the intersection of the others by more than
+    ``SHRINK_WARN`` (e.g. one 700 x 500 px band among 1536 x 768 px bands)."""
+    seen: set[Path] = set()
+    for i, (_, src) in enumerate(foot):
+        if src.path in seen or len(foot) < 2:
+            continue
+        seen.add(src.path)
+        others = [f for j, (f, s) in enumerate(foot) if j != i and s.path != src.path]
+        if not others:
+            continue
+        rest = (max(f[0] for f in others), max(f[1] for f in others),
+                min(f[2] for f in others), min(f[3] for f in others))
+        lost = 1 - _area(common) / _area(rest) if _area(rest) > 0 else 0.0
+        if lost > SHRINK_WARN:
+            km2 = (_area(rest) - _area(common)) / 1e6
+            warnings.warn(f"{src.path.name} covers less than the other bands: the scene (the "
+                          f"intersection) loses {100 * lost:.0f} % of their common area "
+                          f"(~{km2:.3g} km² in metre CRSs); use `grid: {{extent: union}}` "
+                          "to keep it (nodata where this band has none)",
+                          ExtentWarning, stacklevel=4)
 
 
 def _raise_no_overlap(foot: list, step: float) -> None:

@@ -1,0 +1,141 @@
+"""A corpus of bad inputs against the commands: each is one ``geomm: error:`` line, exit 1,
+no traceback, no partial output, and no file of the user's changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from geomm.cli import main
+from tests.synthetic import H, W, cnn_bundle, write_band, write_recipe, write_scene
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and "out" not in p.parts}
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _recipe_edit(old: str, new: str) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        r = root / "recipe.yaml"
+        r.write_text(r.read_text().replace(old, new))
+    return edit
+
+
+def _append(text: str) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        r = root / "recipe.yaml"
+        r.write_text(r.read_text() + text)
+    return edit
+
+
+STACK_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated band": (lambda r: _truncate(r / "A.tif"), "A.tif"),
+    "zero-byte band": (lambda r: (r / "A.tif").write_bytes(b""), "A.tif"),
+    "text file as band": (lambda r: (r / "B.tif").write_text("not a raster"), "B.tif"),
+    "missing band": (lambda r: (r / "VV.tif").unlink(), "VV.tif"),
+    "all-NaN float band": (lambda r: write_band(r / "VV.tif", np.full((H // 2, W // 2), np.nan,
+                                                                       np.float32), 20), "radar"),
+    "all-nodata band": (lambda r: write_band(r / "A.tif", np.zeros((H, W), np.uint16), 10,
+                                             nodata=0), "optical"),
+    "bounds not numbers": (_append("grid:\n  crs: EPSG:32633\n  resolution: 10\n"
+                                   "  bounds: [a, b, c, d]\n"), "grid.bounds"),
+    "empty bounds": (_append("grid:\n  crs: EPSG:32633\n  resolution: 10\n"
+                             "  bounds: [600100, 5699000, 600000, 5700000]\n"), "grid.bounds"),
+    "label values reversed": (_append("labels:\n  raster: A.tif\n  values: {farm: 1}\n"),
+                              "labels.values"),
+    "halo not under the tile": (_append("tiling:\n  size: 64\n  halo: 64\n"), "halo"),
+    "unknown recipe key": (_append("colour: red\n"), "colour"),
+    "band names not a list": (_recipe_edit("bands: [VV]", "bands: VV"), "bands"),
+    "grid too large": (lambda r: None, "GEOMM_MAX_PIXELS"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STACK_CASES))
+def test_stack_bad_input(tmp_path, monkeypatch, case):
+    edit, named = STACK_CASES[case]
+    write_scene(tmp_path)
+    write_recipe(tmp_path)
+    edit(tmp_path)
+    if case == "grid too large":
+        monkeypatch.setenv("GEOMM_MAX_PIXELS", "1000")
+    before = _hashes(tmp_path)
+    out = tmp_path / "out" / "store"
+    result = CliRunner().invoke(main, ["stack", str(tmp_path / "recipe.yaml"), "-o", str(out)])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("geomm: error: ")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "Traceback" not in result.output and named in errors[0], errors[0]
+    assert not out.exists() and not list((tmp_path / "out").glob(".*tmp*"))
+    assert _hashes(tmp_path) == before
+
+
+def test_a_band_that_shrinks_the_scene_is_named(tmp_path):
+    write_scene(tmp_path)
+    write_band(tmp_path / "VV.tif", np.ones((H // 4, W // 4), np.float32), 20)
+    result = CliRunner().invoke(main, ["stack", str(write_recipe(tmp_path)), "-o",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "geomm: warning: VV.tif covers less than the other bands" in result.output
+    assert "extent: union" in result.output
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    return cnn_bundle(tmp_path / "bundle")
+
+
+def _predict(tmp_path: Path, bundle: Path, *extra: str) -> tuple[object, Path]:
+    write_scene(tmp_path / "in")
+    out = tmp_path / "out"
+    args = ["predict", str(bundle), "--modality", f"optical={tmp_path / 'in/A.tif'},"
+            f"{tmp_path / 'in/B.tif'}", "--modality", f"radar={tmp_path / 'in/VV.tif'}",
+            "-o", str(out), *extra]
+    return CliRunner().invoke(main, args), out
+
+
+def _one_line(result) -> str:  # type: ignore[no-untyped-def]
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("geomm: error: ")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    return errors[0]
+
+
+def test_predict_halo_larger_than_the_tile(tmp_path, bundle_dir):
+    result, out = _predict(tmp_path, bundle_dir, "--tile-size", "64", "--halo", "40")
+    assert "--halo 40 does not fit --tile-size 64" in _one_line(result)
+    assert not out.exists()
+
+
+def test_predict_with_a_class_table_shorter_than_the_outputs(tmp_path, bundle_dir):
+    meta = bundle_dir / "bundle.json"
+    doc = json.loads(meta.read_text())
+    doc["classes"]["classes"] = doc["classes"]["classes"][:2]
+    meta.write_text(json.dumps(doc))
+    result, out = _predict(tmp_path, bundle_dir)
+    line = _one_line(result)
+    assert "bundle.json" in line or "class table" in line, line
+    assert not out.exists()
+
+
+def test_predict_uint8_inputs_with_a_uint16_model(tmp_path, bundle_dir):
+    write_scene(tmp_path / "in")
+    for name in ("A", "B"):
+        write_band(tmp_path / "in" / f"{name}.tif", np.full((H, W), 100, np.uint8), 10)
+    out = tmp_path / "out"
+    args = ["predict", str(bundle_dir), "--modality", f"optical={tmp_path / 'in/A.tif'},"
+            f"{tmp_path / 'in/B.tif'}", "--modality", f"radar={tmp_path / 'in/VV.tif'}",
+            "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert "holds uint8 values but the model was trained on uint16" in _one_line(result)
+    assert not out.exists()
