@@ -139,3 +139,34 @@ def test_predict_uint8_inputs_with_a_uint16_model(tmp_path, bundle_dir):
     result = CliRunner().invoke(main, args)
     assert "holds uint8 values but the model was trained on uint16" in _one_line(result)
     assert not out.exists()
+
+
+def _vectorize(tmp_path: Path, raster: Path) -> tuple[object, Path]:
+    out = tmp_path / "map.gpkg"
+    return CliRunner().invoke(main, ["vectorize", str(raster), "-o", str(out)]), out
+
+
+def test_vectorize_a_confidence_raster(tmp_path, make_raster):
+    rng = np.random.default_rng(0)
+    path = make_raster("confidence.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8),
+                       descriptions=("confidence",))
+    result, out = _vectorize(tmp_path, path)
+    assert "'confidence', not class ids" in _one_line(result)
+    assert not out.exists()
+
+
+def test_vectorize_a_continuous_raster_without_class_names(tmp_path, make_raster):
+    rng = np.random.default_rng(0)
+    path = make_raster("dem.tif", rng.integers(0, 3000, (64, 64), dtype=np.uint16))
+    result, out = _vectorize(tmp_path, path)
+    assert "continuous raster" in _one_line(result)
+    assert not out.exists()
+
+
+def test_vectorize_into_a_path_under_a_file(tmp_path, make_raster):
+    path = make_raster("classes.tif", np.ones((32, 32), np.uint8))
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    result = CliRunner().invoke(main, ["vectorize", str(path), "-o", str(afile / "map.gpkg")])
+    assert "notes.txt" in _one_line(result)
+    assert afile.read_text() == "mine"

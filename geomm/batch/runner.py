@@ -34,6 +34,8 @@ from geomm.predict.scene import PredictOptions
 __all__ = ["MANIFEST", "BatchError", "BatchOptions", "BatchSummary", "run_batch"]
 
 MANIFEST = "geomm-batch.json"
+SCHEDULER_TIMEOUT_S = 10
+"""Seconds to reach a user's Dask scheduler before giving up with one line."""
 MOSAIC_RASTERS = ("classes.tif", "probabilities.tif", "confidence.tif")
 MOSAIC_OUTPUTS = (*MOSAIC_RASTERS, "classes.qml", "item.json", "quicklook.png", "map.gpkg")
 
@@ -232,7 +234,13 @@ def _runner(options: BatchOptions, echo: Callable[[str], None]
     with _quiet_dask():
         if options.scheduler:
             cluster = None
-            client = Client(options.scheduler)
+            try:  # one line within seconds, not a traceback after 30 s
+                client = Client(options.scheduler, timeout=SCHEDULER_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                raise BatchError(f"cannot reach the Dask scheduler at {options.scheduler} "
+                                 f"within {SCHEDULER_TIMEOUT_S} s ({exc}); check the address "
+                                 "and that the scheduler runs, or leave --scheduler out to "
+                                 "use a local cluster") from None
             where = f"the cluster at {options.scheduler}"
         else:
             import dask

@@ -194,6 +194,11 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
                               f"{labels_present.shape}")
         counts = _block_counts(labels_present, side)
         n_lab = int((counts > 0).sum())
+        if n_lab == 0:
+            raise RecipeError("no labelled pixel inside the scene: the labels do not overlap "
+                              "the rasters, or none has a class of the recipe; check the "
+                              "label file's area and CRS, `labels.class_column` and "
+                              "`labels.classes`")
         if n_lab < n_folds:
             raise RecipeError(f"only {n_lab} of the {n_blocks} blocks of "
                               f"{side * grid.resolution:g} units hold labels, fewer than the "

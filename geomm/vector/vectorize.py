@@ -212,6 +212,8 @@ class _Meta:
         if src.crs is None:
             raise VectorizeError(f"{path}: has no CRS; set one (gdal_edit.py -a_srs EPSG:...)")
         names, ignore = _class_names(src, path)
+        if not names:
+            _refuse_continuous(src, path)
         no_class = {ignore} if ignore is not None else set()
         if src.nodata is not None and float(src.nodata).is_integer():
             no_class.add(int(src.nodata))
@@ -221,6 +223,27 @@ class _Meta:
 
     def name(self, class_id: int) -> str:
         return self.names.get(class_id, str(class_id))
+
+
+MAX_UNNAMED_VALUES = 64
+"""A raster without class names and with more distinct values than this in a sample is taken
+for a continuous one (confidence, probabilities, reflectance), not a class map."""
+
+
+def _refuse_continuous(src: Any, path: Path) -> None:
+    """Refuse a raster that is not a class map (it would make a polygon per pixel value)."""
+    desc = (src.descriptions[0] or "").lower() if src.descriptions else ""
+    if desc in ("confidence", "probability") or desc.startswith("p("):
+        raise VectorizeError(f"{path}: band 1 is '{desc}', not class ids; vectorize the "
+                             "classes.tif beside it")
+    h, w = min(src.height, 1024), min(src.width, 1024)
+    sample = src.read(1, window=Window((src.width - w) // 2, (src.height - h) // 2, w, h))
+    n = len(np.unique(sample))
+    if n > MAX_UNNAMED_VALUES:
+        raise VectorizeError(f"{path}: {n} distinct values in a {w} x {h} px sample and no "
+                             "class names: a continuous raster (confidence, probability, "
+                             "reflectance?), not class ids; give a class map (geomm's "
+                             "classes.tif, or name its classes in band tags class_<id>=name)")
 
 
 def _class_names(src: Any, path: Path) -> tuple[dict[int, str], int | None]:
