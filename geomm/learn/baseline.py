@@ -20,6 +20,7 @@ from geomm.errors import GeommError
 from geomm.model.bundle import Bundle, BundleMeta, layers_from_manifest, save_bundle
 from geomm.model.classical import ForestPredictor, SVMPredictor, to_predictor
 from geomm.model.classicalbundle import classifier_from_bundle
+from geomm.model.forestcodec import encode_forest
 from geomm.stack.store import TileStore
 
 __all__ = ["ForestPredictor", "PixelSelectionError", "SVMPredictor", "TrainingPixels",
@@ -232,6 +233,8 @@ def save_classifier(path: str | Path, model: Any, store: TileStore, *,
                       config={k: getattr(pred, k) for k in pred.CONFIG},
                       split=dict(split or {}), metrics=dict(metrics or {}),
                       recipe_raw=dict(recipe_raw) if recipe_raw is not None else None)
-    return save_bundle(path, kind="rf" if isinstance(pred, ForestPredictor) else "svm",
-                       tensors={n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS},
+    forest = isinstance(pred, ForestPredictor)
+    return save_bundle(path, kind="rf" if forest else "svm",
+                       tensors=(encode_forest(pred) if isinstance(pred, ForestPredictor) else
+                                {n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS}),
                        meta=meta, overwrite=overwrite)

@@ -8,6 +8,7 @@ import numpy as np
 
 from geomm.model.bundle import Bundle, BundleError
 from geomm.model.classical import ForestPredictor, SVMPredictor
+from geomm.model.forestcodec import COMPACT_ARRAYS, decode_forest, is_compact
 
 __all__ = ["classifier_from_bundle"]
 
@@ -23,7 +24,9 @@ def classifier_from_bundle(bundle: Bundle) -> ForestPredictor | SVMPredictor:
                           "classifier; predict with the network instead")
     cls = ForestPredictor if bundle.kind == "rf" else SVMPredictor
     t, cfg, where = bundle.tensors, bundle.meta.config, f"{bundle.path}"
-    missing = [n for n in (*cls.ARRAYS, *cls.CONFIG) if n not in t and n not in cfg]
+    compact = bundle.kind == "rf" and is_compact(t)
+    arrays = COMPACT_ARRAYS if compact else cls.ARRAYS
+    missing = [n for n in (*arrays, *cls.CONFIG) if n not in t and n not in cfg]
     n_bands = sum(len(lyr["bands"]) for lyr in bundle.meta.layers)
     if missing or cfg["n_features"] != n_bands:
         what = (f"`{missing[0]}` is missing" if missing else f"the model takes "
@@ -35,8 +38,12 @@ def classifier_from_bundle(bundle: Bundle) -> ForestPredictor | SVMPredictor:
         raise BundleError(f"{where}: the model's classes {classes.tolist()} are not ids of "
                           f"the {n_classes}-class table in bundle.json")
     try:
-        kw: dict[str, Any] = {n: np.asarray(t[n]) for n in cls.ARRAYS}
-        pred = cls(**kw, **{k: cfg[k] for k in cls.CONFIG})
+        if compact:
+            pred: ForestPredictor | SVMPredictor = decode_forest(
+                {n: np.asarray(v) for n, v in t.items()}, int(cfg["n_features"]))
+        else:
+            kw: dict[str, Any] = {n: np.asarray(t[n]) for n in cls.ARRAYS}
+            pred = cls(**kw, **{k: cfg[k] for k in cls.CONFIG})
         ok = pred.consistent()
     except (TypeError, ValueError) as e:
         raise BundleError(f"{where}: model arrays unreadable ({e}); the bundle is damaged or "

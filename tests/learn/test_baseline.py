@@ -198,9 +198,24 @@ def test_forest_arrays_that_would_loop_are_refused(scene, tmp_path):
     model = fit_classifier("rf", X, s.labels, n_estimators=2)
     good = load_bundle(save_classifier(tmp_path / "rf", model, store))
     np.testing.assert_array_equal(classifier_from_bundle(good).predict(X), model.predict(X))
-    left = np.array(good.tensors["left"])
-    left[0] = 0  # the root's left child is the root itself: a walk that never ends
+    right = np.array(good.tensors["split_right"])
+    right[0] = 0  # the root's right child is the root itself: a walk that never ends
     bad = save_bundle(tmp_path / "bad", kind="rf", meta=good.meta,
-                      tensors={**good.tensors, "left": left})
+                      tensors={**good.tensors, "split_right": right})
     with pytest.raises(BundleError, match="rf arrays disagree"):
         classifier_from_bundle(load_bundle(bad))
+
+
+def test_a_bundle_of_full_forest_arrays_still_loads(scene, tmp_path):
+    from geomm.model.classical import ForestPredictor
+
+    store, _ = scene
+    s = sample_training_pixels(store, None, max_per_class=200)
+    X, _ = pixel_features(store, rows_cols=(s.rows, s.cols))
+    model = fit_classifier("rf", X, s.labels, n_estimators=2)
+    good = load_bundle(save_classifier(tmp_path / "rf", model, store))
+    pred = ForestPredictor.from_sklearn(model)
+    old = save_bundle(tmp_path / "old", kind="rf", meta=good.meta,
+                      tensors={n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS})
+    np.testing.assert_array_equal(classifier_from_bundle(load_bundle(old)).predict(X),
+                                  model.predict(X))
