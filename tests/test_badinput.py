@@ -170,3 +170,35 @@ def test_vectorize_into_a_path_under_a_file(tmp_path, make_raster):
     result = CliRunner().invoke(main, ["vectorize", str(path), "-o", str(afile / "map.gpkg")])
     assert "notes.txt" in _one_line(result)
     assert afile.read_text() == "mine"
+
+
+def test_a_truncated_tiled_jpeg2000_is_one_line_on_the_real_stderr(tmp_path):
+    """GDAL's own "ERROR 1: ..." lines (written by C code to fd 2, from every reading thread)
+    must not reach the terminal: the whole of stderr is one geomm line."""
+    import subprocess
+    import sys
+
+    import rasterio
+    from rasterio.transform import Affine
+
+    y, x = np.mgrid[0:1024, 0:1024]
+    arr = (1000 + 500 * np.sin(x / 17) * np.cos(y / 23)).astype(np.uint16)[None]
+    for name in ("A", "B"):
+        with rasterio.open(tmp_path / f"{name}.jp2", "w", driver="JP2OpenJPEG", width=1024,
+                           height=1024, count=1, dtype="uint16", crs="EPSG:32633",
+                           transform=Affine(10, 0, 600000, 0, -10, 5700000), QUALITY=100,
+                           REVERSIBLE="YES", BLOCKXSIZE=256, BLOCKYSIZE=256) as dst:
+            dst.write(arr)
+    data = (tmp_path / "A.jp2").read_bytes()
+    (tmp_path / "A.jp2").write_bytes(data[: int(len(data) * 0.6)])
+    (tmp_path / "r.yaml").write_text("name: jp\ndata_root: .\nmodalities:\n  optical:\n"
+                                     "    file: '{band}.jp2'\n    bands: [A, B]\n")
+    proc = subprocess.run([sys.executable, "-m", "geomm.cli", "stack", str(tmp_path / "r.yaml"),
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1],
+                          env={k: v for k, v in __import__("os").environ.items()
+                               if k != "CPL_LOG"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("geomm: error: ") and "A.jp2" in lines[0]
+    assert not (tmp_path / "out").exists()
