@@ -178,6 +178,9 @@ def sample_design(map_path: str | Path, n: int, out: str | Path, *,
     if n < 1:
         raise GeommError(f"-n {n}: draw at least one point")
     cmap = open_class_map(map_path, bundle=bundle)
+    if cmap.crs is None:
+        raise GeommError(f"{map_path}: has no CRS, so its sample points could not be placed "
+                         "on the ground; set one (gdal_edit.py -a_srs EPSG:...)")
     names = cmap.table.names
     counts = cmap.class_counts()
     if counts.sum() == 0:

@@ -80,9 +80,9 @@ def _gdal_line(chain: list[BaseException]) -> str | None:
                 "download or write it again")
     if re.search(r"not recognized|not a supported|no such file|does not exist", text, re.I):
         return f"{text}; check the path and that it is a raster or vector file GDAL can open"
-    if re.search(r"write|no space|disk", text, re.I):
-        return (f"writing failed: {text}; check free space and permissions of the output "
-                "folder")
+    if re.search(r"write|no space|disk|full|sqlite|insert into|database", text, re.I):
+        return (f"writing failed: {text}; check the free disk space and the permissions of "
+                "the output folder")
     return f"GDAL: {text}"
 
 
