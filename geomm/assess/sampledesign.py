@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from geomm._lock import output_lock
 from geomm._outputs import OutputExistsError
 from geomm.assess._classmap import open_class_map
 from geomm.errors import GeommError
@@ -221,11 +222,15 @@ def sample_design(map_path: str | Path, n: int, out: str | Path, *,
         geometry=gpd.points_from_xy(x, y), crs=None if cmap.crs is None else cmap.crs.to_wkt())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
-    try:
-        gdf.to_file(tmp, layer="samples", driver="GPKG", engine="pyogrio")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with output_lock(out, "geomm sample-design"):  # one writer per file
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"{out} appeared meanwhile; pass --overwrite to replace "
+                                    "it, or choose another file")
+        try:
+            gdf.to_file(tmp, layer="samples", driver="GPKG", engine="pyogrio")
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return SampleDesign(out, tuple(names), tuple(int(c) for c in counts),
                         tuple(int(v) for v in wanted), tuple(int(v) for v in take),
                         allocation, None if u is None else tuple(float(v) for v in u), seed,

@@ -92,6 +92,10 @@ def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if out.exists() and _exchange(tmp, out):
+            _carry(tmp, out)  # tmp now holds the old one: keep the user's files
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -100,6 +104,25 @@ def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
         if old is not None:
             _carry(old, out)
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader sees the
+    old folder or the new one, never none. False where the OS or filesystem cannot."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    ok = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return bool(ok)
 
 
 def _carry(old: Path, new: Path) -> None:
@@ -120,6 +143,8 @@ def _tidy(out: Path) -> None:
             _carry(stale, out)
             shutil.rmtree(stale, ignore_errors=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        if out.exists():  # killed after an exchange: the old one, with the user's files
+            _carry(stale, out)
         shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -47,6 +47,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
+from geomm._lock import output_lock
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
 from geomm.vector import _polygons as poly
@@ -131,6 +132,14 @@ def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = 
     """
     start = time.perf_counter()
     src_path, out = Path(classes), Path(out)
+    if out.parent.is_dir():
+        with output_lock(out, "geomm vectorize"):  # one writer per file
+            return _vectorize(src_path, out, min_area, simplify, window, overwrite, start)
+    return _vectorize(src_path, out, min_area, simplify, window, overwrite, start)
+
+
+def _vectorize(src_path: Path, out: Path, min_area: float | None, simplify: float | None,
+               window: int, overwrite: bool, start: float) -> VectorizeSummary:
     _check_options(out, overwrite, min_area, simplify, window)
     tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
     try:

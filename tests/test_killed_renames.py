@@ -1,0 +1,109 @@
+"""SIGKILL at every rename of ``predict --overwrite`` and ``stack --overwrite`` (strace fault
+injection): afterwards the output is the old complete set or the new one (once the next look
+has finished an interrupted commit), and a rerun succeeds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from geomm._outputs import recover
+from geomm.stack.store import read_manifest
+from tests.conftest import need_program
+from tests.synthetic import cnn_bundle, write_recipe, write_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+RENAMES = "rename,renameat,renameat2"
+
+
+def _geomm(args: list[str], *, inject: int | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "geomm.cli", *args]
+    if inject is not None:
+        strace = need_program("strace", why="kill tests inject SIGKILL at a rename")
+        cmd = [strace, "-f", "-qq", "--seccomp-bpf", "-o", os.devnull,
+               f"-e inject={RENAMES}:signal=SIGKILL:when={inject}", *cmd]
+        cmd = [c for part in cmd for c in (part.split(" ", 1) if part.startswith("-e ")
+                                             else [part])]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _count_renames(args: list[str]) -> int:
+    strace = need_program("strace", why="kill tests inject SIGKILL at a rename")
+    proc = subprocess.run([strace, "-f", "-qq", "--seccomp-bpf", "-e", f"trace={RENAMES}",
+                           sys.executable, "-m", "geomm.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return len(re.findall(r"\brename(?:at2?)?\(", proc.stderr))
+
+
+def _digest(folder: Path, names: list[str]) -> dict[str, str | None]:
+    """The rasters' hashes and the run record's bundle (item.json and the record hold the
+    time of the run, so they differ between two runs of one bundle)."""
+    out: dict[str, str | None] = {
+        n: (hashlib.sha256((folder / n).read_bytes()).hexdigest() if (folder / n).is_file()
+            else None) for n in names}
+    record = folder / "geomm-predict.json"
+    out["record of"] = json.loads(record.read_text())["bundle"] if record.is_file() else None
+    out["item.json"] = "present" if (folder / "item.json").is_file() else None
+    return out
+
+
+def test_predict_killed_at_every_rename(tmp_path):
+    bands = write_scene(tmp_path / "in")
+    old_bundle = cnn_bundle(tmp_path / "b1", seed=1)
+    new_bundle = cnn_bundle(tmp_path / "b2", seed=2)
+    out = tmp_path / "out"
+    names = ["classes.tif", "probabilities.tif", "confidence.tif"]
+
+    def args(bundle: Path) -> list[str]:
+        return ["predict", str(bundle), "--modality", f"optical={bands['a']},{bands['b']}",
+                "--modality", f"radar={bands['r']}", "-o", str(out), "--overwrite"]
+
+    assert _geomm(args(old_bundle)).returncode == 0
+    digests = {old_bundle: _digest(out, names)}
+    assert _geomm(args(new_bundle)).returncode == 0
+    digests[new_bundle] = _digest(out, names)
+    assert digests[old_bundle] != digests[new_bundle]
+    n = _count_renames(args(new_bundle))
+    assert n >= len(names)
+    before = new_bundle  # the complete set in the folder now
+    for when in range(1, n + 1):
+        target = old_bundle if before == new_bundle else new_bundle  # alternate the runs
+        killed = _geomm(args(target), inject=when)
+        assert killed.returncode != 0, f"rename {when} of {n} was not reached"
+        recover(out)  # what the next run into the folder does first
+        got = _digest(out, names)
+        assert got in (digests[before], digests[target]), \
+            f"killed at rename {when} of {n}: a mix of two runs"
+        rerun = _geomm(args(target))
+        assert rerun.returncode == 0, rerun.stderr
+        assert _digest(out, names) == digests[target]
+        assert not list(out.glob(".geomm-work-*")) and not (out / ".geomm-commit").exists()
+        before = target
+
+
+def test_stack_killed_at_every_rename(tmp_path):
+    write_scene(tmp_path)
+    recipe = write_recipe(tmp_path)
+    out = tmp_path / "store"
+    (tmp_path / "notes.txt").write_text("mine")
+    first = _geomm(["stack", str(recipe), "-o", str(out)])
+    assert first.returncode == 0, first.stderr
+    (out / "notes.txt").write_text("mine")
+    manifest = (out / "geomm-store.json").read_text()
+    n = _count_renames(["stack", str(recipe), "-o", str(out), "--overwrite"])
+    for when in range(1, n + 1):
+        # a changed recipe makes --overwrite rebuild the store
+        recipe.write_text(recipe.read_text().replace("name: synthetic", f"name: s{when}"))
+        _geomm(["stack", str(recipe), "-o", str(out), "--overwrite"], inject=when)
+        assert read_manifest(out) is not None, f"no complete store after rename {when}"
+        rerun = _geomm(["stack", str(recipe), "-o", str(out), "--overwrite"])
+        assert rerun.returncode == 0, rerun.stderr
+        assert (out / "geomm-store.json").read_text() != manifest
+        assert (out / "notes.txt").read_text() == "mine"
+        assert not list(tmp_path.glob(".store.*"))
