@@ -25,7 +25,7 @@ from pathlib import Path
 from geomm._lock import output_lock
 from geomm.errors import GeommError
 
-__all__ = ["OutputExistsError", "recover", "staged_outputs"]
+__all__ = ["OutputExistsError", "recover", "settle", "staged_outputs"]
 
 _PREFIX = ".geomm-work-"
 JOURNAL = ".geomm-commit"
@@ -58,6 +58,19 @@ def recover(out_dir: Path) -> None:
                 [str(n) for n in doc.get("drop", [])])
         shutil.rmtree(work, ignore_errors=True)
     journal.unlink(missing_ok=True)
+
+
+def settle(path: Path) -> None:
+    """Before reading ``path`` (e.g. a ``classes.tif``): finish the commit of a run that was
+    killed while renaming its files into that folder, so the reader sees one run's set.
+
+    Raises:
+        OutputBusyError: a run is writing that folder right now.
+    """
+    folder = Path(path).parent
+    if (folder / JOURNAL).exists():
+        with output_lock(folder, "geomm (finishing an interrupted commit)"):
+            recover(folder)
 
 
 def _commit(out_dir: Path, work: Path, made: Sequence[str], drop: Sequence[str]) -> None:

@@ -123,3 +123,19 @@ def test_a_swap_cut_between_its_renames_brings_the_old_store_back(tmp_path):
         assert (out / "geomm-store.json").read_text() == "1"  # restored before the work
         raise RuntimeError("the new run fails")
     assert (out / "geomm-store.json").read_text() == "1"
+
+
+def test_a_reader_finishes_an_interrupted_commit_before_reading(tmp_path):
+    from geomm._outputs import settle
+
+    out = tmp_path / "out"
+    with staged_outputs(out, ["a.tif", "b.tif"], overwrite=False) as work:
+        (work / "a.tif").write_text("old a")
+        (work / "b.tif").write_text("old b")
+    work = out / ".geomm-work-999999-cafe0000"
+    work.mkdir()
+    (work / "b.tif").write_text("new b")
+    (out / "a.tif").write_text("new a")
+    (out / JOURNAL).write_text(json.dumps({"work": work.name, "names": ["a.tif", "b.tif"]}))
+    settle(out / "a.tif")
+    assert (out / "b.tif").read_text() == "new b" and not (out / JOURNAL).exists()

@@ -24,6 +24,7 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from geomm._outputs import settle
 from geomm.classes import ClassTable
 from geomm.errors import GeommError, LabelError, RasterReadError
 
@@ -138,6 +139,7 @@ def open_class_map(path: str | Path, *, bundle: str | Path | None = None) -> Cla
             count differs from the bands.
     """
     path = Path(path)
+    settle(path)  # a run killed mid-commit: finish it, never read a mix of two runs
     try:
         src = rasterio.open(path)
     except RasterioError as exc:

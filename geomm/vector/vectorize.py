@@ -48,6 +48,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geomm._lock import output_lock
+from geomm._outputs import settle
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
 from geomm.vector import _polygons as poly
@@ -187,6 +188,7 @@ def _check_options(out: Path, overwrite: bool, min_area: float | None,
 
 
 def _open(path: Path) -> Any:
+    settle(path)  # a run killed mid-commit: finish it, never read a mix of two runs
     if not path.is_file():
         raise VectorizeError(f"{path}: no such file; give the path of a class raster "
                              "(single-band integer GeoTIFF)")
