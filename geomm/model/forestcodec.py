@@ -61,8 +61,9 @@ def encode_forest(pred: ForestPredictor) -> dict[str, np.ndarray]:
     split = pred.leaf < 0
     sizes = np.diff(np.append(pred.roots, n))
     local = np.arange(n) - np.repeat(pred.roots, sizes)
-    out = {"node_kind": np.packbits(split), "roots": pred.roots.astype(np.int64),
-           "classes": np.asarray(pred.classes)}
+    out: dict[str, np.ndarray] = {"node_kind": np.packbits(split),
+                                  "roots": pred.roots.astype(np.int64),
+                                  "classes": np.asarray(pred.classes)}
     out["split_right"] = _narrow(pred.right[split].astype(np.int64))
     if not np.array_equal(pred.left[split], local[split] + 1):
         out["split_left"] = _narrow(pred.left[split].astype(np.int64))
