@@ -202,3 +202,33 @@ def test_a_truncated_tiled_jpeg2000_is_one_line_on_the_real_stderr(tmp_path):
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("geomm: error: ") and "A.jp2" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def _labelled(root: Path, labels: np.ndarray) -> Path:
+    write_scene(root)
+    write_band(root / "L.tif", labels.astype(np.uint8), 10, nodata=0)
+    recipe = write_recipe(root)
+    recipe.write_text(recipe.read_text()
+                      + "labels:\n  raster: L.tif\n  values: {1: crop, 2: forest}\n")
+    return recipe
+
+
+@pytest.mark.parametrize("case", ["truncated band", "no label in the scene"])
+def test_train_bad_input(tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)  # the store goes to tiles/<name> under the working folder
+    y, x = np.mgrid[0:H, 0:W]
+    labels = np.zeros((H, W)) if case == "no label in the scene" else 1 + (x > W // 2)
+    recipe = _labelled(tmp_path, labels)
+    if case == "truncated band":
+        data = (tmp_path / "B.tif").read_bytes()
+        (tmp_path / "B.tif").write_bytes(data[: len(data) // 2])
+    before = _hashes(tmp_path)
+    out = tmp_path / "out" / "model"
+    (tmp_path / "tiles").mkdir()
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out),
+                                       "--max-epochs", "1"])
+    line = _one_line(result)
+    assert ("B.tif" if case == "truncated band" else "no label") in line, line
+    assert not out.exists()
+    after = {k: v for k, v in _hashes(tmp_path).items() if not k.startswith("tiles/")}
+    assert after == before  # (the store of a scene without labels is a valid store)

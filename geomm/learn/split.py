@@ -178,6 +178,12 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
     """
     if not (isinstance(n_folds, int) and n_folds >= 2):
         raise RecipeError(f"n_folds {n_folds!r} must be a whole number >= 2")
+    if (labels_present is not None and getattr(labels_present, "shape", None) == grid.shape
+            and not np.asarray(labels_present).any()):
+        raise RecipeError("no labelled pixel inside the scene: the labels do not overlap "
+                          "the rasters, or none has a class of the recipe; check the "
+                          "label file's area and CRS, `labels.class_column` and "
+                          "`labels.classes`")
     side = block_pixels(grid, block_size, align=align)
     nby, nbx = _blocks_shape(grid.shape, side)
     n_blocks = nby * nbx
@@ -194,11 +200,6 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
                               f"{labels_present.shape}")
         counts = _block_counts(labels_present, side)
         n_lab = int((counts > 0).sum())
-        if n_lab == 0:
-            raise RecipeError("no labelled pixel inside the scene: the labels do not overlap "
-                              "the rasters, or none has a class of the recipe; check the "
-                              "label file's area and CRS, `labels.class_column` and "
-                              "`labels.classes`")
         if n_lab < n_folds:
             raise RecipeError(f"only {n_lab} of the {n_blocks} blocks of "
                               f"{side * grid.resolution:g} units hold labels, fewer than the "
