@@ -256,3 +256,21 @@ def test_an_existing_cluster_given_by_its_address(job, single, tmp_path):
     assert [Path(p).name for p, _, _ in entry["inputs"]] == ["A.tif", "B.tif", "VV.tif"]
     assert all(size > 0 for _, size, _ in entry["inputs"])
     assert set(entry["outputs"]) >= {"classes.tif", "probabilities.tif", "confidence.tif"}
+
+
+def test_an_unreachable_scheduler_is_one_error_within_seconds(job, tmp_path):
+    import socket
+    import time
+
+    from geomm.batch.runner import SCHEDULER_TIMEOUT_S
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(BatchError, match=rf"cannot reach the Dask scheduler at "
+                                         rf"tcp://127.0.0.1:{port}"):
+        run_batch(grid_job(load_recipe(job["recipe"]), 96), job["bundle"], tmp_path / "o",
+                  predict=OPTS, echo=lambda s: None,
+                  options=BatchOptions(scheduler=f"tcp://127.0.0.1:{port}", progress=False))
+    assert time.perf_counter() - t0 < SCHEDULER_TIMEOUT_S + 15
