@@ -68,18 +68,24 @@ def test_stack_into_an_output_being_written_is_one_line(holder, tmp_path):
     assert time.perf_counter() - t0 < 20 and not out.exists()
 
 
-def test_a_commit_cut_between_renames_is_finished_by_the_next_look(tmp_path):
-    out = tmp_path / "out"
+def _interrupted_commit(out: Path) -> Path:
+    """A complete first run into ``out``, then a second one killed after its first rename
+    (journal written, b.tif not yet moved); returns the second run's work folder."""
     with staged_outputs(out, ["a.tif", "b.tif"], overwrite=False) as work:
         (work / "a.tif").write_text("old a")
         (work / "b.tif").write_text("old b")
-    # a second run, killed after its first rename: journal written, b.tif not yet moved
     work = out / ".geomm-work-999999-deadbeef"
     work.mkdir()
     (work / "b.tif").write_text("new b")
     (out / "a.tif").write_text("new a")
     (out / JOURNAL).write_text(json.dumps({"work": work.name, "names": ["a.tif", "b.tif"],
                                            "drop": []}))
+    return work
+
+
+def test_a_commit_cut_between_renames_is_finished_by_the_next_look(tmp_path):
+    out = tmp_path / "out"
+    work = _interrupted_commit(out)
     recover(out)
     assert (out / "a.tif").read_text() == "new a" and (out / "b.tif").read_text() == "new b"
     assert not (out / JOURNAL).exists() and not work.exists()
@@ -129,13 +135,7 @@ def test_a_reader_finishes_an_interrupted_commit_before_reading(tmp_path):
     from geomm._outputs import settle
 
     out = tmp_path / "out"
-    with staged_outputs(out, ["a.tif", "b.tif"], overwrite=False) as work:
-        (work / "a.tif").write_text("old a")
-        (work / "b.tif").write_text("old b")
-    work = out / ".geomm-work-999999-cafe0000"
-    work.mkdir()
-    (work / "b.tif").write_text("new b")
-    (out / "a.tif").write_text("new a")
-    (out / JOURNAL).write_text(json.dumps({"work": work.name, "names": ["a.tif", "b.tif"]}))
+    work = _interrupted_commit(out)
     settle(out / "a.tif")
-    assert (out / "b.tif").read_text() == "new b" and not (out / JOURNAL).exists()
+    assert (out / "a.tif").read_text() == "new a" and (out / "b.tif").read_text() == "new b"
+    assert not (out / JOURNAL).exists() and not work.exists()

@@ -233,8 +233,8 @@ def save_classifier(path: str | Path, model: Any, store: TileStore, *,
                       config={k: getattr(pred, k) for k in pred.CONFIG},
                       split=dict(split or {}), metrics=dict(metrics or {}),
                       recipe_raw=dict(recipe_raw) if recipe_raw is not None else None)
-    forest = isinstance(pred, ForestPredictor)
-    return save_bundle(path, kind="rf" if forest else "svm",
-                       tensors=(encode_forest(pred) if isinstance(pred, ForestPredictor) else
-                                {n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS}),
-                       meta=meta, overwrite=overwrite)
+    if isinstance(pred, ForestPredictor):
+        return save_bundle(path, kind="rf", tensors=encode_forest(pred), meta=meta,
+                           overwrite=overwrite)
+    return save_bundle(path, kind="svm", meta=meta, overwrite=overwrite,
+                       tensors={n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS})

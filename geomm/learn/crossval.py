@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from geomm.learn.config import TrainConfig
 from geomm.learn.heldout import score_map, score_network_probs, score_probs
 from geomm.metrics import Scores
 from geomm.stack.store import TileStore
+
+if TYPE_CHECKING:
+    from geomm.learn.train import PixelFit
 
 __all__ = ["CrossvalReport", "FoldScore", "crossval"]
 
@@ -105,17 +109,14 @@ def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
     return out, probs
 
 
-def _ensemble(store: TileStore, cfg: TrainConfig, cnn_probs: np.ndarray,
-              rf_probs: np.ndarray) -> tuple[Scores, dict[str, float]]:
+def _ensemble(store: TileStore, cnn_probs: np.ndarray, fit: PixelFit
+              ) -> tuple[Scores, dict[str, float]]:
     """The mean of the calibrated CNN's and the forest's probabilities, itself calibrated on
-    the validation labels and scored on the test blocks."""
-    from geomm.learn.train import StoreDataModule
-
-    train_mask, val_mask, test_mask, _ = StoreDataModule.split_masks(store, cfg)
-    _, val_labels = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
-    both = (cnn_probs.sum(axis=0) > 0) & (rf_probs.sum(axis=0) > 0)
-    mean = np.where(both, 0.5 * (cnn_probs + rf_probs), 0).astype(np.float32)
-    held, _, _ = score_probs(store, mean, val_labels, test_mask)
+    the forest's (the same split's) validation labels and scored on its test blocks."""
+    assert fit.probs is not None
+    both = (cnn_probs.sum(axis=0) > 0) & (fit.probs.sum(axis=0) > 0)
+    mean = np.where(both, 0.5 * (cnn_probs + fit.probs), 0).astype(np.float32)
+    held, _, _ = score_probs(store, mean, fit.val_labels, fit.test_mask)
     return held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
                        "temperature": held.temperature}
 
@@ -183,8 +184,7 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
             echo(_line(results[-1]))
             if cnn_probs is not None and fit.probs is not None:
                 t0 = time.perf_counter()
-                sc, extra = _ensemble(store, replace(cfg, test_fold=fold), cnn_probs,
-                                      fit.probs)
+                sc, extra = _ensemble(store, cnn_probs, fit)
                 results.append(FoldScore(f"cnn+{kind}", fold, sc,
                                          cnn_seconds + seconds + time.perf_counter() - t0,
                                          extra))

@@ -341,6 +341,10 @@ class PixelFit:
     probs: np.ndarray | None
     """(K, H, W) class probabilities on the validation labels and test blocks (random
     forest; None for the SVM, which has no probabilities)."""
+    val_labels: np.ndarray
+    """Base-resolution mask of the validation labels it was scored on."""
+    test_mask: np.ndarray
+    """Base-resolution mask of the test blocks it was scored on."""
 
 
 def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> PixelFit:
@@ -369,7 +373,7 @@ def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> Pixel
     nan = (float("nan"), float("nan"))
     held = HeldOutScores(score_map(store, pred, test_mask), score_map(store, pred, val_labels),
                          1.0, nan, nan)
-    return PixelFit(model, int(len(px.labels)), split, held, probs)
+    return PixelFit(model, int(len(px.labels)), split, held, probs, val_labels, test_mask)
 
 
 def _save_pixel_classifier(out: Path, fit: PixelFit, store: TileStore, raw: dict[str, Any],

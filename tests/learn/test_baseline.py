@@ -191,12 +191,17 @@ def test_svm_from_arrays_matches_sklearn_predict(n_classes, kernel, scaled):
     assert proba.shape == (1000, n_classes) and np.allclose(proba.sum(axis=1), 1.0)
 
 
-def test_forest_arrays_that_would_loop_are_refused(scene, tmp_path):
-    store, _ = scene
+def _small_forest(store, tmp_path):  # type: ignore[no-untyped-def]
+    """Pixels X, a 2-tree forest fitted on them, and its bundle, loaded."""
     s = sample_training_pixels(store, None, max_per_class=200)
     X, _ = pixel_features(store, rows_cols=(s.rows, s.cols))
     model = fit_classifier("rf", X, s.labels, n_estimators=2)
-    good = load_bundle(save_classifier(tmp_path / "rf", model, store))
+    return X, model, load_bundle(save_classifier(tmp_path / "rf", model, store))
+
+
+def test_forest_arrays_that_would_loop_are_refused(scene, tmp_path):
+    store, _ = scene
+    X, model, good = _small_forest(store, tmp_path)
     np.testing.assert_array_equal(classifier_from_bundle(good).predict(X), model.predict(X))
     right = np.array(good.tensors["split_right"])
     right[0] = 0  # the root's right child is the root itself: a walk that never ends
@@ -210,10 +215,7 @@ def test_a_bundle_of_full_forest_arrays_still_loads(scene, tmp_path):
     from geomm.model.classical import ForestPredictor
 
     store, _ = scene
-    s = sample_training_pixels(store, None, max_per_class=200)
-    X, _ = pixel_features(store, rows_cols=(s.rows, s.cols))
-    model = fit_classifier("rf", X, s.labels, n_estimators=2)
-    good = load_bundle(save_classifier(tmp_path / "rf", model, store))
+    X, model, good = _small_forest(store, tmp_path)
     pred = ForestPredictor.from_sklearn(model)
     old = save_bundle(tmp_path / "old", kind="rf", meta=good.meta,
                       tensors={n: np.asarray(getattr(pred, n)) for n in pred.ARRAYS})
