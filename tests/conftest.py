@@ -64,13 +64,19 @@ REQUIRE_TOOLS = os.environ.get("GEOMM_REQUIRE_TOOLS") == "1"
 fails the test instead of skipping it."""
 
 
-def need_program(*names: str, why: str) -> str:
+def require_or_skip(msg: str) -> None:
+    """Skip with ``msg`` on a user's machine; fail under ``GEOMM_REQUIRE_TOOLS=1`` (CI)."""
+    if REQUIRE_TOOLS:
+        pytest.fail(msg + "; GEOMM_REQUIRE_TOOLS=1 (CI) does not allow skipping", pytrace=False)
+    pytest.skip(msg)
+
+
+def need_program(*names: str, why: str, package: str | None = None) -> str:
     """The path of the first of ``names`` on PATH; else skip (a user's machine) or fail (CI)."""
     for name in names:
         found = shutil.which(name)
         if found:
             return found
-    msg = f"{names[0]} is not installed (apt-get install {names[0]}) - {why}"
-    if REQUIRE_TOOLS:
-        pytest.fail(msg + "; GEOMM_REQUIRE_TOOLS=1 (CI) does not allow skipping", pytrace=False)
-    pytest.skip(msg)
+    require_or_skip(f"{names[0]} is not installed (apt-get install {package or names[0]}) "
+                    f"- {why}")
+    raise AssertionError("unreachable")

@@ -89,6 +89,11 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
                   "tiles": summary.tiles_run, "run": run,
                   "worker": f"{socket.gethostname()}:{os.getpid()}"}
         (work / BLOCK_RECORD).write_text(json.dumps(record, indent=1))
+        done = read_record(final)
+        if done is not None and done.get("key") == block_key:
+            # a rerun of this block elsewhere (its host was thought lost) finished first: its
+            # files are the same; never move a complete block aside while a reader may look
+            return done
         _swap_in(work, final)
         return record
     finally:

@@ -155,7 +155,22 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
     t0 = time.perf_counter()
     root, bpath = Path(out), Path(bundle)
     _check_folder(root)
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(job, bpath, root, predict, options, echo, t0)
+    except _NoCluster:
+        if created:  # the job never started: leave nothing behind
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+class _NoCluster(BatchError):
+    """The Dask scheduler could not be reached: no block ran."""
+
+
+def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: BatchOptions,
+         echo: Callable[[str], None], t0: float) -> BatchSummary:
     mosaic = job.mosaic is not None
     if options.scheduler is None and not options.in_process and predict.threads is None:
         predict = replace(predict, threads=_sizes(options.workers)[1])
@@ -237,7 +252,7 @@ def _runner(options: BatchOptions, echo: Callable[[str], None]
             try:  # one line within seconds, not a traceback after 30 s
                 client = Client(options.scheduler, timeout=SCHEDULER_TIMEOUT_S)
             except (OSError, TimeoutError) as exc:
-                raise BatchError(f"cannot reach the Dask scheduler at {options.scheduler} "
+                raise _NoCluster(f"cannot reach the Dask scheduler at {options.scheduler} "
                                  f"within {SCHEDULER_TIMEOUT_S} s ({exc}); check the address "
                                  "and that the scheduler runs, or leave --scheduler out to "
                                  "use a local cluster") from None

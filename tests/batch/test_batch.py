@@ -7,76 +7,51 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import rasterio
-from synthetic import cnn_bundle, write_recipe, write_scene
+from batchcase import (
+    OPTS,
+    RASTERS,
+    SH,
+    SW,
+    TILING,
+    blocks_done,
+    cli,
+    grid_args,
+    make_job,
+    read,
+    run_single,
+    same,
+    wait_for,
+)
+from synthetic import cnn_bundle
 
 from geomm.batch._blockrun import read_record
 from geomm.batch.jobs import BatchJobError, grid_job, scenes_job
 from geomm.batch.runner import MANIFEST, BatchError, BatchOptions, run_batch
-from geomm.predict.scene import PredictOptions, predict_scene
+from geomm.predict.scene import predict_scene
 from geomm.recipe import load_recipe
-
-SH, SW = 288, 384  # scene, base pixels
-RASTERS = ("classes.tif", "probabilities.tif", "confidence.tif")
-TILING = ["--tile-size", "96", "--halo", "16", "--threads", "1", "--quiet"]
-OPTS = PredictOptions(tile_size=96, halo=16, threads=1, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    root = tmp_path_factory.mktemp("batch")
-    write_scene(root / "scene", SH, SW)
-    return {"recipe": write_recipe(root / "scene"), "bundle": cnn_bundle(root / "cnn"),
-            "root": root}
-
-
-def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(sys.executable).with_name("geomm")), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def _grid_args(job, out: Path, *extra: str) -> list[str]:
-    return ["batch", str(job["recipe"]), "--bundle", str(job["bundle"]), "--grid", "96",
-            "-o", str(out), *TILING, *extra]
-
-
-def _read(folder: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for n in RASTERS:
-        with rasterio.open(folder / n) as src:
-            out[n] = src.read()
-    return out
-
-
-def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    for n in RASTERS:
-        assert a[n].shape == b[n].shape and np.array_equal(a[n], b[n]), n
+    return make_job(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def single(job):
-    """The grid job (12 blocks of 96 px) run in one process, no Dask."""
-    out = job["root"] / "single"
-    res = run_batch(grid_job(load_recipe(job["recipe"]), 96), job["bundle"], out,
-                    predict=OPTS, options=BatchOptions(in_process=True, progress=False),
-                    echo=lambda s: None)
-    assert res.ok and len(res.computed) == 12 and res.final
-    return out
+    return run_single(job)
 
 
 def test_single_process_mosaic_is_a_complete_map_close_to_one_predict(job, single):
     whole = predict_scene(job["bundle"], load_recipe(job["recipe"]).scene_inputs()[0].modalities,
                           job["root"] / "whole", options=OPTS)
     assert whole.shape == (SH, SW)
-    mos, one = _read(single), _read(job["root"] / "whole")
+    mos, one = read(single), read(job["root"] / "whole")
     assert (mos["classes.tif"] != 255).all()
     # block edges are like tile seams: the model sees `halo` px of context across them
     assert (mos["classes.tif"] == one["classes.tif"]).mean() >= 0.995
@@ -91,48 +66,35 @@ def test_single_process_mosaic_is_a_complete_map_close_to_one_predict(job, singl
 
 def test_local_cluster_of_two_processes_equals_the_single_process_run(job, single, tmp_path):
     out = tmp_path / "cluster"
-    proc = _cli(*_grid_args(job, out, "--workers", "2"))
+    proc = cli(*grid_args(job, out, "--workers", "2"))
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
     # worker processes talking TCP on the loopback interface
     assert "local Dask cluster of 2 worker(s) x 1 thread(s) at tcp://127.0.0.1:" in log
     assert "dashboard http" in log
-    _same(_read(out), _read(single))
+    same(read(out), read(single))
     workers = {b["worker"] for b in json.loads((out / MANIFEST).read_text())["blocks"].values()}
     assert len(workers) == 2  # both processes took blocks
 
 
-def _blocks_done(out: Path) -> int:
-    return sum(read_record(p) is not None for p in (out / "blocks").glob("*")) \
-        if (out / "blocks").exists() else 0
-
-
-def _wait_for(cond, proc, timeout=240.0) -> None:
-    t0 = time.monotonic()
-    while not cond():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() - t0 < timeout
-        time.sleep(0.05)
-
-
 def test_a_killed_worker_does_not_change_the_outputs(job, single, tmp_path):
     out = tmp_path / "kill-worker"
-    proc = _cli(*_grid_args(job, out, "--workers", "2"))
-    _wait_for(lambda: _blocks_done(out) >= 2, proc)
+    proc = cli(*grid_args(job, out, "--workers", "2"))
+    wait_for(lambda: blocks_done(out) >= 2, proc)
     workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
                if "spawn_main" in " ".join(c.cmdline())]
     assert len(workers) == 2
-    done_at_kill = _blocks_done(out)
+    done_at_kill = blocks_done(out)
     os.kill(workers[0].pid, signal.SIGKILL)
     log, _ = proc.communicate(timeout=300)
     assert done_at_kill < 12 and proc.returncode == 0, log
-    _same(_read(out), _read(single))
+    same(read(out), read(single))
 
 
 def test_a_killed_client_resumes_without_recomputing_finished_blocks(job, single, tmp_path):
     out = tmp_path / "kill-client"
-    proc = _cli(*_grid_args(job, out, "--workers", "2"))
-    _wait_for(lambda: _blocks_done(out) >= 3, proc)
+    proc = cli(*grid_args(job, out, "--workers", "2"))
+    wait_for(lambda: blocks_done(out) >= 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(1.0)
@@ -141,7 +103,7 @@ def test_a_killed_client_resumes_without_recomputing_finished_blocks(job, single
     finished = {p.name: (p / "classes.tif").stat().st_ino for p in (out / "blocks").iterdir()}
     assert all(read_record(out / "blocks" / b) is not None for b in finished)
     assert 3 <= len(finished) < 12
-    rerun = _cli(*_grid_args(job, out, "--workers", "2"))
+    rerun = cli(*grid_args(job, out, "--workers", "2"))
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log
     assert f"{len(finished)} already done" in log
@@ -150,7 +112,7 @@ def test_a_killed_client_resumes_without_recomputing_finished_blocks(job, single
         assert (out / "blocks" / b / "classes.tif").stat().st_ino == ino
         assert doc["blocks"][b]["run"] == 1
     assert sum(b["run"] == 2 for b in doc["blocks"].values()) == 12 - len(finished)
-    _same(_read(out), _read(single))
+    same(read(out), read(single))
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
 
 
@@ -174,7 +136,7 @@ def _scenes(job, root: Path, corrupt: str | None = None) -> Path:
 def test_one_corrupt_scene_fails_alone_and_is_named(job, tmp_path):
     scenes = _scenes(job, tmp_path / "in", corrupt="south")
     out = tmp_path / "scenes-out"
-    proc = _cli("batch", str(job["recipe"]), "--bundle", str(job["bundle"]), "--scenes",
+    proc = cli("batch", str(job["recipe"]), "--bundle", str(job["bundle"]), "--scenes",
                 str(scenes), "-o", str(out), "--workers", "2", "--retries", "1", *TILING)
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, log
@@ -187,7 +149,7 @@ def test_one_corrupt_scene_fails_alone_and_is_named(job, tmp_path):
     ref = predict_scene(job["bundle"], mods, tmp_path / "ref", options=OPTS)
     for sid in ("north", "east"):
         assert doc["blocks"][sid]["status"] == "done"
-        _same(_read(out / sid), _read(ref.out_dir))
+        same(read(out / sid), read(ref.out_dir))
         assert (out / sid / "map.gpkg").exists() and (out / sid / "item.json").exists()
 
 
@@ -250,7 +212,7 @@ def test_an_existing_cluster_given_by_its_address(job, single, tmp_path):
                         options=BatchOptions(scheduler=cluster.scheduler_address,
                                              progress=False))
     assert res.ok and len(res.computed) == 12 and cluster.scheduler_address in res.where
-    _same(_read(out), _read(single))
+    same(read(out), read(single))
     doc = json.loads((out / MANIFEST).read_text())
     entry = doc["blocks"]["r000c000"]
     assert [Path(p).name for p, _, _ in entry["inputs"]] == ["A.tif", "B.tif", "VV.tif"]
@@ -274,3 +236,4 @@ def test_an_unreachable_scheduler_is_one_error_within_seconds(job, tmp_path):
                   predict=OPTS, echo=lambda s: None,
                   options=BatchOptions(scheduler=f"tcp://127.0.0.1:{port}", progress=False))
     assert time.perf_counter() - t0 < SCHEDULER_TIMEOUT_S + 15
+    assert not (tmp_path / "o").exists()  # the job never started: nothing left behind
