@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
-__all__ = ["file_stamp", "sha256_file"]
+__all__ = ["file_stamp", "follow_umask", "sha256_file", "umask"]
 
 
 def sha256_file(path: Path) -> str:
@@ -24,3 +25,22 @@ def file_stamp(path: Path) -> tuple[str, int | None, int | None]:
     except OSError:
         return str(path), None, None
     return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def umask() -> int:
+    """The process umask, read without changing it (Linux ``/proc``; else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have (temporary files and
+    folders are made private; what geomm hands over is as readable as the user's umask says)."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask())

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from geomm._files import sha256_file
+from geomm._files import follow_umask, sha256_file
 from geomm._version import __version__
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
@@ -332,6 +332,7 @@ def save_bundle(path: str | Path, *, kind: str, tensors: Mapping[str, Any] | Non
                                     "(--overwrite) to replace it, or choose another --out")
     with staged_store(out, command="geomm train") as tmp:
         _write_tensors(tmp / WEIGHTS, dict(tensors or {}), kind)
+        follow_umask(tmp / WEIGHTS)  # safetensors writes it private
         doc["weights"] = {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS)}
         (tmp / META).write_text(json.dumps(doc, indent=2))
     return out

@@ -28,6 +28,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds, transform_geom
 
+from geomm._files import follow_umask
 from geomm.classes import RGB, ClassTable, default_colours
 from geomm.errors import GeommError, LabelError
 
@@ -77,7 +78,7 @@ def _atomic_write(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)
+        follow_umask(Path(tmp))  # mkstemp made it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

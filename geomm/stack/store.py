@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from geomm._files import follow_umask
 from geomm._lock import output_lock
 from geomm.errors import StoreError
 from geomm.stack.grid import GridSpec
@@ -84,9 +85,7 @@ def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         _tidy(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a store is as readable as any
+        follow_umask(tmp)  # mkdtemp makes it private; a store is as readable as any
         try:
             yield tmp
         except BaseException:
