@@ -139,8 +139,11 @@ def scenes_job(recipe: Any, path: str | Path) -> Job:
     blocks = []
     for i, s in enumerate(scenes):
         where = f"{p}: scenes[{i}]"
-        if not isinstance(s, dict) or set(s) - {"id", "modalities"} or "modalities" not in s:
+        if not isinstance(s, dict) or set(s) - {"id", "modalities"}:
             raise BatchJobError(f"{where}: expected the keys 'id' and 'modalities' only")
+        if "modalities" not in s:
+            raise BatchJobError(f"{where}: no 'modalities' (give NAME: FILE or NAME: [FILE, ...] "
+                                "for each modality of the model)")
         mods = s["modalities"]
         if not isinstance(mods, dict) or not mods:
             raise BatchJobError(f"{where}.modalities: expected a mapping NAME: FILE or "

@@ -155,6 +155,7 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
     t0 = time.perf_counter()
     root, bpath = Path(out), Path(bundle)
     _check_folder(root)
+    _preflight(job, bpath, predict)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -163,6 +164,27 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
         if created:  # the job never started: leave nothing behind
             shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+def _preflight(job: Job, bundle: Path, predict: PredictOptions) -> None:
+    """Refuse at once, in one line, what would fail every block: a damaged bundle, one that
+    does not fit the recipe's scene (grid jobs), or modalities it does not know (scenes)."""
+    from geomm.model.bundle import load_bundle
+
+    if job.mosaic is not None and job.blocks:
+        from geomm.predict._engines import checked_bundle
+        from geomm.stack.coregister import coregister_request
+
+        checked_bundle(bundle, coregister_request(list(job.blocks[0].modalities), job.grid),
+                       predict)
+        return
+    known = {str(lyr["modality"]) for lyr in load_bundle(bundle).meta.layers}
+    for b in job.blocks:
+        unknown = sorted({m for m, _ in b.files} - known)
+        if unknown:
+            raise BatchError(f"scene {b.id}: modality {unknown[0]!r} is not one of the model's "
+                             f"{sorted(known)} ({bundle}); name the scenes' modalities as in "
+                             "the recipe the model was trained on")
 
 
 class _NoCluster(BatchError):

@@ -47,7 +47,7 @@ def info(paths: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for the model, the map and the polygons (default demo/).")
 @opt.workers
 def demo(out: Path | None, workers: int | None) -> None:
@@ -85,7 +85,7 @@ def _train_config(**kw: Any) -> Any:
 
 @main.command("train")
 @click.argument("recipe")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bundle folder (default models/<recipe>-<cnn|rf|svm>).")
 @click.option("--classifier", type=click.Choice(["rf", "svm", "auto"]), default=None,
               help="Train the per-pixel baseline instead of the fusion CNN; 'auto' trains "

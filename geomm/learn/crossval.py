@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geomm.errors import RecipeError
 from geomm.learn.config import TrainConfig
 from geomm.learn.heldout import score_map, score_network_probs, score_probs
 from geomm.metrics import Scores
@@ -148,6 +149,10 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
 
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     modalities = list(dict.fromkeys(lyr["modality"] for lyr in store.manifest["layers"]))
+    unknown = [m for m in withhold if m not in modalities]
+    if unknown:
+        raise RecipeError(f"--withhold {unknown[0]}: not a modality of the store {store.path} "
+                          f"(it has {', '.join(modalities)})")
     variants: list[tuple[str, TrainConfig]] = [("cnn", cfg)] if fusion else []
     if ablation:
         variants += [(f"cnn:{m}", replace(cfg, modalities=(m,))) for m in modalities]

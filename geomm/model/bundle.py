@@ -29,7 +29,8 @@ from geomm.errors import GeommError
 from geomm.stack.store import staged_store
 
 __all__ = ["KINDS", "Bundle", "BundleError", "BundleExistsError", "BundleMeta",
-           "BundleMismatchError", "layers_from_manifest", "load_bundle", "save_bundle"]
+           "BundleMismatchError", "check_bundle_target", "layers_from_manifest", "load_bundle",
+           "save_bundle"]
 
 FORMAT = 1
 WEIGHTS = "weights.safetensors"
@@ -303,6 +304,21 @@ def _looks_like_bundle(path: Path) -> bool:
     return isinstance(doc, dict) and "format" in doc and "kind" in doc and "weights" in doc
 
 
+def check_bundle_target(out: Path, overwrite: bool) -> None:
+    """Refuse a bundle folder :func:`save_bundle` would not write (checked before training).
+
+    Raises:
+        BundleExistsError: ``out`` holds a bundle (without ``overwrite``) or something else.
+    """
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not out.is_dir() or not _looks_like_bundle(out):
+            raise BundleExistsError(f"{out} exists and is not a geomm model bundle; geomm will "
+                                    "not replace it: move it away or choose another --out")
+        if not overwrite:
+            raise BundleExistsError(f"{out} already holds a model bundle; pass overwrite=True "
+                                    "(--overwrite) to replace it, or choose another --out")
+
+
 def save_bundle(path: str | Path, *, kind: str, tensors: Mapping[str, Any] | None,
                 meta: BundleMeta, overwrite: bool = False) -> Path:
     """Write a model bundle (arrays to safetensors, metadata to JSON) atomically.
@@ -323,13 +339,7 @@ def save_bundle(path: str | Path, *, kind: str, tensors: Mapping[str, Any] | Non
     """
     out = Path(path)
     doc = _document(kind, meta)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        if not out.is_dir() or not _looks_like_bundle(out):
-            raise BundleExistsError(f"{out} exists and is not a geomm model bundle; geomm will "
-                                    "not replace it: move it away or choose another --out")
-        if not overwrite:
-            raise BundleExistsError(f"{out} already holds a model bundle; pass overwrite=True "
-                                    "(--overwrite) to replace it, or choose another --out")
+    check_bundle_target(out, overwrite)
     with staged_store(out, command="geomm train") as tmp:
         _write_tensors(tmp / WEIGHTS, dict(tensors or {}), kind)
         follow_umask(tmp / WEIGHTS)  # safetensors writes it private

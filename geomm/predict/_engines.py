@@ -12,7 +12,7 @@ from geomm.errors import GeommWarning
 from geomm.model.bundle import Bundle, BundleMismatchError, load_bundle
 from geomm.predict.engine import ClassicalEngine, Engine, EngineLayer, NetworkEngine
 
-__all__ = ["engine_for", "input_layers"]
+__all__ = ["checked_bundle", "engine_for", "input_layers"]
 
 
 def input_layers(st: Any) -> list[dict[str, Any]]:
@@ -63,6 +63,28 @@ def _remember(cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...], make: Any
     return cache[key]
 
 
+def _stamps(folder: Path) -> tuple[Any, ...]:
+    return (tuple(file_stamp(p) for p in sorted(folder.iterdir()) if p.is_file())
+            if folder.is_dir() else ())
+
+
+def checked_bundle(path: Path, st: Any, options: Any) -> tuple[Bundle, list[str]]:
+    """The bundle at ``path`` (read once per process while its files are unchanged), checked
+    against the co-registered inputs ``st``; and the modalities it will go without.
+
+    Raises:
+        BundleError: not a bundle, or a damaged one.
+        BundleMismatchError: bands, resolutions or modalities differ from the inputs.
+    """
+    folder = Path(path)
+    stamps = _stamps(folder)
+    bundle: Bundle = (_remember(_BUNDLES, stamps, lambda: load_bundle(folder)) if stamps
+                      else load_bundle(folder))
+    missing = _missing_modalities(bundle, st, tuple(options.missing))
+    bundle.check_inputs(input_layers(st), missing_ok=bool(missing))
+    return bundle, missing
+
+
 def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
     """Load the bundle at ``path`` and wrap it as an engine for the stack ``st`` (both cached
     in the process while the bundle's files are unchanged).
@@ -72,12 +94,8 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
         BundleMismatchError: bands, resolutions or modalities differ from the inputs.
     """
     folder = Path(path)
-    stamps = (tuple(file_stamp(p) for p in sorted(folder.iterdir()) if p.is_file())
-              if folder.is_dir() else ())
-    bundle: Bundle = (_remember(_BUNDLES, stamps, lambda: load_bundle(folder)) if stamps
-                      else load_bundle(folder))
-    missing = _missing_modalities(bundle, st, tuple(options.missing))
-    bundle.check_inputs(input_layers(st), missing_ok=bool(missing))
+    stamps = _stamps(folder)
+    bundle, missing = checked_bundle(folder, st, options)
     if missing:
         _warn_missing(missing, float(bundle.meta.config.get("model", {})
                                     .get("modality_dropout", 0.0)))

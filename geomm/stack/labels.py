@@ -260,6 +260,9 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
         LabelError: the raster holds more distinct codes than a class table can.
     """
     path = Path(path)
+    if not path.exists():
+        raise LabelError(f"{path}: no such file; check `labels.raster` in the recipe (relative "
+                         "paths are taken from the recipe's data root)")
     spec = ModalitySpec("labels", (BandSpec(path, "labels", index=band),), categorical=True)
     stack = coregister([spec], grid=grid, tile_size=tile_size, chunk_size=tile_size)
     layer = next(iter(stack.layers.values()))

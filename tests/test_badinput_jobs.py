@@ -1,0 +1,209 @@
+"""The bad-input corpus for the learning and job commands (``train``, ``crossval``,
+``batch``): each case is one ``geomm: error:`` line naming the file, key or option at fault,
+exit 1, no traceback, no output left behind and no file of the user's changed."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from shapely.geometry import box
+
+from geomm.cli import main
+from tests.synthetic import X0, Y0, H, W, cnn_bundle
+from tests.test_badinput import _hashes, _labelled, _one_line, _truncate
+
+Setup = Callable[[Path], list[str]]
+"""Spoils the case folder and returns the command's arguments."""
+
+
+def _recipe(root: Path) -> Path:
+    y, x = np.mgrid[0:H, 0:W]
+    return _labelled(root, 1 + (x > W // 2))
+
+
+def _edit_labels(old: str, new: str) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        r = root / "recipe.yaml"
+        r.write_text(r.read_text().replace(old, new))
+    return edit
+
+
+QUICK = ["--max-epochs", "1", "--steps-per-epoch", "1", "--block-size", "500"]
+"""A run that would train in seconds: blocks of 50 px, so the scene holds 30."""
+
+
+def _train(spoil: Callable[[Path], object], *extra: str) -> Setup:
+    def setup(root: Path) -> list[str]:
+        recipe = _recipe(root)
+        spoil(root)
+        return ["train", str(recipe), "--out", str(root / "out" / "model"), *QUICK, *extra]
+    return setup
+
+
+def _crossval(spoil: Callable[[Path], object], *extra: str) -> Setup:
+    def setup(root: Path) -> list[str]:
+        recipe = _recipe(root)
+        spoil(root)
+        return ["crossval", str(recipe), *QUICK, "--baseline", "none", *extra]
+    return setup
+
+
+def _user_folder(path: Path) -> None:
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+
+
+def _grid_file(root: Path, crs: str | None, far: bool = False) -> Path:
+    x0 = X0 + (1e6 if far else 0)
+    g = gpd.GeoDataFrame({"id": ["a"]}, geometry=[box(x0, Y0 - 1000, x0 + 1000, Y0)], crs=crs)
+    with warnings.catch_warnings():  # pyogrio's "no CRS" warning is the case itself
+        warnings.simplefilter("ignore", UserWarning)
+        g.to_file(root / "grid.gpkg")
+    return root / "grid.gpkg"
+
+
+def _batch(spoil: Callable[[Path], list[str]]) -> Setup:
+    """``spoil`` gets the case folder (with a recipe and a bundle) and returns the arguments
+    after ``batch RECIPE``: the good ones are ``--bundle bundle --grid 96 -o out``."""
+    def setup(root: Path) -> list[str]:
+        recipe = _recipe(root)
+        cnn_bundle(root / "bundle")
+        return ["batch", str(recipe), "--no-cluster", "--quiet", "--tile-size", "96",
+                "--halo", "16", "--threads", "1", *spoil(root)]
+    return setup
+
+
+GOOD = ["--bundle", "bundle", "--grid", "96", "-o", "out"]
+
+
+def _args(root: Path, *args: str) -> list[str]:
+    return [str(root / a) if a in ("bundle", "out", "scenes.yaml", "grid.gpkg") else a
+            for a in args]
+
+
+def _scenes(text: str) -> Callable[[Path], list[str]]:
+    def spoil(root: Path) -> list[str]:
+        (root / "scenes.yaml").write_text(text)
+        return _args(root, "--bundle", "bundle", "--scenes", "scenes.yaml", "-o", "out")
+    return spoil
+
+
+def _bundle_json(edit: Callable[[dict], None]) -> Callable[[Path], list[str]]:
+    def spoil(root: Path) -> list[str]:
+        p = root / "bundle" / "bundle.json"
+        doc = json.loads(p.read_text())
+        edit(doc)
+        p.write_text(json.dumps(doc))
+        return _args(root, *GOOD)
+    return spoil
+
+
+def _weights_flipped(root: Path) -> list[str]:
+    p = root / "bundle" / "weights.safetensors"
+    data = bytearray(p.read_bytes())
+    data[-5] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return _args(root, *GOOD)
+
+
+CASES: dict[str, tuple[Setup, str]] = {
+    # train
+    "train: label raster missing": (_train(lambda r: (r / "L.tif").unlink()), "labels.raster"),
+    "train: label raster truncated": (_train(lambda r: _truncate(r / "L.tif")), "L.tif"),
+    "train: label raster is text": (_train(lambda r: (r / "L.tif").write_text("x")), "L.tif"),
+    "train: label values absent": (_train(_edit_labels("{1: crop, 2: forest}",
+                                                       "{7: crop, 8: forest}")), "no label"),
+    "train: label polygons file is text": (
+        _train(lambda r: ((r / "L.gpkg").write_text("not a gpkg"),
+                          _edit_labels("raster: L.tif", "vector: L.gpkg\n  class_column: c")(r))),
+        "L.gpkg"),
+    "train: out is a file": (_train(lambda r: ((r / "out").mkdir(),
+                                               (r / "out" / "model").write_text("mine"))),
+                             "model"),
+    "train: out is a user folder": (_train(lambda r: _user_folder(r / "out" / "model")),
+                                    "model"),
+    "train: block size larger than the scene": (_train(lambda r: None, "--block-size", "1e6"),
+                                                "block"),
+    "train: fold beyond the folds": (_train(lambda r: None, "--fold", "9"), "fold"),
+    # crossval
+    "crossval: no labels in the recipe": (
+        _crossval(_edit_labels("labels:\n  raster: L.tif\n  values: {1: crop, 2: forest}\n",
+                               "")), "labels"),
+    "crossval: truncated band": (_crossval(lambda r: _truncate(r / "B.tif")), "B.tif"),
+    "crossval: only-fold beyond the folds": (_crossval(lambda r: None, "--only-fold", "7"),
+                                             "7"),
+    "crossval: withhold an unknown modality": (_crossval(lambda r: None, "--withhold",
+                                                         "lidar"), "lidar"),
+    # batch
+    "batch: bundle folder is empty": (_batch(lambda r: ((r / "empty").mkdir(), _args(
+        r, "--bundle", "empty", "--grid", "96", "-o", "out"))[1]), "empty"),
+    "batch: bundle.json damaged": (_batch(lambda r: ((r / "bundle" / "bundle.json").write_text(
+        "{"), _args(r, *GOOD))[1]), "bundle.json"),
+    "batch: bundle.json without classes": (_batch(_bundle_json(lambda d: d.pop("classes"))),
+                                           "classes"),
+    "batch: bundle weights tampered": (_batch(_weights_flipped), "weights"),
+    "batch: bundle for another modality": (_batch(_bundle_json(
+        lambda d: d["layers"][1].update(modality="lidar"))), "lidar"),
+    "batch: out is a file": (_batch(lambda r: ((r / "out").write_text("mine"),
+                                               _args(r, *GOOD))[1]), "out"),
+    "batch: out is a user folder": (_batch(lambda r: (_user_folder(r / "out"),
+                                                      _args(r, *GOOD))[1]), "out"),
+    "batch: grid file is text": (_batch(lambda r: ((r / "grid.gpkg").write_text("x"), _args(
+        r, "--bundle", "bundle", "--grid", "grid.gpkg", "-o", "out"))[1]), "grid.gpkg"),
+    "batch: grid file without CRS": (_batch(lambda r: (_grid_file(r, None), _args(
+        r, "--bundle", "bundle", "--grid", "grid.gpkg", "-o", "out"))[1]), "CRS"),
+    "batch: grid far from the scene": (_batch(lambda r: (_grid_file(r, "EPSG:32633", True),
+                                                         _args(r, "--bundle", "bundle",
+                                                               "--grid", "grid.gpkg",
+                                                               "-o", "out"))[1]), "overlaps"),
+    "batch: grid blocks too small": (_batch(lambda r: _args(r, "--bundle", "bundle", "--grid",
+                                                            "8", "-o", "out")), "64 px"),
+    "batch: scenes file not YAML": (_batch(_scenes("scenes: [\n")), "scenes.yaml"),
+    "batch: scenes file empty": (_batch(_scenes("")), "scenes.yaml"),
+    "batch: scene without modalities": (_batch(_scenes("scenes:\n  - id: a\n")),
+                                        "no 'modalities'"),
+    "batch: scene id twice": (_batch(_scenes(
+        "scenes:\n  - id: a\n    modalities: {optical: [A.tif, B.tif], radar: VV.tif}\n"
+        "  - id: a\n    modalities: {optical: [A.tif, B.tif], radar: VV.tif}\n")), "twice"),
+    "batch: scene id a path": (_batch(_scenes(
+        "scenes:\n  - id: ../up\n    modalities: {optical: [A.tif, B.tif], radar: VV.tif}\n")),
+        "folder name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_job_commands_bad_input(tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)  # stores go to tiles/<name> under the working folder
+    setup, needle = CASES[case]
+    args = setup(tmp_path)
+    (tmp_path / "tiles").mkdir(exist_ok=True)
+    before = _hashes(tmp_path)
+    user = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "out" in p.parts}
+    result = CliRunner().invoke(main, args)
+    line = _one_line(result)
+    assert needle in line, line
+    after = {k: v for k, v in _hashes(tmp_path).items() if not k.startswith("tiles/")}
+    assert after == {k: v for k, v in before.items() if not k.startswith("tiles/")}
+    assert all(p.read_bytes() == data for p, data in user.items())
+    out = tmp_path / "out"
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.is_dir() else []
+    mine = {str(q.relative_to(out)) for p in user for q in (p, *p.parents) if out in q.parents}
+    assert set(left) <= mine, left
+
+
+@pytest.mark.parametrize("command", ["train", "batch"])
+def test_the_unspoiled_case_runs(tmp_path, monkeypatch, command):
+    """The corpus's set-ups are good runs but for their one fault."""
+    monkeypatch.chdir(tmp_path)
+    setup = _train(lambda r: None) if command == "train" else _batch(lambda r: _args(r, *GOOD))
+    result = CliRunner().invoke(main, setup(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / ("model/bundle.json" if command == "train" else
+                                "classes.tif")).is_file()
