@@ -200,10 +200,10 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
 def _absent_from_training(store: TileStore, cfg: TrainConfig, names: tuple[str, ...]
                           ) -> tuple[str, ...]:
     """Classes labelled in the test blocks but not in the (budgeted) training labels."""
-    from geomm.learn.train import StoreDataModule
+    from geomm.learn.masks import label_masks, split_masks
 
-    train_mask, val_mask, test_mask, _ = StoreDataModule.split_masks(store, cfg)
-    train_labels, _ = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
+    train_mask, val_mask, test_mask, _ = split_masks(store, cfg)
+    train_labels, _ = label_masks(store, cfg, train_mask, val_mask)
     labels = store.labels()
     k = len(names)
     seen = np.bincount(labels[train_labels].ravel(), minlength=256)[:k] > 0

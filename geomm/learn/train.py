@@ -8,7 +8,6 @@ alone, and validates on a regular grid of patches of the validation blocks.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -16,114 +15,38 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from geomm.errors import RecipeError
-from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
 from geomm.learn.config import (
     TrainConfig,
     model_config_for,
-    patch_for,
-    steps_for,
     train_config_dict,
 )
-from geomm.learn.dataset import PatchSampler, StorePatchDataset, patch_lattice
 from geomm.learn.heldout import HeldOutScores, score_map, score_network
-from geomm.learn.labelbudget import polygon_budget_mask
-from geomm.learn.normalize import class_weights, compute_norm_stats
-from geomm.learn.split import SpatialSplit, make_folds, train_val_test
-from geomm.learn.task import FusionTask
+from geomm.learn.masks import label_masks, split_masks
+from geomm.learn.split import SpatialSplit
 from geomm.model.netbundle import state_tensors
 from geomm.model.network import ModelConfig, MultiBranchNet
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
-__all__ = ["FusionTask", "PixelFit", "StoreDataModule", "TrainConfig", "TrainResult", "fit_cnn",
-           "model_config_for"]
+__all__ = ["PixelFit", "TrainConfig", "TrainResult", "fit_cnn", "model_config_for"]
 
 
-class StoreDataModule(pl.LightningDataModule):
-    """Training and validation patches of one tile store, split by spatial blocks."""
+def __getattr__(name: str) -> Any:
+    """``FusionTask`` and ``StoreDataModule`` on first use: Lightning takes ~7 s to import,
+    and the per-pixel baselines never need it."""
+    if name == "FusionTask":
+        from geomm.learn.task import FusionTask
 
-    def __init__(self, store: TileStore, cfg: TrainConfig) -> None:
-        super().__init__()
-        self.store, self.cfg = store, cfg
-        self.patch_size = patch = patch_for(store, cfg)
-        patch_lattice(store, patch)  # fail early on a bad patch size
-        (self.train_mask, self.val_mask, self.test_mask,
-         self.split) = self.split_masks(store, cfg)
-        # statistics over every pixel of the training blocks; labels only where allowed
-        self.stats: NormStats = compute_norm_stats(store, self.train_mask)
-        train_labels, val_labels = self.label_masks(store, cfg, self.train_mask, self.val_mask)
-        self.val_labels = val_labels
-        self.class_weights = class_weights(store, train_labels)
-        self.steps = steps_for(cfg, int(self._labelled(store, train_labels)))
-        self.train_sampler = PatchSampler(store, train_labels, patch, min_labelled=patch)
-        self.val_sampler = PatchSampler(store, val_labels, patch, min_labelled=1)
-        self.train_ds = StorePatchDataset(store, self._draw(0), patch, self.stats,
-                                          train_labels, augment=True,
-                                          weights=self.class_weights, seed=cfg.seed)
-        self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), patch,
-                                        self.stats, val_labels, augment=False,
-                                        weights=self.class_weights, seed=cfg.seed)
+        return FusionTask
+    if name == "StoreDataModule":
+        from geomm.learn.datamodule import StoreDataModule
 
-    @staticmethod
-    def _labelled(store: TileStore, mask: np.ndarray) -> int:
-        return int((mask & (store.labels() != store.ignore_value)).sum())
-
-    @staticmethod
-    def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
-                    val_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where training and validation may use labels: their blocks, or under the
-        label-scarce protocol (``cfg.polygons_per_class``) only the pixels of ``k`` regions per
-        class drawn from the training and validation blocks together (a user's whole budget).
-
-        Raises:
-            RecipeError: the validation blocks keep no labelled pixel of the budget.
-        """
-        if cfg.polygons_per_class is None:
-            return train_mask, val_mask
-        budget = polygon_budget_mask(store.labels(), train_mask | val_mask,
-                                     cfg.polygons_per_class, seed=cfg.seed,
-                                     ignore_value=store.ignore_value)
-        if not (budget & val_mask).any() or not (budget & train_mask).any():
-            raise RecipeError(f"{store.path}: {cfg.polygons_per_class} polygons per class leave "
-                              "the training or the validation blocks without a label; use "
-                              "more polygons per class or a smaller block size")
-        return budget & train_mask, budget & val_mask
-
-    @staticmethod
-    def split_masks(store: TileStore, cfg: TrainConfig
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpatialSplit]:
-        """Train, validation and test masks of ``cfg``'s spatial-block split, and the split.
-
-        Blocks are snapped to whole pixels of the coarsest layer, so no coarse pixel straddles
-        two folds.
-        """
-        labels, ignore = store.labels(), store.ignore_value
-        align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
-        split = make_folds(store.grid, labels != ignore, block_size=cfg.block_size,
-                           n_folds=cfg.n_folds, seed=cfg.seed, align=align,
-                           class_labels=labels, ignore_value=ignore)
-        return (*train_val_test(split, cfg.test_fold, cfg.val_fold), split)
-
-    def _draw(self, epoch: int) -> np.ndarray:
-        n = self.steps * self.cfg.batch_size
-        return self.train_sampler.random(n, seed=self.cfg.seed, epoch=epoch)
-
-    def train_dataloader(self) -> DataLoader:
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        self.train_ds.set_origins(self._draw(epoch))
-        self.train_ds.set_epoch(epoch)
-        return DataLoader(self.train_ds, batch_size=self.cfg.batch_size, shuffle=False,
-                          num_workers=self.cfg.num_workers, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_ds, batch_size=self.cfg.batch_size,
-                          num_workers=self.cfg.num_workers)
+        return StoreDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -160,6 +83,12 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     ``echo``, when given, receives one line per epoch.
     """
     t0 = time.perf_counter()
+    import lightning.pytorch as pl
+
+    from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
+    from geomm.learn.datamodule import StoreDataModule
+    from geomm.learn.task import FusionTask
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(store, cfg)
     mcfg = model_config_for(store, cfg)
@@ -360,8 +289,8 @@ def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> Pixel
         sample_training_pixels,
     )
 
-    train_mask, val_mask, test_mask, split = StoreDataModule.split_masks(store, cfg)
-    train_labels, val_labels = StoreDataModule.label_masks(store, cfg, train_mask, val_mask)
+    train_mask, val_mask, test_mask, split = split_masks(store, cfg)
+    train_labels, val_labels = label_masks(store, cfg, train_mask, val_mask)
     px = sample_training_pixels(store, train_labels, seed=cfg.seed)
     X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
     model = fit_classifier(kind, X, px.labels, seed=cfg.seed)

@@ -1,0 +1,52 @@
+"""Where a fold's labels may be used: the spatial-block split's training, validation and
+test masks, and the label budget of the label-scarce protocol (no torch, no Lightning: the
+per-pixel baselines use them too)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from geomm.errors import RecipeError
+from geomm.learn.config import TrainConfig
+from geomm.learn.labelbudget import polygon_budget_mask
+from geomm.learn.split import SpatialSplit, make_folds, train_val_test
+from geomm.stack.store import TileStore
+
+__all__ = ["label_masks", "split_masks"]
+
+
+def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
+                val_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where training and validation may use labels: their blocks, or under the
+    label-scarce protocol (``cfg.polygons_per_class``) only the pixels of ``k`` regions per
+    class drawn from the training and validation blocks together (a user's whole budget).
+
+    Raises:
+        RecipeError: the validation blocks keep no labelled pixel of the budget.
+    """
+    if cfg.polygons_per_class is None:
+        return train_mask, val_mask
+    budget = polygon_budget_mask(store.labels(), train_mask | val_mask,
+                                 cfg.polygons_per_class, seed=cfg.seed,
+                                 ignore_value=store.ignore_value)
+    if not (budget & val_mask).any() or not (budget & train_mask).any():
+        raise RecipeError(f"{store.path}: {cfg.polygons_per_class} polygons per class leave "
+                          "the training or the validation blocks without a label; use "
+                          "more polygons per class or a smaller block size")
+    return budget & train_mask, budget & val_mask
+
+def split_masks(store: TileStore, cfg: TrainConfig
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpatialSplit]:
+    """Train, validation and test masks of ``cfg``'s spatial-block split, and the split.
+
+    Blocks are snapped to whole pixels of the coarsest layer, so no coarse pixel straddles
+    two folds.
+    """
+    labels, ignore = store.labels(), store.ignore_value
+    align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
+    split = make_folds(store.grid, labels != ignore, block_size=cfg.block_size,
+                       n_folds=cfg.n_folds, seed=cfg.seed, align=align,
+                       class_labels=labels, ignore_value=ignore)
+    return (*train_val_test(split, cfg.test_fold, cfg.val_fold), split)
