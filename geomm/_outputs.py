@@ -14,6 +14,7 @@ mix of two runs once anyone looks.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -25,7 +26,11 @@ from pathlib import Path
 from geomm._lock import output_lock
 from geomm.errors import GeommError
 
-__all__ = ["OutputExistsError", "recover", "settle", "staged_outputs"]
+__all__ = ["OutputExistsError", "drop_partials", "partial_path", "recover", "settle",
+           "staged_outputs"]
+
+PARTIAL_TAG = ".geomm-partial-"
+"""In the name of a single output file being written beside its final name."""
 
 _PREFIX = ".geomm-work-"
 JOURNAL = ".geomm-commit"
@@ -43,6 +48,19 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # pragma: no cover  (someone else's live process)
         return True
     return True
+
+
+def partial_path(out: Path) -> Path:
+    """A private name beside the output file ``out`` to write it under, then rename over it
+    (one rename: a reader sees the old file or the new one)."""
+    return out.with_name(f".{out.name}{PARTIAL_TAG}{uuid.uuid4().hex[:8]}{out.suffix}")
+
+
+def drop_partials(out: Path) -> None:
+    """Remove what killed writers of ``out`` left under :func:`partial_path` names (with
+    SQLite's -journal/-wal/-shm files); call it holding ``out``'s lock."""
+    for p in out.parent.glob(f".{glob.escape(out.name)}{PARTIAL_TAG}*"):
+        p.unlink(missing_ok=True)
 
 
 def recover(out_dir: Path) -> None:

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from geomm._lock import output_lock
-from geomm._outputs import OutputExistsError
+from geomm._outputs import OutputExistsError, drop_partials, partial_path
 from geomm.assess._classmap import open_class_map
 from geomm.errors import GeommError
 
@@ -221,8 +221,9 @@ def sample_design(map_path: str | Path, n: int, out: str | Path, *,
          "map_class": [names[k] for k in klass], "reference": [""] * len(row)},
         geometry=gpd.points_from_xy(x, y), crs=None if cmap.crs is None else cmap.crs.to_wkt())
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
+    tmp = partial_path(out)
     with output_lock(out, "geomm sample-design"):  # one writer per file
+        drop_partials(out)  # a killed run's
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out} appeared meanwhile; pass --overwrite to replace "
                                     "it, or choose another file")
@@ -230,7 +231,7 @@ def sample_design(map_path: str | Path, n: int, out: str | Path, *,
             gdf.to_file(tmp, layer="samples", driver="GPKG", engine="pyogrio")
             os.replace(tmp, out)
         finally:
-            tmp.unlink(missing_ok=True)
+            drop_partials(out)
     return SampleDesign(out, tuple(names), tuple(int(c) for c in counts),
                         tuple(int(v) for v in wanted), tuple(int(v) for v in take),
                         allocation, None if u is None else tuple(float(v) for v in u), seed,

@@ -34,7 +34,6 @@ import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geomm._lock import output_lock
-from geomm._outputs import settle
+from geomm._outputs import drop_partials, partial_path, settle
 from geomm.classes import ClassTable
 from geomm.errors import GeommError
 from geomm.vector import _polygons as poly
@@ -142,7 +141,8 @@ def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = 
 def _vectorize(src_path: Path, out: Path, min_area: float | None, simplify: float | None,
                window: int, overwrite: bool, start: float) -> VectorizeSummary:
     _check_options(out, overwrite, min_area, simplify, window)
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    drop_partials(out)  # a killed run's (this run holds the output's lock)
+    tmp = partial_path(out)
     try:
         with _open(src_path) as src:
             meta = _Meta.read(src, src_path)
