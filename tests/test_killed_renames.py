@@ -1,44 +1,28 @@
-"""SIGKILL at every rename of ``predict --overwrite`` and ``stack --overwrite`` (strace fault
-injection): afterwards the output is the old complete set or the new one (once the next look
-has finished an interrupted commit), and a rerun succeeds."""
+"""SIGKILL at every rename of ``predict --overwrite`` and ``stack --overwrite`` (an LD_PRELOAD
+rename wrapper, tests/killpoints.py): afterwards the output is the old complete set or the new
+one (once the next look has finished an interrupted commit), and a rerun succeeds."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 from geomm._outputs import recover
 from geomm.stack.store import read_manifest
-from tests.conftest import need_program
+from tests.killpoints import renames, run
 from tests.synthetic import cnn_bundle, write_recipe, write_scene
 
 ROOT = Path(__file__).resolve().parents[1]
-RENAMES = "rename,renameat,renameat2"
 
 
 def _geomm(args: list[str], *, inject: int | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "geomm.cli", *args]
-    if inject is not None:
-        strace = need_program("strace", why="kill tests inject SIGKILL at a rename")
-        cmd = [strace, "-f", "-qq", "--seccomp-bpf", "-o", os.devnull,
-               f"-e inject={RENAMES}:signal=SIGKILL:when={inject}", *cmd]
-        cmd = [c for part in cmd for c in (part.split(" ", 1) if part.startswith("-e ")
-                                             else [part])]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run(args, ROOT, kill_at=inject)
 
 
-def _count_renames(args: list[str]) -> int:
-    strace = need_program("strace", why="kill tests inject SIGKILL at a rename")
-    proc = subprocess.run([strace, "-f", "-qq", "--seccomp-bpf", "-e", f"trace={RENAMES}",
-                           sys.executable, "-m", "geomm.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return len(re.findall(r"\brename(?:at2?)?\(", proc.stderr))
+def _count_renames(args: list[str], log: Path) -> int:
+    return len(renames(args, ROOT, log))
 
 
 def _digest(folder: Path, names: list[str]) -> dict[str, str | None]:
@@ -69,7 +53,7 @@ def test_predict_killed_at_every_rename(tmp_path):
     assert _geomm(args(new_bundle)).returncode == 0
     digests[new_bundle] = _digest(out, names)
     assert digests[old_bundle] != digests[new_bundle]
-    n = _count_renames(args(new_bundle))
+    n = _count_renames(args(new_bundle), tmp_path / "renames.log")
     assert n >= len(names)
     before = new_bundle  # the complete set in the folder now
     for when in range(1, n + 1):
@@ -96,7 +80,8 @@ def test_stack_killed_at_every_rename(tmp_path):
     assert first.returncode == 0, first.stderr
     (out / "notes.txt").write_text("mine")
     manifest = (out / "geomm-store.json").read_text()
-    n = _count_renames(["stack", str(recipe), "-o", str(out), "--overwrite"])
+    n = _count_renames(["stack", str(recipe), "-o", str(out), "--overwrite"],
+                       tmp_path / "renames.log")
     for when in range(1, n + 1):
         # a changed recipe makes --overwrite rebuild the store
         recipe.write_text(recipe.read_text().replace("name: synthetic", f"name: s{when}"))

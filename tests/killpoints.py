@@ -1,0 +1,50 @@
+"""Kill a geomm command just before its N-th rename: ``tests/killshim.c``, an LD_PRELOAD
+wrapper of libc's rename/renameat/renameat2 (built with gcc on first use), counts the
+process's renames from every caller (Python, GDAL, Rust, ctypes; any thread) and SIGKILLs it
+at the chosen one. strace's fault injection does the same through ptrace stops at every
+syscall, which made each run 3-4x slower here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.conftest import need_program
+
+SOURCE = Path(__file__).with_name("killshim.c")
+
+
+def shim() -> Path:
+    """The built wrapper (cached in the temp folder by its source's hash)."""
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    lib = Path(tempfile.gettempdir()) / f"geomm-killshim-{digest}.so"
+    if not lib.exists():
+        gcc = need_program("gcc", why="the kill tests build an LD_PRELOAD rename wrapper")
+        tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
+        subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(SOURCE), "-ldl"],
+                       check=True, capture_output=True, text=True)
+        os.replace(tmp, lib)
+    return lib
+
+
+def run(args: list[str], cwd: Path, *, kill_at: int | None = None, log: Path | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m geomm.cli ARGS`` under the wrapper; killed at rename ``kill_at`` (1-based)."""
+    env = {**os.environ, "LD_PRELOAD": str(shim()),
+           "GEOMM_KILL_AT_RENAME": str(kill_at or 0), "GEOMM_RENAME_LOG": str(log or "")}
+    return subprocess.run([sys.executable, "-m", "geomm.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def renames(args: list[str], cwd: Path, log: Path) -> list[tuple[int, str, str]]:
+    """The command's renames in order, as (N, source, target); it must succeed."""
+    log.unlink(missing_ok=True)
+    proc = run(args, cwd, log=log)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
+    log.unlink(missing_ok=True)
+    return [(int(n), src, dst) for n, src, dst in rows]
