@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from click.testing import CliRunner
 
 from geomm.cli import main
@@ -139,6 +140,33 @@ def test_predict_uint8_inputs_with_a_uint16_model(tmp_path, bundle_dir):
     result = CliRunner().invoke(main, args)
     assert "holds uint8 values but the model was trained on uint16" in _one_line(result)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("scale", [1e-4, 100.0])
+def test_predict_inputs_in_other_units_than_the_model(tmp_path, bundle_dir, scale):
+    """Reflectance 0-1 (or x100) given to a model of 0-10000 reflectance: refused, named."""
+    bands = write_scene(tmp_path / "in")
+    for name in ("a", "b"):
+        with rasterio.open(bands[name]) as src:
+            arr = src.read(1).astype(np.float32) * np.float32(scale)
+        write_band(bands[name], arr, 10)
+    out = tmp_path / "out"
+    args = ["predict", str(bundle_dir), "--modality", f"optical={bands['a']},{bands['b']}",
+            "--modality", f"radar={bands['r']}", "-o", str(out)]
+    line = _one_line(CliRunner().invoke(main, args))
+    assert "band 'A' of layer 'optical/10m'" in line and "other units" in line, line
+    assert not out.exists()
+
+
+def test_predict_inputs_of_another_season_are_not_refused(tmp_path, bundle_dir):
+    bands = write_scene(tmp_path / "in")
+    with rasterio.open(bands["a"]) as src:
+        arr = (src.read(1) * 2.5).astype(np.uint16)  # a brighter scene, same units
+    write_band(bands["a"], arr, 10)
+    args = ["predict", str(bundle_dir), "--modality", f"optical={bands['a']},{bands['b']}",
+            "--modality", f"radar={bands['r']}", "-o", str(tmp_path / "out"), "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
 
 
 def _vectorize(tmp_path: Path, raster: Path) -> tuple[object, Path]:

@@ -12,11 +12,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 from click.testing import CliRunner
 from shapely.geometry import box
 
 from geomm.cli import main
-from tests.synthetic import X0, Y0, H, W, cnn_bundle
+from tests.synthetic import X0, Y0, H, W, cnn_bundle, write_band
 from tests.test_badinput import _hashes, _labelled, _one_line, _truncate
 
 Setup = Callable[[Path], list[str]]
@@ -113,6 +114,15 @@ def _weights_flipped(root: Path) -> list[str]:
     return _args(root, *GOOD)
 
 
+def _rescaled(root: Path) -> list[str]:
+    """The optical bands as reflectance 0-1 (the model was trained on 0-10000)."""
+    for name in ("A", "B"):
+        with rasterio.open(root / f"{name}.tif") as src:
+            arr = src.read(1).astype(np.float32) * np.float32(1e-4)
+        write_band(root / f"{name}.tif", arr, 10)
+    return _args(root, *GOOD)
+
+
 CASES: dict[str, tuple[Setup, str]] = {
     # train
     "train: label raster missing": (_train(lambda r: (r / "L.tif").unlink()), "labels.raster"),
@@ -151,6 +161,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "batch: bundle weights tampered": (_batch(_weights_flipped), "weights"),
     "batch: bundle for another modality": (_batch(_bundle_json(
         lambda d: d["layers"][1].update(modality="lidar"))), "lidar"),
+    "batch: inputs in other units than the model": (_batch(_rescaled), "other units"),
     "batch: out is a file": (_batch(lambda r: ((r / "out").write_text("mine"),
                                                _args(r, *GOOD))[1]), "out"),
     "batch: out is a user folder": (_batch(lambda r: (_user_folder(r / "out"),

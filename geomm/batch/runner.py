@@ -173,10 +173,11 @@ def _preflight(job: Job, bundle: Path, predict: PredictOptions) -> None:
 
     if job.mosaic is not None and job.blocks:
         from geomm.predict._engines import checked_bundle
+        from geomm.predict._inputrange import check_value_range
         from geomm.stack.coregister import coregister_request
 
-        checked_bundle(bundle, coregister_request(list(job.blocks[0].modalities), job.grid),
-                       predict)
+        st = coregister_request(list(job.blocks[0].modalities), job.grid)
+        check_value_range(checked_bundle(bundle, st, predict)[0], st)
         return
     known = {str(lyr["modality"]) for lyr in load_bundle(bundle).meta.layers}
     for b in job.blocks:

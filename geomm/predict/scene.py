@@ -198,12 +198,15 @@ def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, 
     import rasterio
 
     from geomm.predict._engines import engine_for
+    from geomm.predict._inputrange import check_value_range
     from geomm.recipe import GridRequest
     from geomm.stack.coregister import coregister_request
 
     t0 = time.perf_counter()
     st = coregister_request(modalities, grid or GridRequest())
     engine, bundle_obj = engine_for(Path(bundle), st, options)
+    if region is None:  # (a batch job checks its scene once, before its blocks)
+        check_value_range(bundle_obj, st)
     opts = options if engine.context else replace(options, halo=0)
     on_gpu = getattr(getattr(engine, "device", None), "type", "cpu") != "cpu"
     source, out_grid, extent, own = _area(st, engine, opts, region, on_gpu, _files(modalities))

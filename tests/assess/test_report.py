@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _evaldata import T10, centre, write_class_map, write_points
-from conftest import need_program
 from PIL import Image
 
 from geomm.assess.accuracy import assess
 from geomm.assess.evaluate import evaluate
 from geomm.assess.report import REPORT_FILES, write_report
+from tests.conftest import need_program
 
 NAMES = ("water", "forest", "crop")
 

@@ -22,9 +22,7 @@ from batchcase import (
     blocks_done,
     cli,
     grid_args,
-    make_job,
     read,
-    run_single,
     same,
     wait_for,
 )
@@ -35,16 +33,6 @@ from geomm.batch.jobs import BatchJobError, grid_job, scenes_job
 from geomm.batch.runner import MANIFEST, BatchError, BatchOptions, run_batch
 from geomm.predict.scene import predict_scene
 from geomm.recipe import load_recipe
-
-
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    return make_job(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def single(job):
-    return run_single(job)
 
 
 def test_single_process_mosaic_is_a_complete_map_close_to_one_predict(job, single):

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from batchcase import blocks_done, grid_args, make_job, read, run_single, same
-from conftest import need_program, require_or_skip
+from batchcase import blocks_done, grid_args, read, same
 
 from geomm.batch._blockrun import read_record
 from geomm.batch.runner import MANIFEST, SCHEDULER_TIMEOUT_S
+from tests.conftest import need_program, require_or_skip
 
 NET = "10.213.0"
 SCHED = f"tcp://{NET}.1:8786"
@@ -100,16 +100,6 @@ class Hosts:
                 os.killpg(p.pid, signal.SIGKILL)
         for ns in self.ns.values():
             subprocess.run([self.ip, "netns", "del", ns], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    return make_job(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def single(job):
-    return run_single(job)
 
 
 @pytest.fixture
