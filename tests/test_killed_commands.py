@@ -42,7 +42,8 @@ def _features(p: Path) -> Any:
 
 def _alternate(args: Callable[[str], list[str]], digest: Callable[[], Any], cwd: Path,
                settle: Callable[[], None] = lambda: None,
-               keep: Callable[[str, str], bool] | None = None) -> int:
+               keep: Callable[[str, str], bool] | None = None,
+               then: Callable[[], None] = lambda: None) -> int:
     """Run A then B, then kill A/B (alternating) at each rename of a run; returns the count.
     After each kill the output is the previous run's or the killed run's (``digest``); after
     each rerun it is the rerun's, with no hidden work file left beside it."""
@@ -52,6 +53,7 @@ def _alternate(args: Callable[[str], list[str]], digest: Callable[[], Any], cwd:
         assert done.returncode == 0, done.stderr
         digests[v] = digest()
     assert digests["a"] != digests["b"] and None not in (digests["a"], digests["b"])
+    then()  # e.g. a user's file put into the output
     points = [n for n, src, dst in renames(args("a"), cwd, cwd / "renames.log")
               if keep is None or keep(src, dst)]  # B's output replaced by A's
     assert points
@@ -148,7 +150,8 @@ def test_train_killed_at_every_rename(tmp_path):
             content.update(k.encode() + arrays[k].tobytes())
         return content.hexdigest(), b.meta.split.get("seed")
 
-    _alternate(args, digest, tmp_path)
+    _alternate(args, digest, tmp_path, then=lambda: (out / "notes.txt").write_text("mine"))
+    assert (out / "notes.txt").read_text() == "mine"  # carried into every new bundle
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.")
                 and "lock" not in p.name]
 

@@ -209,8 +209,10 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
     out = out or Path("models") / f"{recipe.name}-{classifier or 'cnn'}"
     from geomm._lock import output_lock
     from geomm.model.bundle import check_bundle_target
+    from geomm.stack.store import tidy_store
 
     with output_lock(out, "geomm train"):  # one writer per bundle, from the start
+        tidy_store(out)  # what a killed run left beside the bundle
         check_bundle_target(out, overwrite)  # before the data is read and the model trained
         return _train(recipe, out, cfg, classifier, workers, overwrite, progress, echo)
 

@@ -26,7 +26,13 @@ from geomm.errors import GridError
 from geomm.recipe import LabelSpec, Recipe, SceneInputs
 from geomm.stack.coregister import CoregisteredStack, coregister_request
 from geomm.stack.grid import GridSpec
-from geomm.stack.store import check_target, read_manifest, staged_store, write_manifest
+from geomm.stack.store import (
+    check_target,
+    read_manifest,
+    staged_store,
+    tidy_store,
+    write_manifest,
+)
 from geomm.stack.windows import tile_windows
 
 __all__ = ["SceneSummary", "stack"]
@@ -290,5 +296,7 @@ def stack(recipe: Recipe, *, out: Path | None = None, workers: int | None = None
     single = len(scenes) == 1 and not recipe.scenes
     targets = [base if single else base / s.id for s in scenes]
     with output_locks(targets, "geomm stack"):  # one writer per store, from the check on
+        for t in targets:
+            tidy_store(t)
         plans = [_plan(recipe, s, t, overwrite) for s, t in zip(scenes, targets, strict=True)]
         return [p if isinstance(p, SceneSummary) else _write(p, workers) for p in plans]

@@ -32,7 +32,7 @@ from geomm.errors import StoreError
 from geomm.stack.grid import GridSpec
 from geomm.stack.windows import TileWindow
 
-__all__ = ["TileStore", "open_store", "staged_store"]
+__all__ = ["TileStore", "open_store", "staged_store", "tidy_store"]
 
 MANIFEST = "geomm-store.json"
 FORMAT_VERSION = 1
@@ -83,7 +83,7 @@ def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
     """
     with output_lock(out, command):
         out.parent.mkdir(parents=True, exist_ok=True)
-        _tidy(out)
+        tidy_store(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         follow_umask(tmp)  # mkdtemp makes it private; a store is as readable as any
         try:
@@ -130,9 +130,10 @@ def _carry(old: Path, new: Path) -> None:
                 os.replace(entry, new / entry.name)
 
 
-def _tidy(out: Path) -> None:
+def tidy_store(out: Path) -> None:
     """Undo what a killed :func:`staged_store` left beside ``out`` (the caller holds the
-    lock, so no live run owns these)."""
+    lock, so no live run owns these): a run that finds the store up to date calls it too, so
+    a user's file a killed run had not yet carried back is in the store again."""
     for stale in out.parent.glob(f".{out.name}.old-*"):
         if not out.exists():
             stale.rename(out)  # killed between the two renames: the old complete set is back
