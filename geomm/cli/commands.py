@@ -47,7 +47,7 @@ def info(paths: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for the model, the map and the polygons (default demo/).")
 @opt.workers
 def demo(out: Path | None, workers: int | None) -> None:

@@ -37,6 +37,7 @@ def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
                           "more polygons per class or a smaller block size")
     return budget & train_mask, budget & val_mask
 
+
 def split_masks(store: TileStore, cfg: TrainConfig
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpatialSplit]:
     """Train, validation and test masks of ``cfg``'s spatial-block split, and the split.

@@ -76,8 +76,11 @@ def checked_bundle(path: Path, st: Any, options: Any) -> tuple[Bundle, list[str]
         BundleError: not a bundle, or a damaged one.
         BundleMismatchError: bands, resolutions or modalities differ from the inputs.
     """
-    folder = Path(path)
-    stamps = _stamps(folder)
+    return _checked(Path(path), _stamps(Path(path)), st, options)
+
+
+def _checked(folder: Path, stamps: tuple[Any, ...], st: Any, options: Any
+             ) -> tuple[Bundle, list[str]]:
     bundle: Bundle = (_remember(_BUNDLES, stamps, lambda: load_bundle(folder)) if stamps
                       else load_bundle(folder))
     missing = _missing_modalities(bundle, st, tuple(options.missing))
@@ -95,7 +98,7 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
     """
     folder = Path(path)
     stamps = _stamps(folder)
-    bundle, missing = checked_bundle(folder, st, options)
+    bundle, missing = _checked(folder, stamps, st, options)
     if missing:
         _warn_missing(missing, float(bundle.meta.config.get("model", {})
                                     .get("modality_dropout", 0.0)))

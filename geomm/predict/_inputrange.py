@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from geomm.model.bundle import Bundle, BundleMismatchError
+from geomm.model.normstats import NormStats
 
 __all__ = ["MAX_SCALE_RATIO", "check_value_range"]
 
@@ -27,7 +28,9 @@ def check_value_range(bundle: Bundle, st: Any) -> None:
     Raises:
         BundleMismatchError: names the band, the two scales and what to do.
     """
-    stats = {str(d["key"]): d for d in bundle.meta.normalisation.get("layers", [])}
+    if not bundle.meta.normalisation:  # classical bundles keep no training statistics
+        return
+    stats = {s.key: s for s in NormStats.from_dict(bundle.meta.normalisation).layers}
     for key, lyr in st.layers.items():
         want = stats.get(key)
         if want is None:
@@ -35,11 +38,11 @@ def check_value_range(bundle: Bundle, st: Any) -> None:
         sample = _sample(lyr)
         if sample is None:
             continue
-        for i, band in enumerate(want["bands"]):
+        for i, band in enumerate(want.bands):
             values = sample[i]
             if not len(values):
                 continue
-            trained = math.hypot(float(want["mean"][i]), float(want["std"][i]))
+            trained = math.hypot(want.mean[i], want.std[i])
             given = float(np.sqrt(np.mean(np.square(values, dtype=np.float64))))
             if trained <= 0 or given <= 0:
                 continue
