@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
 
-def _run(recipe: str, ks: list[str], folds: list[int], log: Path) -> None:
+def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int = 0) -> None:
     from geomm.learn.config import TrainConfig
     from geomm.learn.crossval import crossval
     from geomm.learn.train import recipe_store
@@ -39,7 +39,8 @@ def _run(recipe: str, ks: list[str], folds: list[int], log: Path) -> None:
         for fold in folds:
             if (k, fold) in done:
                 continue
-            cfg = replace(TrainConfig(), polygons_per_class=None if k == "all" else int(k))
+            cfg = replace(TrainConfig(), polygons_per_class=None if k == "all" else int(k),
+                          erode_labels=erode)
             t0 = time.perf_counter()
             report = crossval(store, cfg, folds=[fold], echo=lambda s: print(s, flush=True))
             for r in report.results:
@@ -47,6 +48,7 @@ def _run(recipe: str, ks: list[str], folds: list[int], log: Path) -> None:
                 row = {"k": k, "fold": fold, "method": r.method, "oa": s.overall_accuracy,
                        "kappa": s.kappa, "macro_f1": s.macro_f1, "seconds": r.seconds,
                        "ece": r.extra.get("ece"), "ece_before": r.extra.get("ece_before"),
+                       "val_oa": r.extra.get("val_oa"), "chose": r.extra.get("chose"),
                        "absent": list(report.absent.get(fold, ()))}
                 with log.open("a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -63,14 +65,17 @@ def _render(recipe: str, log: Path) -> str:
     rows = _read(log)
     ks = list(dict.fromkeys(r["k"] for r in rows))
     lines = ["| k (polygons / class) | folds | CNN OA % | RF OA % | CNN − RF | CNN+RF OA % | "
+             "auto OA % (kept: CNN/RF/mean) | "
              "CNN kappa | RF kappa | CNN macro-F1 | RF macro-F1 | CNN ECE | CNN+RF ECE | "
              "CNN s/fold | RF s/fold |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     curve = []
     for k in ks:
         cnn = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "cnn"}
         rf = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "rf"}
         ens = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "cnn+rf"}
+        auto = {r["fold"]: r for r in rows if r["k"] == k and r["method"] == "auto"}
+        kept = np.bincount([int(r["chose"]) for r in auto.values()], minlength=3)
         both = sorted(set(cnn) & set(rf))
         if not both:
             continue
@@ -89,6 +94,7 @@ def _render(recipe: str, log: Path) -> str:
                       np.mean(ens_oa) if len(ens_oa) == len(both) else np.nan))
         lines.append(f"| {k} | {len(both)} | {ms(cnn, 'oa', 100)} | {ms(rf, 'oa', 100)} | "
                      f"{diff.mean():+.1f} (min {diff.min():+.1f}) | {ms(ens, 'oa', 100)} | "
+                     f"{ms(auto, 'oa', 100)} ({'/'.join(map(str, kept)) if auto else '-'}) | "
                      f"{ms(cnn, 'kappa', nd=3)} | "
                      f"{ms(rf, 'kappa', nd=3)} | {ms(cnn, 'macro_f1', nd=3)} | "
                      f"{ms(rf, 'macro_f1', nd=3)} | {ms(cnn, 'ece', nd=3)} | "
@@ -123,12 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default="s2-landcover")
     ap.add_argument("--k", nargs="+", default=["3", "5", "10", "25", "all"])
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--erode", type=int, default=0,
+                    help="training labels without their edges (px); own log file")
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    log = OUT / f"quality-{args.recipe}.jsonl"
+    log = OUT / f"quality-{args.recipe}{f'-erode{args.erode}' if args.erode else ''}.jsonl"
     if not args.render_only:
-        _run(args.recipe, args.k, args.folds, log)
+        _run(args.recipe, args.k, args.folds, log, args.erode)
     print(_render(args.recipe, log))
     return 0
 

@@ -46,6 +46,10 @@ _TRAIN = [
     click.option("--polygons-per-class", type=click.IntRange(min=1), default=None,
                  help="Label-scarce protocol: train on only K labelled polygons per class "
                       "(drawn with --seed from the non-test blocks)."),
+    click.option("--erode-labels", type=click.IntRange(min=0), default=None,
+                 help="Leave out of training the labelled pixels within N pixels of another "
+                      "class or of unlabelled ground (mixed pixels, uncertain polygon edges; "
+                      "default 0)."),
 ]
 
 

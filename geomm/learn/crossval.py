@@ -10,18 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geomm.errors import RecipeError
 from geomm.learn.config import TrainConfig
-from geomm.learn.heldout import score_map, score_network_probs, score_probs
+from geomm.learn.ensemble import score_ensemble
+from geomm.learn.heldout import score_map, score_network_probs
 from geomm.metrics import Scores
 from geomm.stack.store import TileStore
-
-if TYPE_CHECKING:
-    from geomm.learn.train import PixelFit
 
 __all__ = ["CrossvalReport", "FoldScore", "crossval"]
 
@@ -32,7 +29,8 @@ class FoldScore:
 
     method: str
     """``cnn``, ``rf``, ``svm``, ``cnn+rf`` (the mean of the two models' probabilities),
-    ``cnn:<modality>`` or ``cnn:early``."""
+    ``auto`` (whichever of the three ``geomm train --classifier auto`` keeps: the best
+    validation OA), ``cnn:<modality>`` or ``cnn:early``."""
     fold: int
     """The held-out fold."""
     scores: Scores
@@ -101,25 +99,14 @@ def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
                                          res.test_mask)
     out = {"": (held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
                             "temperature": held.temperature,
-                            "best_epoch": res.metrics.get("best_epoch", -1.0)})}
+                            "best_epoch": res.metrics.get("best_epoch", -1.0),
+                            "val_oa": held.val_oa})}
     for gone in withhold:
         if gone not in res.config.modalities or len(res.config.modalities) == 1:
             continue  # nothing to leave out, or nothing would be left
         pred, _ = predict_store(res.model, store, res.stats, missing={gone})
         out[gone] = (score_map(store, pred, res.test_mask), {})
     return out, probs
-
-
-def _ensemble(store: TileStore, cnn_probs: np.ndarray, fit: PixelFit
-              ) -> tuple[Scores, dict[str, float]]:
-    """The mean of the calibrated CNN's and the forest's probabilities, itself calibrated on
-    the forest's (the same split's) validation labels and scored on its test blocks."""
-    assert fit.probs is not None
-    both = (cnn_probs.sum(axis=0) > 0) & (fit.probs.sum(axis=0) > 0)
-    mean = np.where(both, 0.5 * (cnn_probs + fit.probs), 0).astype(np.float32)
-    held, _, _ = score_probs(store, mean, fit.val_labels, fit.test_mask)
-    return held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
-                       "temperature": held.temperature}
 
 
 def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None = None,
@@ -145,7 +132,7 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         echo: receives a line when a fold or a model starts, one per training epoch (unless
             ``progress``) and one per finished model.
     """
-    from geomm.learn.train import fit_pixel_classifier
+    from geomm.learn.pixelfit import fit_pixel_classifier
 
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     modalities = list(dict.fromkeys(lyr["modality"] for lyr in store.manifest["layers"]))
@@ -185,16 +172,37 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
             t0 = time.perf_counter()
             fit = fit_pixel_classifier(store, replace(cfg, test_fold=fold), kind)
             seconds = time.perf_counter() - t0
-            results.append(FoldScore(kind, fold, fit.held.test, seconds))
+            results.append(FoldScore(kind, fold, fit.held.test, seconds,
+                                     {"val_oa": fit.held.val_oa}))
             echo(_line(results[-1]))
             if cnn_probs is not None and fit.probs is not None:
                 t0 = time.perf_counter()
-                sc, extra = _ensemble(store, cnn_probs, fit)
-                results.append(FoldScore(f"cnn+{kind}", fold, sc,
-                                         cnn_seconds + seconds + time.perf_counter() - t0,
-                                         extra))
+                held = score_ensemble(store, cnn_probs, fit)
+                results.append(FoldScore(
+                    f"cnn+{kind}", fold, held.test,
+                    cnn_seconds + seconds + time.perf_counter() - t0,
+                    {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
+                     "temperature": held.temperature, "val_oa": held.val_oa}))
+                echo(_line(results[-1]))
+                results.append(_auto(results, fold, kind))
                 echo(_line(results[-1]))
     return CrossvalReport(tuple(results), names, absent)
+
+
+AUTO = ("cnn", "rf", "cnn+rf")
+"""What ``auto`` chooses from, in order of preference among equals (``extra["chose"]`` is
+the index)."""
+
+
+def _auto(results: list[FoldScore], fold: int, kind: str) -> FoldScore:
+    """What ``geomm train --classifier auto`` would keep: the CNN, the baseline or their
+    mean, whichever scored the best validation OA on this fold."""
+    names = ("cnn", kind, f"cnn+{kind}")
+    got = {r.method: r for r in results if r.fold == fold and r.method in names}
+    best = max(names, key=lambda n: got[n].extra["val_oa"])  # the first of equals
+    pick = got[best]
+    return FoldScore("auto", fold, pick.scores, got[f"cnn+{kind}"].seconds,
+                     {**pick.extra, "chose": float(names.index(best))})
 
 
 def _absent_from_training(store: TileStore, cfg: TrainConfig, names: tuple[str, ...]

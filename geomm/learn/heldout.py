@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geomm.learn.calibrate import expected_calibration_error, fit_temperature, temper
 from geomm.metrics import Scores, confusion_matrix, scores
+from geomm.model.calibrate import expected_calibration_error, fit_temperature, temper
 from geomm.model.network import MultiBranchNet
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
-__all__ = ["HeldOutScores", "score_map", "score_network", "score_network_probs", "score_probs"]
+__all__ = ["HeldOutScores", "score_map", "score_network_probs", "score_probs"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class HeldOutScores:
             out.update(heldout_val_oa=self.val.overall_accuracy, heldout_val_kappa=self.val.kappa,
                        heldout_val_macro_f1=self.val.macro_f1)
         return {k: float(v) for k, v in out.items()}
+
+    @property
+    def val_oa(self) -> float:
+        """OA on the validation labels (-inf without any: never the better model)."""
+        return self.val.overall_accuracy if self.val is not None else float("-inf")
 
     @property
     def calibrated(self) -> bool:
@@ -80,22 +85,14 @@ def _pixels(store: TileStore, probs: np.ndarray, mask: np.ndarray
     return probs[:, sel].T, labels[sel].astype(np.int64)
 
 
-def score_network(model: MultiBranchNet, store: TileStore, stats: NormStats,
-                  val_labels: np.ndarray | None, test_mask: np.ndarray
-                  ) -> tuple[HeldOutScores, np.ndarray]:
-    """Map the store, fit the temperature on ``val_labels`` and score the test blocks.
-
-    Returns:
-        The scores, and the (H, W) class map.
-    """
-    held, pred, _ = score_network_probs(model, store, stats, val_labels, test_mask)
-    return held, pred
-
-
 def score_network_probs(model: MultiBranchNet, store: TileStore, stats: NormStats,
                         val_labels: np.ndarray | None, test_mask: np.ndarray
                         ) -> tuple[HeldOutScores, np.ndarray, np.ndarray]:
-    """:func:`score_network`, also returning the calibrated (K, H, W) probabilities."""
+    """Map the store, fit the temperature on ``val_labels`` and score the test blocks.
+
+    Returns:
+        The scores, the (H, W) class map and the calibrated (K, H, W) probabilities.
+    """
     from geomm.predict.infer import predict_store
 
     pred, probs = predict_store(model, store, stats)

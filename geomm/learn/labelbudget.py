@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from geomm.errors import RecipeError
 
-__all__ = ["polygon_budget_mask"]
+__all__ = ["eroded_labels", "polygon_budget_mask"]
 
 
 def polygon_budget_mask(labels: np.ndarray, allowed: np.ndarray, k: int, *, seed: int = 0,
@@ -49,4 +49,30 @@ def polygon_budget_mask(labels: np.ndarray, allowed: np.ndarray, k: int, *, seed
             continue
         chosen = rng.choice(np.arange(1, n + 1), size=min(int(k), n), replace=False)
         out |= np.isin(regions, chosen)
+    return out
+
+
+def eroded_labels(labels: np.ndarray, mask: np.ndarray, radius: int, *,
+                  ignore_value: int = 255) -> np.ndarray:
+    """``mask`` without its labelled pixels within ``radius`` pixels (8-neighbours) of a pixel
+    of another class or an unlabelled one: the mixed pixels and uncertain edges of burned
+    polygons.
+
+    A labelled region (8-connected, one class) that erosion would remove altogether keeps
+    its pixels: a thin or tiny polygon is better than none.
+    """
+    if radius <= 0:
+        return mask
+    size = 2 * int(radius) + 1
+    lo = ndimage.minimum_filter(labels, size=size, mode="nearest")
+    hi = ndimage.maximum_filter(labels, size=size, mode="nearest")
+    usable = mask & (labels != ignore_value)
+    out = usable & (lo == hi)
+    eight = np.ones((3, 3), dtype=bool)
+    for c in np.unique(labels[usable]):
+        regions, n = ndimage.label(usable & (labels == c), structure=eight)
+        kept = np.bincount(regions[out & (labels == c)], minlength=n + 1)
+        lost = np.flatnonzero(kept[1:] == 0) + 1
+        if lost.size:
+            out |= np.isin(regions, lost)
     return out

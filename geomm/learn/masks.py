@@ -10,7 +10,7 @@ import numpy as np
 
 from geomm.errors import RecipeError
 from geomm.learn.config import TrainConfig
-from geomm.learn.labelbudget import polygon_budget_mask
+from geomm.learn.labelbudget import eroded_labels, polygon_budget_mask
 from geomm.learn.split import SpatialSplit, make_folds, train_val_test
 from geomm.stack.store import TileStore
 
@@ -21,11 +21,21 @@ def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
                 val_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where training and validation may use labels: their blocks, or under the
     label-scarce protocol (``cfg.polygons_per_class``) only the pixels of ``k`` regions per
-    class drawn from the training and validation blocks together (a user's whole budget).
+    class drawn from the training and validation blocks together (a user's whole budget);
+    the training labels without their edges with ``cfg.erode_labels``.
 
     Raises:
         RecipeError: the validation blocks keep no labelled pixel of the budget.
     """
+    train, val = _budget(store, cfg, train_mask, val_mask)
+    if cfg.erode_labels:
+        train = eroded_labels(store.labels(), train, cfg.erode_labels,
+                              ignore_value=store.ignore_value)
+    return train, val
+
+
+def _budget(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray, val_mask: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
     if cfg.polygons_per_class is None:
         return train_mask, val_mask
     budget = polygon_budget_mask(store.labels(), train_mask | val_mask,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,14 @@ from geomm.learn.config import (
     model_config_for,
     train_config_dict,
 )
-from geomm.learn.heldout import HeldOutScores, score_map, score_network
-from geomm.learn.masks import label_masks, split_masks
-from geomm.learn.split import SpatialSplit
+from geomm.learn.heldout import HeldOutScores, score_network_probs
+from geomm.learn.pixelfit import PixelFit, fit_pixel_classifier, save_pixel_fit
+from geomm.learn.result import TrainResult, save_cnn_bundle
 from geomm.model.netbundle import state_tensors
-from geomm.model.network import ModelConfig, MultiBranchNet
-from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
-__all__ = ["PixelFit", "TrainConfig", "TrainResult", "fit_cnn", "model_config_for"]
+__all__ = ["PixelFit", "TrainConfig", "TrainResult", "fit_cnn", "fit_pixel_classifier",
+           "model_config_for", "save_cnn_bundle", "score_result", "train_recipe"]
 
 
 def __getattr__(name: str) -> Any:
@@ -47,30 +46,6 @@ def __getattr__(name: str) -> Any:
 
         return StoreDataModule
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@dataclass
-class TrainResult:
-    """A trained model and what is needed to use and judge it."""
-
-    model: MultiBranchNet
-    """The trained network (eval mode, CPU)."""
-    config: ModelConfig
-    """Its architecture."""
-    stats: NormStats
-    """Normalisation statistics of the training pixels."""
-    split: SpatialSplit
-    """The spatial split."""
-    test_mask: np.ndarray
-    """Base-resolution mask of the held-out fold."""
-    train_config: TrainConfig
-    """How it was trained."""
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Final training/validation figures and the wall time."""
-    val_labels: np.ndarray | None = None
-    """Base-resolution mask of the validation labels (early stopping, calibration)."""
-    heldout: HeldOutScores | None = None
-    """Test and validation scores and the calibration, once :func:`score_result` ran."""
 
 
 def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
@@ -135,34 +110,14 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
 
 
 def score_result(result: TrainResult, store: TileStore
-                 ) -> tuple[TrainResult, HeldOutScores]:
+                 ) -> tuple[TrainResult, HeldOutScores, np.ndarray]:
     """Map the store with the trained network, calibrate on the validation labels and score the
-    test blocks; the scores also go into the result's ``heldout`` and ``metrics``."""
-    held, _ = score_network(result.model, store, result.stats, result.val_labels,
-                            result.test_mask)
-    return replace(result, heldout=held, metrics={**result.metrics, **held.metrics()}), held
-
-
-def save_cnn_bundle(result: TrainResult, store: TileStore, out: Path, *,
-                    recipe_raw: dict[str, Any] | None = None, overwrite: bool = False,
-                    extra_metrics: dict[str, Any] | None = None) -> Path:
-    """Write a trained network as a model bundle (safetensors weights + JSON metadata);
-    ``extra_metrics`` join the result's metrics (e.g. the ``auto`` model choice)."""
-    from geomm.model.bundle import BundleMeta, layers_from_manifest, save_bundle
-
-    keys = [layer.key for layer in result.config.layers]
-    meta = BundleMeta(
-        store.manifest.get("recipe", ""), layers_from_manifest(store.manifest, keys),
-        store.manifest["classes"], normalisation=result.stats.to_dict(),
-        config={"model": result.config.to_dict(),
-                "training": train_config_dict(result.train_config),
-                **({"calibration": {"temperature": result.heldout.temperature,
-                                    "fitted_on": "validation blocks"}}
-                   if result.heldout is not None else {})},
-        split=result.split.to_dict(), metrics={**result.metrics, **(extra_metrics or {})},
-        recipe_raw=recipe_raw)
-    return save_bundle(out, kind="cnn", tensors=state_tensors(result.model), meta=meta,
-                       overwrite=overwrite)
+    test blocks; the scores also go into the result's ``heldout`` and ``metrics``. Also
+    returns the calibrated (K, H, W) probabilities."""
+    held, _, probs = score_network_probs(result.model, store, result.stats,
+                                         result.val_labels, result.test_mask)
+    return (replace(result, heldout=held, metrics={**result.metrics, **held.metrics()}),
+            held, probs)
 
 
 def recipe_store(recipe: Any, *, workers: int | None = None) -> TileStore:
@@ -231,91 +186,50 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
     if classifier in ("rf", "svm"):
         fit = fit_pixel_classifier(store, cfg, classifier)
         echo(f"{classifier}: {fit.held.describe()}")
-        return _save_pixel_classifier(out, fit, store, raw, overwrite)
-    result, cnn_held = score_result(
+        return save_pixel_fit(out, fit, store, raw, overwrite)
+    result, cnn_held, cnn_probs = score_result(
         fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress,
                 echo=None if progress else echo), store)
     echo(f"cnn: {cnn_held.describe()}")
     if classifier == "auto":
-        fit = fit_pixel_classifier(store, cfg, "rf")
-        held = fit.held
-        echo(f"rf: {held.describe()}")
-        cnn_val, rf_val = _val_oa(cnn_held), _val_oa(held)
-        choice = {"auto": {"cnn_val_oa": cnn_val, "rf_val_oa": rf_val,
-                           "cnn_test_oa": cnn_held.test.overall_accuracy,
-                           "rf_test_oa": held.test.overall_accuracy}}
-        if rf_val > cnn_val:
-            echo(f"auto: the random forest scores better on the validation blocks "
-                 f"(OA {100 * rf_val:.1f} % against {100 * cnn_val:.1f} %); writing it")
-            return _save_pixel_classifier(out, fit, store, raw, overwrite, extra=choice)
-        echo(f"auto: the CNN scores better on the validation blocks (OA {100 * cnn_val:.1f} % "
-             f"against {100 * rf_val:.1f} %); writing it")
-        return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite,
-                               extra_metrics=choice)
+        return _auto(store, cfg, result, cnn_probs, out, raw, overwrite, echo)
     return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
 
 
-def _val_oa(held: HeldOutScores) -> float:
-    return held.val.overall_accuracy if held.val is not None else float("-inf")
+def _auto(store: TileStore, cfg: TrainConfig, result: TrainResult, cnn_probs: np.ndarray,
+          out: Path, raw: dict[str, Any], overwrite: bool, echo: Callable[[str], object]
+          ) -> Path:
+    """Fit the forest on the same split, average it with the network, and write whichever of
+    the three scores the best validation OA (all scores go into the bundle's metrics)."""
+    from geomm.learn.ensemble import save_ensemble_bundle, score_ensemble
+
+    fit = fit_pixel_classifier(store, cfg, "rf")
+    echo(f"rf: {fit.held.describe()}")
+    cnn_held = result.heldout
+    assert cnn_held is not None
+    ens = score_ensemble(store, cnn_probs, fit) if cfg.modalities is None else None
+    if ens is not None:
+        echo(f"cnn+rf: {ens.describe()}")
+    scored = {"cnn": cnn_held, "rf": fit.held, **({"cnn+rf": ens} if ens else {})}
+    val = {name: h.val_oa for name, h in scored.items()}
+    best = max(val, key=lambda name: val[name])  # the first of equals: the simpler model
+    choice = {"auto": {**{f"{n}_val_oa": v for n, v in val.items()},
+                       **{f"{n}_test_oa": h.test.overall_accuracy for n, h in scored.items()},
+                       "chosen": best}}
+    others = ", ".join(f"{n} {100 * v:.1f} %" for n, v in val.items() if n != best)
+    echo(f"auto: {_NAMES[best]} scores best on the validation blocks (OA "
+         f"{100 * val[best]:.1f} %; {others}); writing it")
+    if best == "rf":
+        return save_pixel_fit(out, fit, store, raw, overwrite, extra=choice)
+    if best == "cnn+rf" and ens is not None:
+        return save_ensemble_bundle(result, fit, ens, store, out, recipe_raw=raw,
+                                    overwrite=overwrite, extra_metrics=choice)
+    return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite,
+                           extra_metrics=choice)
 
 
-@dataclass(frozen=True)
-class PixelFit:
-    """A per-pixel baseline fitted on a split's training labels, and its scores."""
-
-    model: Any
-    """The fitted scikit-learn estimator."""
-    n_px: int
-    """Training pixels."""
-    split: SpatialSplit
-    """The spatial split."""
-    held: HeldOutScores
-    """Scores on the validation labels and the test blocks (not calibrated: T = 1)."""
-    probs: np.ndarray | None
-    """(K, H, W) class probabilities on the validation labels and test blocks (random
-    forest; None for the SVM, which has no probabilities)."""
-    val_labels: np.ndarray
-    """Base-resolution mask of the validation labels it was scored on."""
-    test_mask: np.ndarray
-    """Base-resolution mask of the test blocks it was scored on."""
-
-
-def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> PixelFit:
-    """Fit the per-pixel baseline on the training labels of ``cfg``'s split; score it on the
-    validation labels and the test blocks (its probabilities are not calibrated: T = 1)."""
-    from geomm.learn.baseline import (
-        fit_classifier,
-        pixel_features,
-        predict_pixels,
-        predict_proba_map,
-        sample_training_pixels,
-    )
-
-    train_mask, val_mask, test_mask, split = split_masks(store, cfg)
-    train_labels, val_labels = label_masks(store, cfg, train_mask, val_mask)
-    px = sample_training_pixels(store, train_labels, seed=cfg.seed)
-    X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
-    model = fit_classifier(kind, X, px.labels, seed=cfg.seed)
-    probs = None
-    if hasattr(model, "predict_proba"):
-        probs = predict_proba_map(model, store, val_labels | test_mask)
-        pred = probs.argmax(axis=0).astype(np.uint8)  # = model.predict, without a 2nd pass
-        pred[~(probs.sum(axis=0) > 0)] = store.ignore_value
-    else:
-        pred = predict_pixels(model, store, val_labels | test_mask)
-    nan = (float("nan"), float("nan"))
-    held = HeldOutScores(score_map(store, pred, test_mask), score_map(store, pred, val_labels),
-                         1.0, nan, nan)
-    return PixelFit(model, int(len(px.labels)), split, held, probs, val_labels, test_mask)
-
-
-def _save_pixel_classifier(out: Path, fit: PixelFit, store: TileStore, raw: dict[str, Any],
-                           overwrite: bool, extra: dict[str, Any] | None = None) -> Path:
-    from geomm.learn.baseline import save_classifier
-
-    metrics = {"training_pixels": fit.n_px, **fit.held.metrics(), **(extra or {})}
-    return save_classifier(out, fit.model, store, split=fit.split.to_dict(), metrics=metrics,
-                           recipe_raw=raw, overwrite=overwrite)
+_NAMES = {"cnn": "the CNN", "rf": "the random forest",
+          "cnn+rf": "the mean of the CNN and the random forest"}
 
 
 def _train_scenes(recipe: Any, out: Path, cfg: TrainConfig, *, workers: int | None,

@@ -1,6 +1,6 @@
 """The contract between training and prediction: the fusion network (pure torch, no
-Lightning), pretrained branch weights, the numpy classical predictors, normalisation statistics
-and the model bundle format."""
+Lightning), pretrained branch weights, the numpy classical predictors, normalisation statistics,
+temperature calibration and the model bundle format."""
 
 from __future__ import annotations
 

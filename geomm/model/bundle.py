@@ -28,15 +28,18 @@ from geomm.classes import ClassTable
 from geomm.errors import GeommError
 from geomm.stack.store import staged_store
 
-__all__ = ["KINDS", "Bundle", "BundleError", "BundleExistsError", "BundleMeta",
+__all__ = ["FOREST_PREFIX", "KINDS", "Bundle", "BundleError", "BundleExistsError", "BundleMeta",
            "BundleMismatchError", "check_bundle_target", "layers_from_manifest", "load_bundle",
            "save_bundle"]
 
 FORMAT = 1
 WEIGHTS = "weights.safetensors"
 META = "bundle.json"
-KINDS = ("cnn", "rf", "svm")
-"""Bundle kinds: the fusion network and the two per-pixel baselines."""
+KINDS = ("cnn", "rf", "svm", "cnn+rf")
+"""Bundle kinds: the fusion network, the two per-pixel baselines, and the network averaged
+with a random forest (the network's arrays, and the forest's under ``rf.``)."""
+FOREST_PREFIX = "rf."
+"""Name prefix of the forest's arrays in a "cnn+rf" bundle (its settings: ``config.forest``)."""
 
 _FIX = "the bundle is damaged or was not written by geomm; export it again"
 _LAYER_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -287,7 +290,9 @@ def _write_tensors(path: Path, tensors: Mapping[str, Any], kind: str) -> None:
     if all(isinstance(v, np.ndarray) for v in tensors.values()):
         from safetensors.numpy import save_file
 
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), info)
+        # (not np.ascontiguousarray: it makes a 0-d array 1-d)
+        save_file({k: v if v.flags.c_contiguous else v.copy(order="C")
+                   for k, v in tensors.items()}, str(path), info)
         return
     import torch
     from safetensors.torch import save_file as save_torch
@@ -376,7 +381,7 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{weights}: contents do not match the sha256 recorded in {META} "
                           f"(damaged or replaced); {_FIX}")
     try:
-        if kind == "cnn":
+        if kind == "cnn":  # (a "cnn+rf" bundle's arrays are numpy: the forest's are unsigned)
             from safetensors.torch import load_file
         else:
             from safetensors.numpy import load_file  # type: ignore[assignment]

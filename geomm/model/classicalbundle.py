@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from geomm.model.bundle import Bundle, BundleError
+from geomm.model.bundle import FOREST_PREFIX, Bundle, BundleError
 from geomm.model.classical import ForestPredictor, SVMPredictor
 from geomm.model.forestcodec import COMPACT_ARRAYS, decode_forest, is_compact
 
-__all__ = ["classifier_from_bundle"]
+__all__ = ["classifier_from_bundle", "forest_of"]
+
+
+def forest_of(bundle: Bundle) -> Bundle:
+    """The random forest of a "cnn+rf" bundle, as an "rf" bundle (its arrays and settings).
+
+    Raises:
+        BundleError: the bundle keeps no forest settings.
+    """
+    forest = bundle.meta.config.get("forest")
+    if not isinstance(forest, dict):
+        raise BundleError(f"{bundle.path}: key `config.forest` is missing from bundle.json; "
+                          "the bundle is damaged or was edited")
+    arrays = {k[len(FOREST_PREFIX):]: v for k, v in bundle.tensors.items()
+              if k.startswith(FOREST_PREFIX)}
+    return Bundle(bundle.path, "rf", replace(bundle.meta, config=forest), arrays)
 
 
 def classifier_from_bundle(bundle: Bundle) -> ForestPredictor | SVMPredictor:
-    """Rebuild the numpy predictor of an "rf" or "svm" bundle, checked against its metadata.
+    """Rebuild the numpy predictor of an "rf" or "svm" bundle (or a "cnn+rf" bundle's forest),
+    checked against its metadata.
 
     Raises:
         BundleError: another kind, a missing array, or arrays that disagree with the metadata.
     """
+    if bundle.kind == "cnn+rf":
+        bundle = forest_of(bundle)
     if bundle.kind not in ("rf", "svm"):
         raise BundleError(f"{bundle.path}: a {bundle.kind!r} bundle is not a per-pixel "
                           "classifier; predict with the network instead")

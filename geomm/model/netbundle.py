@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from geomm.model.bundle import Bundle, BundleError, load_bundle
+from geomm.model.bundle import FOREST_PREFIX, Bundle, BundleError, load_bundle
 from geomm.model.network import ModelConfig, MultiBranchNet
 from geomm.model.normstats import NormStats
 
@@ -20,14 +21,16 @@ def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
 
 
 def load_cnn_bundle(path: str | Path) -> tuple[MultiBranchNet, NormStats, Bundle]:
-    """Rebuild a network from a "cnn" bundle: (model in eval mode, stats, bundle).
+    """Rebuild a network from a "cnn" or "cnn+rf" bundle: (model in eval mode, stats, bundle).
 
     Raises:
-        BundleError: not a "cnn" bundle, or weights that do not fit its bundle.json.
+        BundleError: a bundle without a network, or weights that do not fit its bundle.json.
     """
     bundle = load_bundle(path)
-    if bundle.kind != "cnn":
+    if bundle.kind not in ("cnn", "cnn+rf"):
         raise BundleError(f"{path}: a {bundle.kind!r} bundle holds no network")
+    tensors = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
+               for k, v in bundle.tensors.items() if not k.startswith(FOREST_PREFIX)}
     config = ModelConfig.from_dict(bundle.meta.config["model"])
     n_table = len(bundle.meta.class_table)
     if config.head == "segmentation" and n_table != config.num_classes:
@@ -36,10 +39,10 @@ def load_cnn_bundle(path: str | Path) -> tuple[MultiBranchNet, NormStats, Bundle
                           "edited: train it again or restore bundle.json")
     model = MultiBranchNet(config, load_weights=False)
     state = model.state_dict()
-    bad = sorted(set(state) ^ set(bundle.tensors)) or [
-        k for k in state if tuple(state[k].shape) != tuple(bundle.tensors[k].shape)]
+    bad = sorted(set(state) ^ set(tensors)) or [
+        k for k in state if tuple(state[k].shape) != tuple(tensors[k].shape)]
     if bad:
         raise BundleError(f"{path}: weights do not fit the model described in bundle.json "
                           f"(first mismatch: {bad[0]!r}); the bundle is damaged or was edited")
-    model.load_state_dict(dict(bundle.tensors))
+    model.load_state_dict(tensors)
     return model.eval(), NormStats.from_dict(bundle.meta.normalisation), bundle

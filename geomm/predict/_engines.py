@@ -31,7 +31,7 @@ def _missing_modalities(bundle: Bundle, st: Any, asked: tuple[str, ...]) -> list
         raise BundleMismatchError(f"{bundle.path}: --missing {unknown[0]!r} is not a modality "
                                   f"of the model (it has {mods})")
     absent = [m for m in mods if m not in have or m in asked]
-    if absent and bundle.kind != "cnn":
+    if absent and bundle.kind not in ("cnn", "cnn+rf"):
         raise BundleMismatchError(f"{bundle.path}: the {bundle.kind} model needs every "
                                   f"modality it was trained on; the inputs lack {absent}")
     if absent and len(absent) == len(mods):
@@ -102,7 +102,7 @@ def engine_for(path: Path, st: Any, options: Any) -> tuple[Engine, Bundle]:
     if missing:
         _warn_missing(missing, float(bundle.meta.config.get("model", {})
                                     .get("modality_dropout", 0.0)))
-    if bundle.kind != "cnn":  # cheap to build, and may take scale/offset from the inputs
+    if bundle.kind in ("rf", "svm"):  # cheap to build; may take scale/offset from the inputs
         return _build(folder, bundle, st, options, missing), bundle
     key = (*stamps, tuple(missing), options.device, options.amp, options.channels_last,
            options.compile, options.threads)
@@ -121,19 +121,29 @@ def _build(path: Path, bundle: Bundle, st: Any, options: Any, missing: list[str]
         return _network(path, bundle, options, missing)
     from geomm.model.classicalbundle import classifier_from_bundle
 
-    layers = []
+    units = {}
     for lyr in bundle.meta.layers:
         attrs = st.layers[lyr["key"]].data.attrs  # bundles without scale: the inputs' own
-        scale = float(lyr.get("scale", attrs.get("scale", 1.0)))
-        offset = float(lyr.get("offset", attrs.get("offset", 0.0)))
-        n = len(lyr["bands"])
-        layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
-                                  (offset,) * n, (scale,) * n, physical=True))
-    return ClassicalEngine(classifier_from_bundle(bundle), layers,
-                           len(bundle.meta.class_table))
+        units[lyr["key"]] = (float(lyr.get("scale", attrs.get("scale", 1.0))),
+                             float(lyr.get("offset", attrs.get("offset", 0.0))))
+    forest = classifier_from_bundle(bundle)
+    n_classes = len(bundle.meta.class_table)
+    if bundle.kind == "cnn+rf":
+        from geomm.predict.ensemble import EnsembleEngine, forest_layers
+
+        net = _network(path, bundle, options, missing)
+        how = bundle.meta.config.get("ensemble") or {}
+        return EnsembleEngine(net, ClassicalEngine(forest, forest_layers(net.layers), n_classes),
+                              units, weight=float(how.get("weight", 0.5)),
+                              temperature=float(how.get("temperature", 1.0)))
+    layers = [EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
+                          (units[lyr["key"]][1],) * len(lyr["bands"]),
+                          (units[lyr["key"]][0],) * len(lyr["bands"]), physical=True)
+              for lyr in bundle.meta.layers]
+    return ClassicalEngine(forest, layers, n_classes)
 
 
-def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> Engine:
+def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> NetworkEngine:
     from geomm.model.bundle import BundleError
     from geomm.model.netbundle import load_cnn_bundle
 

@@ -47,3 +47,22 @@ def test_a_bad_budget_is_refused():
     with pytest.raises(RecipeError, match="polygons_per_class"):
         polygon_budget_mask(_regions(), np.ones((60, 60), bool), 0)
 
+
+
+def test_eroded_labels_drop_polygon_edges_but_keep_tiny_polygons():
+    from geomm.learn.labelbudget import eroded_labels
+
+    labels = np.full((20, 20), 255, np.uint8)
+    labels[2:12, 2:12] = 0      # a 10 x 10 polygon
+    labels[2:12, 12:18] = 1     # its neighbour of another class
+    labels[15:17, 15:17] = 0    # a 2 x 2 polygon: erosion would empty it
+    mask = np.ones_like(labels, bool)
+    out = eroded_labels(labels, mask, 1)
+    assert out[3:11, 3:11].all() and not out[2, 2:12].any()  # the edge ring goes
+    assert not out[3:11, 11].any() and not out[3:11, 12].any()  # both sides of a class border
+    assert out[15:17, 15:17].all()  # kept whole
+    assert not out[labels == 255].any()
+    assert (eroded_labels(labels, mask, 0) == mask).all()
+    half = mask.copy()
+    half[:, 10:] = False  # only where the mask allows
+    assert not (eroded_labels(labels, half, 1) & ~half).any()

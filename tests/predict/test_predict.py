@@ -157,7 +157,7 @@ def test_a_smaller_radar_footprint_is_mapped_from_the_optical_bands(scene, tmp_p
 
 
 def test_the_bundle_temperature_rescales_the_probabilities_not_the_classes(scene, tmp_path):
-    from geomm.learn.calibrate import temper
+    from geomm.model.calibrate import temper
 
     def probs(out: Path) -> np.ndarray:
         with rasterio.open(out / "probabilities.tif") as src:

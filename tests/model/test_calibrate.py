@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geomm.learn.calibrate import expected_calibration_error, fit_temperature, temper
+from geomm.model.calibrate import expected_calibration_error, fit_temperature, temper
 
 
 def _overconfident(n: int = 20000, k: int = 4, seed: int = 0):
