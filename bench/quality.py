@@ -129,14 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default="s2-landcover")
     ap.add_argument("--k", nargs="+", default=["3", "5", "10", "25", "all"])
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--erode", type=int, default=0,
-                    help="training labels without their edges (px); own log file")
+    ap.add_argument("--erode", type=int, default=None,
+                    help="training labels without their edges (px; default: geomm's); "
+                         "a value other than the default gets its own log file")
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    log = OUT / f"quality-{args.recipe}{f'-erode{args.erode}' if args.erode else ''}.jsonl"
+    from geomm.learn.config import TrainConfig
+
+    erode = TrainConfig().erode_labels if args.erode is None else args.erode
+    tag = "" if erode == TrainConfig().erode_labels else f"-erode{erode}"
+    log = OUT / f"quality-{args.recipe}{tag}.jsonl"
     if not args.render_only:
-        _run(args.recipe, args.k, args.folds, log, args.erode)
+        _run(args.recipe, args.k, args.folds, log, erode)
     print(_render(args.recipe, log))
     return 0
 

@@ -49,7 +49,7 @@ _TRAIN = [
     click.option("--erode-labels", type=click.IntRange(min=0), default=None,
                  help="Leave out of training the labelled pixels within N pixels of another "
                       "class or of unlabelled ground (mixed pixels, uncertain polygon edges; "
-                      "default 0)."),
+                      "default 1; 0 keeps every labelled pixel)."),
 ]
 
 
