@@ -18,8 +18,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_stamp(path: Path) -> tuple[str, int | None, int | None]:
-    """``(absolute path, size, mtime_ns)``; size and mtime None for a missing file."""
+def file_stamp(path: Path | str) -> tuple[str, int | None, int | None]:
+    """``(absolute path, size, mtime_ns)``; size and mtime None for a missing file. A remote
+    file (:mod:`geomm._remote`) is stamped with its URL, HTTP size and ``Last-Modified``."""
+    from geomm._remote import is_remote, remote_stamp
+
+    if is_remote(path):
+        return remote_stamp(str(path))
+    path = Path(path)
     try:
         st = path.stat()
     except OSError:

@@ -18,6 +18,15 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from geomm._remote import (
+    AnyPath,
+    RemotePath,
+    as_path,
+    gdal_path,
+    remote_env,
+    remote_vector_env,
+    why_unreadable,
+)
 from geomm.errors import NotGeodataError
 
 __all__ = ["RasterInfo", "VectorInfo", "describe", "format_info"]
@@ -119,16 +128,24 @@ def describe(path: str | Path) -> RasterInfo | VectorInfo:
         NotGeodataError: ``path`` does not exist, neither GDAL nor OGR can open it, or OGR opens
             it only as a table without geometries (a plain CSV or text file).
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise NotGeodataError(f"{path}: no such file")
+    with remote_env(path), remote_vector_env(path):
+        return _describe(path)
+
+
+def _describe(path: AnyPath) -> RasterInfo | VectorInfo:
     try:
         return _describe_raster(path)
     except RasterioError:
         pass
     try:
-        layers = pyogrio.list_layers(path)
+        layers = pyogrio.list_layers(gdal_path(path))
     except Exception as exc:  # pyogrio raises DataSourceError, or others for odd inputs
+        why = why_unreadable(path) if isinstance(path, RemotePath) else ""
+        if why:
+            raise NotGeodataError(f"{path}: cannot read it ({why}); check the URL") from exc
         raise NotGeodataError(_NOT_GEODATA.format(
             path=path, reason="no GDAL raster or OGR vector driver recognises it",
             fix="check the file is complete and in a format `gdalinfo` or `ogrinfo` opens",
@@ -160,10 +177,10 @@ def _crs_label(crs: CRS | None) -> tuple[str | None, int | None]:
     return crs.to_proj4() or crs.to_string(), None
 
 
-def _describe_raster(path: Path) -> RasterInfo:
+def _describe_raster(path: AnyPath) -> RasterInfo:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
+        with rasterio.open(gdal_path(path)) as src:
             crs, epsg = _crs_label(src.crs)
             block_h, block_w = src.block_shapes[0]
             return RasterInfo(
@@ -193,8 +210,8 @@ def _is_cog(src: Any) -> bool:
     return layout is not None and layout.upper() == "COG"
 
 
-def _describe_vector(path: Path, layer: str, layer_count: int) -> VectorInfo:
-    meta = pyogrio.read_info(path, layer=layer, force_feature_count=True,
+def _describe_vector(path: AnyPath, layer: str, layer_count: int) -> VectorInfo:
+    meta = pyogrio.read_info(gdal_path(path), layer=layer, force_feature_count=True,
                              force_total_bounds=True)
     crs, epsg = _crs_label(CRS.from_user_input(meta["crs"]) if meta.get("crs") else None)
     bounds = meta.get("total_bounds")
@@ -210,13 +227,14 @@ def _describe_vector(path: Path, layer: str, layer_count: int) -> VectorInfo:
     )
 
 
-def _geometry_types(path: Path, layer: str, declared: str) -> tuple[str, ...]:
+def _geometry_types(path: AnyPath, layer: str, declared: str) -> tuple[str, ...]:
     """The declared geometry type or, for a mixed ("Unknown") layer, the distinct ones found."""
     if "Unknown" not in declared:
         return (declared,)
     try:
         sql = 'SELECT DISTINCT OGR_GEOMETRY FROM "{}"'.format(layer.replace('"', '""'))
-        found = pyogrio.raw.read(path, sql=sql, sql_dialect="OGRSQL", read_geometry=False)[3][0]
+        found = pyogrio.raw.read(gdal_path(path), sql=sql, sql_dialect="OGRSQL",
+                                 read_geometry=False)[3][0]
     except Exception:  # the scan is a nicety: keep what the layer declares
         return (declared,)
     names = sorted({_WKT_NAMES.get(str(g), str(g)) for g in found if g is not None})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
+from geomm._remote import AnyPath, as_path
 from geomm.errors import RecipeError
 
 __all__ = ["BandSpec", "ModalitySpec", "Resampling"]
@@ -19,8 +19,9 @@ RESAMPLINGS: tuple[str, ...] = Resampling.__args__  # type: ignore[attr-defined]
 class BandSpec:
     """One band: a file, and which band of it (1-based index or description)."""
 
-    path: Path
-    """Raster file (anything GDAL opens: GeoTIFF, JPEG2000, VRT, ...)."""
+    path: AnyPath
+    """Raster file (anything GDAL opens: GeoTIFF, JPEG2000, VRT, ...), local or remote (a URL
+    or GDAL ``/vsi…/`` path, see :mod:`geomm._remote`)."""
     name: str
     """Band name used everywhere downstream (``"B02"``, ``"VV"``)."""
     index: int | None = None
@@ -29,7 +30,7 @@ class BandSpec:
     """Select the band whose GDAL description equals this, instead of an index."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))  # accept str paths from Python callers
+        object.__setattr__(self, "path", as_path(self.path))  # str paths from Python callers
         if self.index is not None and self.description is not None:
             raise RecipeError(f"band {self.name!r} ({self.path}): give `index` or "
                               "`description`, not both")

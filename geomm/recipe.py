@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from geomm._remote import AnyPath, RemotePath, as_path, is_remote
 from geomm.errors import RecipeError
 from geomm.modality import BandSpec, ModalitySpec
 
@@ -103,13 +104,17 @@ class Recipe:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """The recipe as loaded, for the store's provenance."""
 
-    def root(self) -> Path:
-        """Resolve ``data_root`` (fetching a sample scene if it names one)."""
+    def root(self) -> AnyPath:
+        """Resolve ``data_root`` (fetching a sample scene if it names one); a URL or GDAL
+        ``/vsi…/`` folder stays remote."""
         if self.data_root.startswith("sample:"):
             from geomm.sampledata import fetch
 
             return fetch(self.data_root.removeprefix("sample:")).root
-        root = Path(self.data_root).expanduser()
+        root = as_path(self.data_root)
+        if isinstance(root, RemotePath):
+            return root
+        root = root.expanduser()
         return root if root.is_absolute() else (self.base_dir / root)
 
     def scene_inputs(self) -> list[SceneInputs]:
@@ -118,14 +123,15 @@ class Recipe:
         entries = self.scenes or ({"id": self.name},)
         out = []
         for i, entry in enumerate(entries):
-            def fill(p: Path | str, _e: Mapping[str, str] = entry, _i: int = i) -> Path:
+            def fill(p: AnyPath | str, _e: Mapping[str, str] = entry, _i: int = i
+                     ) -> AnyPath:
                 try:
                     text = str(p).format(**_e)
                 except KeyError as exc:
                     raise RecipeError(f"scenes[{_i}]: path {str(p)!r} uses placeholder {exc} "
                                       f"that the scene does not define (it has "
                                       f"{sorted(_e)})") from None
-                return root / text
+                return as_path(text) if is_remote(text) else root / text
             mods = tuple(
                 ModalitySpec(m.name, tuple(BandSpec(fill(b.path), b.name, b.index, b.description)
                                            for b in m.bands),
@@ -190,14 +196,14 @@ def _modality(name: str, doc: Any) -> ModalitySpec:
             if template is None:
                 raise RecipeError(f"{where}.bands[{i}]: a bare band name {b!r} needs a "
                                   f"modality-level `file:` template with {{band}}")
-            bands.append(BandSpec(Path(template.replace("{band}", b)), b))
+            bands.append(BandSpec(as_path(template.replace("{band}", b)), b))
             continue
         bd = _keys(f"{where}.bands[{i}]", b, _BAND)
         file = _get(f"{where}.bands[{i}]", bd, "file", str) or template
         bname = _band_name(_get(f"{where}.bands[{i}]", bd, "name", (str, int)))
         if file is None or bname is None:
             raise RecipeError(f"{where}.bands[{i}]: needs `file` and `name`")
-        bands.append(BandSpec(Path(file.replace("{band}", bname)), bname,
+        bands.append(BandSpec(as_path(file.replace("{band}", bname)), bname,
                               _get(f"{where}.bands[{i}]", bd, "index", int),
                               _get(f"{where}.bands[{i}]", bd, "description", str)))
     return ModalitySpec(name, tuple(bands), _get(where, d, "nodata", float),

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import rasterio
 
+from geomm._remote import AnyPath, gdal_path, remote_env, remote_vector_env
 from geomm.assess._classmap import ClassMap
 from geomm.errors import CRSMissingError, GeommError
 from geomm.metrics import confusion_matrix
@@ -129,7 +129,7 @@ def _as_name(value: Any) -> str | None:
     return text if text.strip() else None
 
 
-def read_vector(path: Path, column: str) -> Any:
+def read_vector(path: AnyPath, column: str) -> Any:
     """The reference features in the map's CRS, with the class column checked.
 
     Raises:
@@ -140,7 +140,8 @@ def read_vector(path: Path, column: str) -> Any:
     from pyogrio.errors import DataSourceError
 
     try:
-        gdf = gpd.read_file(path, engine="pyogrio")
+        with remote_vector_env(path):
+            gdf = gpd.read_file(gdal_path(path), engine="pyogrio")
     except DataSourceError as exc:
         raise GeommError(f"{path}: OGR cannot read it as vector data ({exc}); give a "
                          "GeoPackage, Shapefile or GeoJSON, or a label raster") from None
@@ -157,7 +158,7 @@ def read_vector(path: Path, column: str) -> Any:
     return gdf
 
 
-def to_map_crs(gdf: Any, cmap: ClassMap, path: Path, tally: Tally) -> Any:
+def to_map_crs(gdf: Any, cmap: ClassMap, path: AnyPath, tally: Tally) -> Any:
     """``gdf`` reprojected to the map's CRS (noted in ``tally``)."""
     from geomm.stack.grid import same_crs
 
@@ -251,7 +252,7 @@ def read_polygons(gdf: Any, column: str, cmap: ClassMap, matcher: ClassMatcher,
     return _sum(chunks, matcher)
 
 
-def read_raster(path: Path, cmap: ClassMap, matcher: ClassMatcher, tally: Tally) -> np.ndarray:
+def read_raster(path: AnyPath, cmap: ClassMap, matcher: ClassMatcher, tally: Tally) -> np.ndarray:
     """Count (map class, reference class) of every labelled pixel of a label raster.
 
     The label raster is warped onto the map's grid (nearest neighbour) when it differs; its
@@ -275,7 +276,8 @@ def read_raster(path: Path, cmap: ClassMap, matcher: ClassMatcher, tally: Tally)
     lut = np.array([matcher.lookup(n) for n in labels.table.names], dtype=np.int64)
     chunks = []
     unknown = Counter[str]()
-    with rasterio.open(cmap.path) as src, rasterio.open(path) as lsrc, WarpedVRT(
+    with remote_env(path), rasterio.open(cmap.path) as src, rasterio.open(
+            gdal_path(path)) as lsrc, WarpedVRT(
             lsrc, crs=cmap.crs, transform=cmap.transform, width=cmap.width,
             height=cmap.height, resampling=Resampling.nearest, nodata=labels.nodata) as vrt:
         for win in cmap.windows():

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from geomm._remote import AnyPath, as_path, gdal_path, remote_env
 from geomm._version import __version__
 from geomm.assess._classmap import ClassMap, geographic_note, open_class_map
 from geomm.assess._reference import (
@@ -53,7 +54,7 @@ class Assessment:
 
     map: ClassMap
     """The assessed map."""
-    reference: Path
+    reference: AnyPath
     """The reference file."""
     column: str | None
     """Reference class column (None for a label raster)."""
@@ -123,7 +124,7 @@ def assess(map_path: str | Path, reference: str | Path, *, column: str | None = 
         UnknownClassError: the reference has classes the map lacks (``unknown_classes="error"``).
         GeommError: unreadable inputs, an empty reference, a missing column, no CRS.
     """
-    reference = Path(reference)
+    reference = as_path(reference)
     if unknown_classes not in ("error", "extra", "skip"):
         raise GeommError(f"unknown_classes={unknown_classes!r}; use error, extra or skip")
     if sampling not in ("stratified", "simple"):
@@ -151,13 +152,13 @@ def assess(map_path: str | Path, reference: str | Path, *, column: str | None = 
                       scores(matrix.T), estimates, tuple(notes + more))
 
 
-def _read_reference(path: Path, column: str | None, cmap: ClassMap,
+def _read_reference(path: AnyPath, column: str | None, cmap: ClassMap,
                     matcher: ClassMatcher) -> tuple[np.ndarray, Tally, str | None]:
     import rasterio
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.open(path):
+        with remote_env(path), rasterio.open(gdal_path(path)):
             is_raster = True
     except RasterioError:
         is_raster = False
@@ -193,7 +194,7 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _left_out(path: Path, t: Tally, policy: str) -> list[str]:
+def _left_out(path: AnyPath, t: Tally, policy: str) -> list[str]:
     """One line per reason samples were left out or changed."""
     unit = "point" if t.kind == "points" else "feature" if t.kind == "polygons" else "pixel"
     lines = []

@@ -303,8 +303,10 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
     """
     import rasterio
 
+    from geomm._remote import AnyPath, RemotePath, as_path
     from geomm.modality import BandSpec
     from geomm.model.bundle import load_bundle
+    from geomm.stack.sources import open_remote
 
     meta = load_bundle(bundle).meta
     want: dict[str, list[str]] = {}
@@ -312,19 +314,20 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
     for lyr in meta.layers:
         want.setdefault(str(lyr["modality"]), []).extend(str(b) for b in lyr["bands"])
         first.setdefault(str(lyr["modality"]), lyr)
-    given: dict[str, list[Path]] = {}
+    given: dict[str, list[AnyPath]] = {}
     for name, path in files:
         if name not in want:
             raise PredictError(f"--modality {name}={path}: the model has no modality {name!r}; "
                                f"it takes {', '.join(want)}")
-        given.setdefault(name, []).append(Path(path))
+        given.setdefault(name, []).append(as_path(path))
     out = []
     for name, paths in given.items():
         bands: list[BandSpec] = []
         for p in paths:
             if not p.exists():
                 raise PredictError(f"--modality {name}={p}: no such file")
-            with rasterio.open(p) as src:
+            with (open_remote(p, what=f"--modality {name}=URL") if isinstance(p, RemotePath)
+                  else rasterio.open(p)) as src:
                 count = src.count
             bands += [BandSpec(p, "", i if count > 1 else None) for i in range(1, count + 1)]
         if len(bands) != len(want[name]):

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,12 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject
 from rasterio.windows import Window
+
+from geomm._remote import AnyPath, gdal_path, remote_env
+from geomm.errors import RasterReadError
 
 # source pixels read beyond a chunk's footprint, enough for every GDAL resampling kernel
 _WARP_MARGIN = 4
@@ -37,7 +42,7 @@ class AlignedRead:
     """A band on the layer's lattice: a shifted window of its file."""
 
     position: int
-    path: Path
+    path: AnyPath
     index: int
     nodata: float | None
     col_off: int
@@ -51,7 +56,7 @@ class WarpGroup:
     """Bands sharing one source grid, warped together onto the layer grid."""
 
     positions: tuple[int, ...]
-    sources: tuple[tuple[Path, int], ...]
+    sources: tuple[tuple[AnyPath, int], ...]
     nodata: float | None
     src_crs: CRS
     src_transform: Affine
@@ -93,7 +98,7 @@ class LayerReader:
         if self.warps or not all(_covers(b, row0, col0, h, w) for b in self.aligned):
             out.fill(self.fill)  # parts of the chunk no band reaches keep the fill value
         valid = np.ones((h, w), dtype=bool)
-        by_file: dict[Path, list[AlignedRead]] = {}
+        by_file: dict[AnyPath, list[AlignedRead]] = {}
         for band in self.aligned:
             by_file.setdefault(band.path, []).append(band)
         for path, bands in by_file.items():
@@ -109,7 +114,7 @@ def _covers(band: AlignedRead, row0: int, col0: int, h: int, w: int) -> bool:
     return r0 >= 0 and c0 >= 0 and r0 + h <= band.src_height and c0 + w <= band.src_width
 
 
-def _read_aligned(path: Path, bands: list[AlignedRead], out: np.ndarray, valid: np.ndarray,
+def _read_aligned(path: AnyPath, bands: list[AlignedRead], out: np.ndarray, valid: np.ndarray,
                   row0: int, col0: int) -> None:
     h, w = valid.shape
     first = bands[0]  # bands of one file share its grid
@@ -124,7 +129,7 @@ def _read_aligned(path: Path, bands: list[AlignedRead], out: np.ndarray, valid: 
         inside = np.zeros((h, w), dtype=bool)
         inside[sl] = True
         valid &= inside
-    with rasterio.open(path) as src:
+    with _reading(path), remote_env(path), rasterio.open(gdal_path(path)) as src:
         for band in bands:  # straight into the chunk buffer: no extra copy
             src.read(band.index, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0),
                      out=out[band.position][sl])
@@ -172,6 +177,20 @@ def _transformer(src_wkt: str, dst_wkt: str) -> Any:
     return cache[key]
 
 
+@contextmanager
+def _reading(path: AnyPath) -> Iterator[None]:
+    """A failed read names the file: a damaged or truncated one, or a server that stopped
+    answering (GDAL's own message, first line)."""
+    try:
+        yield
+    except RasterioIOError as exc:
+        cause = exc.__cause__ or exc
+        why = str(cause).strip().splitlines()[0] if str(cause).strip() else "read failed"
+        raise RasterReadError(f"{path}: reading it failed ({why}); the file is damaged or "
+                              "truncated, or its server stopped answering: check it with "
+                              "`gdalinfo -checksum`") from None
+
+
 def _read_warped(g: WarpGroup, out: np.ndarray, valid: np.ndarray,
                  dst_transform: Affine) -> None:
     h, w = valid.shape
@@ -181,7 +200,7 @@ def _read_warped(g: WarpGroup, out: np.ndarray, valid: np.ndarray,
         return
     src = np.empty((len(g.sources), int(win.height), int(win.width)), dtype=out.dtype)
     for i, (path, index) in enumerate(g.sources):
-        with rasterio.open(path) as ds:
+        with _reading(path), remote_env(path), rasterio.open(gdal_path(path)) as ds:
             ds.read(index, window=win, out=src[i])
     # Inside the source footprint and without nodata every output pixel is valid: no alpha
     # band, which keeps GDAL on its fast kernels. Elsewhere alpha marks the pixels with data.

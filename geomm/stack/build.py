@@ -19,7 +19,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from geomm._files import file_stamp
 from geomm._lock import output_locks
+from geomm._remote import as_path
 from geomm._version import __version__
 from geomm.classes import ClassTable
 from geomm.errors import GridError
@@ -98,11 +100,7 @@ class _Plan:
 def _fingerprint(recipe: Recipe, scene: SceneInputs) -> str:
     files = sorted({str(b.path) for m in scene.modalities for b in m.bands}
                    | ({scene.labels.path} if scene.labels else set()))
-    stats = []
-    for f in files:
-        p = Path(f)
-        st = p.stat() if p.exists() else None
-        stats.append([f, st.st_size if st else None, st.st_mtime_ns if st else None])
+    stats = [[f, *file_stamp(f)[1:]] for f in files]
     doc = {"recipe": recipe.raw, "scene": scene.id, "files": stats, "format": 1}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -129,11 +127,11 @@ def _add_labels(plan: _Plan, spec: LabelSpec) -> None:
         return
     if spec.kind == "vector":
         assert spec.class_column is not None
-        res = lab.burn_vector_labels(Path(spec.path), spec.class_column, st.grid,
+        res = lab.burn_vector_labels(as_path(spec.path), spec.class_column, st.grid,
                                      classes=spec.classes, tile_size=st.chunk_size,
                                      ignore_value=spec.ignore_value)
     else:
-        res = lab.burn_raster_labels(Path(spec.path), st.grid, values=spec.values,
+        res = lab.burn_raster_labels(as_path(spec.path), st.grid, values=spec.values,
                                      tile_size=st.chunk_size, ignore_value=spec.ignore_value)
     plan.labels, plan.table, plan.notes = res.labels, res.classes, res.report.messages()
     if spec.colours:

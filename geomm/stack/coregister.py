@@ -13,7 +13,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import dask.array as da
@@ -21,6 +20,8 @@ import numpy as np
 import xarray as xr
 from rasterio.warp import calculate_default_transform, transform_bounds
 
+from geomm._files import file_stamp
+from geomm._remote import AnyPath
 from geomm.errors import ExtentWarning, GridError, RecipeError
 from geomm.modality import ModalitySpec
 from geomm.stack._arrays import grid_dataarray, split_chunks, upsample
@@ -65,7 +66,7 @@ class Layer:
     arrays compute chunk by chunk)."""
     warped: dict[str, str] = field(default_factory=dict)
     """Band name -> why it was warped; empty when every band was read as stored."""
-    files: tuple[Path, ...] = ()
+    files: tuple[AnyPath, ...] = ()
     """Source file of each band, in band order."""
 
     @property
@@ -267,7 +268,7 @@ def _area(b: Sequence[float]) -> float:
 def _warn_shrinking(foot: list, common: tuple[float, ...]) -> None:
     """Warn about each band that shrinks the intersection of the others by more than
     ``SHRINK_WARN`` (e.g. one 700 x 500 px band among 1536 x 768 px bands)."""
-    seen: set[Path] = set()
+    seen: set[AnyPath] = set()
     for i, (_, src) in enumerate(foot):
         if src.path in seen or len(foot) < 2:
             continue
@@ -372,11 +373,7 @@ def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid:
 def _token(plans: Sequence[BandPlan], grid: GridSpec, chunk: int) -> str:
     from dask.base import tokenize
 
-    files = []
-    for p in plans:
-        st = os.stat(p.source.path)
-        files.append((str(p.source.path), p.source.index, st.st_mtime_ns, st.st_size,
-                      p.warp_reason))
+    files = [(*file_stamp(p.source.path), p.source.index, p.warp_reason) for p in plans]
     return tokenize(files, grid.to_dict(), chunk)
 
 

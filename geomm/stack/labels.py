@@ -20,6 +20,15 @@ import xarray as xr
 from affine import Affine
 from dask.base import tokenize
 
+from geomm._files import file_stamp
+from geomm._remote import (
+    AnyPath,
+    RemotePath,
+    as_path,
+    gdal_path,
+    remote_vector_env,
+    why_unreadable,
+)
 from geomm.classes import ClassTable
 from geomm.errors import CRSMissingError, LabelError, LabelWarning, RecipeError
 from geomm.modality import BandSpec, ModalitySpec
@@ -89,7 +98,7 @@ def _code_name(value: Any) -> str:
     return str(value.item() if isinstance(value, np.generic) else value)
 
 
-def _read_vector(path: Path, layer: str | None) -> Any:
+def _read_vector(path: AnyPath, layer: str | None) -> Any:
     import geopandas as gpd
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
@@ -97,12 +106,18 @@ def _read_vector(path: Path, layer: str | None) -> Any:
     if not path.exists():
         raise LabelError(f"{path}: no such label file; check the labels `file:` path")
     try:
-        return gpd.read_file(path, layer=layer, engine="pyogrio")
+        with remote_vector_env(path):
+            return gpd.read_file(gdal_path(path), layer=layer, engine="pyogrio")
     except DataLayerError as exc:
-        have = ", ".join(str(n) for n in pyogrio.list_layers(path)[:, 0])
+        with remote_vector_env(path):
+            have = ", ".join(str(n) for n in pyogrio.list_layers(gdal_path(path))[:, 0])
         raise LabelError(f"{path}: cannot read layer {layer!r} ({exc}); the file's layers "
                          f"are {have}") from None
     except DataSourceError as exc:
+        if isinstance(path, RemotePath):
+            raise LabelError(f"{path}: cannot read it as vector data "
+                             f"({why_unreadable(path) or exc}); check the URL and the labels "
+                             "path in the recipe") from None
         raise LabelError(f"{path}: OGR cannot open it as vector data ({exc}); give a "
                          "GeoPackage, Shapefile, GeoJSON or other OGR format") from None
 
@@ -163,7 +178,7 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
     import pandas as pd
     import shapely
 
-    path = Path(path)
+    path = as_path(path)
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         raise RecipeError(f"tile_size: {tile_size!r} must be a positive number of base pixels")
     gdf = _read_vector(path, layer)
@@ -207,8 +222,7 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
                          unknown_class=int((~known).sum()), unknown_values=tuple(unknown))
     if report.repaired or report.dropped_empty or report.outside_grid or report.unknown_class:
         warnings.warn("; ".join(report.messages()), LabelWarning, stacklevel=2)
-    st = path.stat()
-    name = "geomm-burn-" + tokenize(str(path.resolve()), st.st_mtime_ns, st.st_size, layer,
+    name = "geomm-burn-" + tokenize(*file_stamp(path), layer,
                                     class_column, table.names, ignore_value, grid.to_dict(),
                                     tile_size)
     h, w = grid.shape
@@ -259,7 +273,7 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
         GeommError: the raster cannot be read or has no CRS, or the tile size does not fit.
         LabelError: the raster holds more distinct codes than a class table can.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise LabelError(f"{path}: no such file; check `labels.raster` in the recipe (relative "
                          "paths are taken from the recipe's data root)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -11,10 +10,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 
+from geomm._remote import AnyPath, RemotePath, remote_env, why_unreadable
 from geomm.errors import CRSMissingError, RasterReadError, RecipeError
 from geomm.modality import BandSpec, ModalitySpec
 
-__all__ = ["BandSource", "inspect_modality"]
+__all__ = ["BandSource", "inspect_modality", "open_remote"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class BandSource:
     """Nodata: the modality's if set, else the file's."""
 
     @property
-    def path(self) -> Path:
+    def path(self) -> AnyPath:
         """The band's file."""
         return self.spec.path
 
@@ -63,7 +63,9 @@ class BandSource:
         return max(abs(self.transform.a), abs(self.transform.e))
 
 
-def _open(path: Path) -> rasterio.DatasetReader:
+def _open(path: AnyPath) -> rasterio.DatasetReader:
+    if isinstance(path, RemotePath):
+        return open_remote(path, what="the band's `file:` in the recipe")
     if not path.exists():
         raise RasterReadError(f"{path}: no such file; check the band's `file:` in the recipe "
                               "(relative paths are taken from the recipe's data root)")
@@ -72,6 +74,26 @@ def _open(path: Path) -> rasterio.DatasetReader:
     except RasterioIOError as exc:
         raise RasterReadError(f"{path}: GDAL cannot open it as a raster ({exc}); give a "
                               "GeoTIFF, JPEG2000, VRT or other GDAL raster") from None
+
+
+def open_remote(path: RemotePath, *, what: str) -> rasterio.DatasetReader:
+    """Open a remote raster with geomm's GDAL defaults (:func:`remote_env`).
+
+    Raises:
+        RasterReadError: it cannot be read; the message names the URL, the HTTP status (or
+            what GDAL said) and ``what`` to check.
+    """
+    try:
+        with remote_env(path):
+            return rasterio.open(path.gdal)
+    except RasterioIOError as exc:
+        why = why_unreadable(path) or _first_line(exc)
+        raise RasterReadError(f"{path}: cannot read it as a raster ({why}); check the URL, "
+                              f"{what}, and that the server answers range requests") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _resolve_index(src: rasterio.DatasetReader, band: BandSpec, modality: str) -> int:
