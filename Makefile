@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/coregister.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/remote.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,6 +1,6 @@
 """Map quality under a label budget: the learning curve of the fusion CNN against the forest.
 
-    .venv/bin/python bench/quality.py [--recipe s2-landcover] [--k 3 5 10 25 all]
+    .venv/bin/python bench/quality.py [--recipe s2-landcover|FILE.yaml] [--k 3 5 10 25 all]
                                       [--folds 0 1 2 3 4] [--render-only]
 
 For each label budget k (polygons per class, drawn with the seed from the non-test blocks;
@@ -139,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 
     erode = TrainConfig().erode_labels if args.erode is None else args.erode
     tag = "" if erode == TrainConfig().erode_labels else f"-erode{erode}"
-    log = OUT / f"quality-{args.recipe}{tag}.jsonl"
+    name = Path(args.recipe).stem  # a bundled recipe's name, or a recipe file's
+    log = OUT / f"quality-{name}{tag}.jsonl"
     if not args.render_only:
         _run(args.recipe, args.k, args.folds, log, erode)
-    print(_render(args.recipe, log))
+    print(_render(name, log))
     return 0
 
 

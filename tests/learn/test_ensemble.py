@@ -78,3 +78,40 @@ def test_a_cnn_rf_bundle_without_its_forest_settings_is_refused(synth, tmp_path)
     (ens / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match=r"config\.forest` is missing"):
         classifier_from_bundle(load_bundle(ens))
+
+
+def test_where_a_modality_has_no_data_the_network_maps_alone(synth, tmp_path):  # noqa: F811
+    """A cnn+rf bundle whose network was trained with modality dropout: where the coarse band
+    has no data the forest cannot answer, and the map there is the network's."""
+    import yaml
+
+    root, store = synth
+    cfg = replace(TINY, max_epochs=1, modality_dropout=0.3)
+    result, _, cnn_probs = score_result(fit_cnn(store, cfg, progress=False), store)
+    fit = fit_pixel_classifier(store, cfg, "rf")
+    held = score_ensemble(store, cnn_probs, fit)
+    ens = save_ensemble_bundle(result, fit, held, store, tmp_path / "ens", recipe_raw=None)
+    cnn = save_cnn_bundle(result, store, tmp_path / "cnn")
+    with rasterio.open(root / "b60.tif") as src:
+        profile, arr = src.profile, src.read()
+    arr[:, :, arr.shape[2] // 2:] = 0  # the east half without coarse data
+    profile.update(nodata=0)
+    with rasterio.open(tmp_path / "b60half.tif", "w", **profile) as dst:
+        dst.write(arr)
+    doc = yaml.safe_load((root / "recipe.yaml").read_text())
+    doc["data_root"] = str(root)
+    doc["modalities"]["coarse"]["bands"][0]["file"] = str(tmp_path / "b60half.tif")
+    doc.pop("labels")
+    (tmp_path / "half.yaml").write_text(yaml.safe_dump(doc))
+    recipe = load_recipe(tmp_path / "half.yaml")
+    opts = PredictOptions(device="cpu", threads=1, probabilities="float32", tile_size=96,
+                          halo=12)
+    predict_recipe(ens, recipe, tmp_path / "m-ens", options=opts)
+    predict_recipe(cnn, recipe, tmp_path / "m-cnn", options=opts)
+    (p_e, c_e), (p_c, _) = _read(tmp_path / "m-ens"), _read(tmp_path / "m-cnn")
+    w = p_e.shape[2]
+    east = np.s_[:, :, w // 2 + 24:]  # away from the blended seam of the two halves
+    assert (c_e[:, w // 2 + 24:] != store.ignore_value).all()  # mapped from fine and mid
+    np.testing.assert_allclose(p_e[east], p_c[east], atol=1e-6)
+    west = np.s_[:, :, :w // 2 - 24]
+    assert np.abs(p_e[west] - p_c[west]).max() > 1e-3  # the forest joins in where it can
