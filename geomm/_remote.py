@@ -136,16 +136,21 @@ def configure_gdal() -> None:
         os.environ.setdefault(key, value)
 
 
+def _listing_off(path: str | os.PathLike[str]) -> bool:
+    """Whether to open ``path`` without directory listing: it is remote and the user's
+    environment does not say otherwise (geomm's HTTP defaults are set on the way)."""
+    if not is_remote(path):
+        return False
+    configure_gdal()
+    return NO_LISTING not in os.environ
+
+
 @contextmanager
 def remote_env(path: str | os.PathLike[str]) -> Iterator[None]:
     """While a remote ``path`` is opened or read with rasterio: no directory listing
     (:data:`NO_LISTING`), unless the user's environment says otherwise. In a worker thread
     the setting is the thread's own; a local ``path`` changes nothing."""
-    if not is_remote(path):
-        yield
-        return
-    configure_gdal()
-    if NO_LISTING in os.environ:
+    if not _listing_off(path):
         yield
         return
     import rasterio
@@ -158,11 +163,7 @@ def remote_env(path: str | os.PathLike[str]) -> Iterator[None]:
 def remote_vector_env(path: str | os.PathLike[str]) -> Iterator[None]:
     """:func:`remote_env` for pyogrio (its own GDAL, set for the process while the block
     runs: call it from one thread)."""
-    if not is_remote(path):
-        yield
-        return
-    configure_gdal()
-    if NO_LISTING in os.environ:
+    if not _listing_off(path):
         yield
         return
     import pyogrio
