@@ -35,7 +35,6 @@ GDAL_DEFAULTS = {
     "GDAL_HTTP_MULTIRANGE": "YES",                # several ranges in one request
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "CPL_VSIL_CURL_CACHE_SIZE": str(64 << 20),    # the block cache of remote files
-    "CPL_VSIL_CURL_CHUNK_SIZE": str(64 << 10),
 }
 """GDAL settings for remote reads, put in the process environment (GDAL reads them there in
 every thread, and in both GDALs: rasterio's and pyogrio's) where the user set nothing. Each
