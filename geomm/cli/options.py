@@ -48,8 +48,9 @@ _TRAIN = [
                       "(drawn with --seed from the non-test blocks)."),
     click.option("--erode-labels", type=click.IntRange(min=0), default=None,
                  help="Leave out of training the labelled pixels within N pixels of another "
-                      "class or of unlabelled ground (mixed pixels, uncertain polygon edges; "
-                      "default 1; 0 keeps every labelled pixel)."),
+                      "class or of unlabelled ground (mixed pixels, uncertain polygon edges); "
+                      "default: 1 where that keeps at least 60 % of the training labels, "
+                      "else 0."),
 ]
 
 

@@ -77,12 +77,13 @@ class TrainConfig:
     polygons_per_class: int | None = None
     """Label-scarce protocol: train on the labels of only this many polygons per class (the
     connected labelled regions inside the training blocks, drawn with ``seed``); None: all."""
-    erode_labels: int = 1
+    erode_labels: int | None = None
     """Leave out of training the labelled pixels within this many pixels of another class or
-    of unlabelled ground: the mixed pixels on a polygon's edge (one pixel at any resolution)
-    and a digitiser's uncertain outline; a polygon it would empty keeps its pixels.
-    Validation and test labels are never eroded (bench/quality.md: +3.5 OA for the CNN and
-    +1.2 for the forest on two folds of the sample)."""
+    of unlabelled ground: the mixed pixels on a polygon's edge and a digitiser's uncertain
+    outline; a polygon it would empty keeps its pixels. None: one pixel where that keeps at
+    least 60 % of the training labels (large polygons against the pixel), else none
+    (:func:`~geomm.learn.labelbudget.auto_eroded_labels`). Validation and test labels are
+    never eroded."""
     modalities: tuple[str, ...] | None = None
     """Train on these modalities only (ablations); default all."""
     weights: dict[str, str] = field(default_factory=dict)

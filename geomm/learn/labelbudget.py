@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from geomm.errors import RecipeError
 
-__all__ = ["eroded_labels", "polygon_budget_mask"]
+__all__ = ["AUTO_EROSION_KEEP", "auto_eroded_labels", "eroded_labels", "polygon_budget_mask"]
 
 
 def polygon_budget_mask(labels: np.ndarray, allowed: np.ndarray, k: int, *, seed: int = 0,
@@ -76,3 +76,27 @@ def eroded_labels(labels: np.ndarray, mask: np.ndarray, radius: int, *,
         if lost.size:
             out |= np.isin(regions, lost)
     return out
+
+
+AUTO_EROSION_KEEP = 0.6
+"""Automatic erosion (:func:`auto_eroded_labels`) applies when it keeps at least this share
+of the training labels."""
+
+
+def auto_eroded_labels(labels: np.ndarray, mask: np.ndarray, *, ignore_value: int = 255
+                       ) -> tuple[np.ndarray, int]:
+    """``mask`` without polygon edges (radius 1) when that keeps at least
+    :data:`AUTO_EROSION_KEEP` of its labelled pixels, else ``mask`` as it is; and the radius
+    used (1 or 0).
+
+    Erosion trades label quantity for label quality. It pays where polygons are large against
+    the pixel and costs where they are small (bench/quality.md): the 10 m sample keeps 66-78 %
+    of its training labels per fold and gains (CNN +0.9, forest +1.5 OA with every label);
+    the same scene at 30 m keeps 36-59 % and loses (forest -3.5, CNN -1.0).
+    """
+    usable = mask & (labels != ignore_value)
+    n = int(usable.sum())
+    eroded = eroded_labels(labels, mask, 1, ignore_value=ignore_value)
+    if n and int(eroded.sum()) >= AUTO_EROSION_KEEP * n:
+        return eroded, 1
+    return mask, 0

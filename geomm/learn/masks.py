@@ -10,7 +10,7 @@ import numpy as np
 
 from geomm.errors import RecipeError
 from geomm.learn.config import TrainConfig
-from geomm.learn.labelbudget import eroded_labels, polygon_budget_mask
+from geomm.learn.labelbudget import auto_eroded_labels, eroded_labels, polygon_budget_mask
 from geomm.learn.split import SpatialSplit, make_folds, train_val_test
 from geomm.stack.store import TileStore
 
@@ -22,13 +22,16 @@ def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
     """Where training and validation may use labels: their blocks, or under the
     label-scarce protocol (``cfg.polygons_per_class``) only the pixels of ``k`` regions per
     class drawn from the training and validation blocks together (a user's whole budget);
-    the training labels without their edges with ``cfg.erode_labels``.
+    the training labels without their edges as ``cfg.erode_labels`` says (None: where
+    that keeps most of them, :func:`~geomm.learn.labelbudget.auto_eroded_labels`).
 
     Raises:
         RecipeError: the validation blocks keep no labelled pixel of the budget.
     """
     train, val = _budget(store, cfg, train_mask, val_mask)
-    if cfg.erode_labels:
+    if cfg.erode_labels is None:
+        train, _ = auto_eroded_labels(store.labels(), train, ignore_value=store.ignore_value)
+    elif cfg.erode_labels:
         train = eroded_labels(store.labels(), train, cfg.erode_labels,
                               ignore_value=store.ignore_value)
     return train, val

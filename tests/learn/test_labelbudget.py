@@ -66,3 +66,19 @@ def test_eroded_labels_drop_polygon_edges_but_keep_tiny_polygons():
     half = mask.copy()
     half[:, 10:] = False  # only where the mask allows
     assert not (eroded_labels(labels, half, 1) & ~half).any()
+
+
+def test_automatic_erosion_only_where_it_keeps_most_labels():
+    from geomm.learn.labelbudget import auto_eroded_labels
+
+    big = np.full((40, 40), 255, np.uint8)
+    big[2:38, 2:20], big[2:38, 20:38] = 0, 1  # large polygons: erosion keeps ~80 %
+    out, radius = auto_eroded_labels(big, np.ones_like(big, bool))
+    assert radius == 1 and out.sum() < (big != 255).sum()
+    small = np.full((40, 40), 255, np.uint8)
+    for r in range(2, 38, 6):
+        for c in range(2, 38, 6):
+            small[r:r + 4, c:c + 4] = (r + c) % 2  # 4 x 4 polygons: erosion keeps 25 %
+    mask = np.ones_like(small, bool)
+    out, radius = auto_eroded_labels(small, mask)
+    assert radius == 0 and (out == mask).all()
