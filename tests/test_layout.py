@@ -19,7 +19,7 @@ PACKAGE = Path(geomm.__file__).parent
 LAYERS = ["shared", "stack", "model", "vector", "predict", "learn", "assess", "batch", "demo",
           "cli", "api"]
 SHARED = {"errors", "classes", "recipe", "modality", "sampledata", "info", "metrics", "_files",
-          "_cache", "_outputs", "_lazy", "_version", "_lock"}
+          "_cache", "_outputs", "_lazy", "_version", "_lock", "_remote"}
 STAGES = {"stack", "model", "vector", "predict", "learn", "assess", "batch", "cli"}
 MAX_LINES = 450
 
