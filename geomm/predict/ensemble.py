@@ -45,21 +45,21 @@ class EnsembleEngine:
         self.partial = network.partial
         self.extra_inputs = network.extra_inputs
         self.weight, self.temperature = float(weight), float(temperature)
-        self.usable = not network.missing and {la.key for la in forest.layers} <= {
-            la.key for la in self.layers}
-        self._units = dict(units)
+        self.usable = not network.missing  # the forest needs every modality
+        # per layer, float64 (C, 1, 1): normalised x -> physical (x * std + mean) * scale + offset
+        self._to_physical = {
+            la.key: (np.asarray([s if s > 0 else 1.0 for s in la.scale], np.float64)[:, None, None],
+                     np.asarray(la.shift, np.float64)[:, None, None], *units[la.key])
+            for la in self.layers}
         self.description = (f"{network.description}, averaged with a {forest.description}"
                             if self.usable else
                             f"{network.description} (its forest needs every modality)")
 
     def _physical(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
-        for la in self.layers:
-            scale, offset = self._units[la.key]
-            std = np.asarray([s if s > 0 else 1.0 for s in la.scale], np.float64)[:, None, None]
-            mean = np.asarray(la.shift, np.float64)[:, None, None]
-            raw = batch[la.key].astype(np.float64) * std + mean
-            out[la.key] = (raw * scale + offset).astype(np.float32)
+        for key, (std, mean, scale, offset) in self._to_physical.items():
+            raw = batch[key].astype(np.float64) * std + mean
+            out[key] = (raw * scale + offset).astype(np.float32)
         return out
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
