@@ -51,6 +51,11 @@ _TRAIN = [
                       "class or of unlabelled ground (mixed pixels, uncertain polygon edges); "
                       "default: 1 where that keeps at least 60 % of the training labels, "
                       "else 0."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                 help="Where the network trains (default auto: CUDA when torch sees a GPU; "
+                      "deterministic on the CPU only)."),
+    click.option("--amp/--no-amp", default=None,
+                 help="bf16 mixed precision when training on CUDA (default on)."),
 ]
 
 

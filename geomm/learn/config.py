@@ -11,7 +11,7 @@ from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
 __all__ = ["TrainConfig", "dropout_for", "model_config_for", "patch_for", "steps_for",
-           "train_config_dict"]
+           "train_config_dict", "trainer_device"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
@@ -90,6 +90,30 @@ class TrainConfig:
     """Pretrained weights per layer or modality (ResNet backbones)."""
     num_workers: int = 0
     """DataLoader workers (0: load in the training process, best on 2 cores)."""
+    device: str = "auto"
+    """Where the network trains: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when torch sees
+    a GPU). On the CPU training is deterministic (bit-identical reruns); on CUDA it is not."""
+    amp: bool = True
+    """bf16 mixed precision on CUDA (ignored on the CPU)."""
+
+
+def trainer_device(cfg: TrainConfig) -> dict[str, Any]:
+    """Lightning ``Trainer`` arguments for ``cfg.device``: accelerator, precision and
+    determinism (CUDA's fast kernels for upsampling have no deterministic backward)."""
+    import torch
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return {"accelerator": "cpu", "devices": 1, "deterministic": True}
+    if device != "cuda":
+        raise RecipeError(f"training device {cfg.device!r}: use 'auto', 'cpu' or 'cuda'")
+    if not torch.cuda.is_available():
+        raise RecipeError("--device cuda: torch sees no CUDA GPU here (torch "
+                          f"{torch.__version__}); use --device cpu or auto")
+    return {"accelerator": "gpu", "devices": 1, "deterministic": False,
+            "precision": "bf16-mixed" if cfg.amp else "32-true"}
 
 
 def steps_for(cfg: TrainConfig, labelled_px: int) -> int:

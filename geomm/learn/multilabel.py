@@ -19,7 +19,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from geomm.errors import RecipeError
 from geomm.learn.callbacks import quiet_lightning
-from geomm.learn.config import SCENE_PATCH_PX, TrainConfig, model_config_for
+from geomm.learn.config import SCENE_PATCH_PX, TrainConfig, model_config_for, trainer_device
 from geomm.learn.dataset import StorePatchDataset
 from geomm.learn.normalize import compute_norm_stats
 from geomm.learn.task import FusionTask
@@ -125,15 +125,15 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
     task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                       total_steps=cfg.max_epochs * max(1, -(-len(train) // cfg.batch_size)))
     with quiet_lightning():
-        trainer = pl.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", devices=1,
-                             deterministic=True, logger=False, enable_checkpointing=False,
+        trainer = pl.Trainer(max_epochs=cfg.max_epochs, **trainer_device(cfg), logger=False,
+                             enable_checkpointing=False,
                              enable_progress_bar=progress, enable_model_summary=False,
                              num_sanity_val_steps=0)
         trainer.fit(task, DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True),
                     DataLoader(val_ds, batch_size=cfg.batch_size))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["seconds"] = time.perf_counter() - t0
-    model = task.model.eval().to(memory_format=torch.contiguous_format)
+    model = task.model.eval().cpu().to(memory_format=torch.contiguous_format)
     return MultiLabelResult(model, mcfg, stats,
                             {"train": train, "val": val, "test": list(test)}, cfg, metrics)
 

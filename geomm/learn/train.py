@@ -23,6 +23,7 @@ from geomm.learn.config import (
     TrainConfig,
     model_config_for,
     train_config_dict,
+    trainer_device,
 )
 from geomm.learn.heldout import HeldOutScores, score_network_probs
 from geomm.learn.pixelfit import PixelFit, fit_pixel_classifier, save_pixel_fit
@@ -50,7 +51,8 @@ def __getattr__(name: str) -> Any:
 
 def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
             progress: bool = True, echo: Callable[[str], object] | None = None) -> TrainResult:
-    """Train a fusion CNN on ``store`` with a spatial-block split; deterministic on CPU.
+    """Train a fusion CNN on ``store`` with a spatial-block split, on ``cfg.device``
+    (deterministic on the CPU); the model comes back on the CPU.
 
     The returned model has the weights of the epoch with the highest validation OA from the
     first quarter of ``max_epochs`` on (not the last epoch's); ``metrics`` holds that epoch's
@@ -92,15 +94,15 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
                                     budget_s=60 * cfg.max_minutes if cfg.max_minutes else None))
     with quiet_lightning():
         trainer = pl.Trainer(
-            max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, deterministic=True,
-            logger=loggers or False, enable_checkpointing=False, enable_progress_bar=progress,
+            max_epochs=cfg.max_epochs, **trainer_device(cfg), logger=loggers or False,
+            enable_checkpointing=False, enable_progress_bar=progress,
             enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
             callbacks=callbacks, log_every_n_steps=min(50, dm.steps),
             max_time=(timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None),
             num_sanity_val_steps=0)
         trainer.fit(task, datamodule=dm)
     # back to the default layout: what a bundle loads into (same logits, bit for bit)
-    model = task.model.eval().to(memory_format=torch.contiguous_format)
+    model = task.model.eval().cpu().to(memory_format=torch.contiguous_format)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(best.metrics)
     metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
+from geomm.errors import RecipeError
 from geomm.learn.config import TrainConfig, dropout_for, steps_for
 
 
@@ -24,3 +27,21 @@ def test_steps_follow_the_labelled_pixels_unless_given():
     assert steps_for(TrainConfig(), 22_000) == 8  # a tenth of the labels: 8 (the floor)
     assert steps_for(TrainConfig(), 100_000) == 29
     assert steps_for(TrainConfig(steps_per_epoch=5), 222_000) == 5
+
+
+def test_trainer_device_cpu_is_deterministic_and_cuda_needs_a_gpu(monkeypatch):
+    import torch
+
+    from geomm.learn.config import trainer_device
+
+    assert trainer_device(TrainConfig(device="cpu")) == {
+        "accelerator": "cpu", "devices": 1, "deterministic": True}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_device(TrainConfig())["accelerator"] == "cpu"  # auto without a GPU
+    with pytest.raises(RecipeError, match="--device cuda: torch sees no CUDA GPU"):
+        trainer_device(TrainConfig(device="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trainer_device(TrainConfig()) == {"accelerator": "gpu", "devices": 1,
+                                             "deterministic": False,
+                                             "precision": "bf16-mixed"}
+    assert trainer_device(TrainConfig(device="cuda", amp=False))["precision"] == "32-true"
