@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from geomm._remote import AnyPath, as_path
 from geomm.errors import RecipeError
+
+if TYPE_CHECKING:
+    from geomm.stacspec import StacModality
 
 __all__ = ["BandSpec", "ModalitySpec", "Resampling"]
 
@@ -59,6 +62,9 @@ class ModalitySpec:
     """Resampling if a warp is needed; default bilinear, or nearest when categorical."""
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     """Free-form notes carried into the store's metadata."""
+    stac: StacModality | None = field(default=None, compare=False, hash=False)
+    """Bands from a STAC search, still to be composited (:func:`geomm.sources.resolve`);
+    the band paths are placeholders until then."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

@@ -19,6 +19,7 @@ import yaml
 from geomm._remote import AnyPath, RemotePath, as_path, is_remote
 from geomm.errors import RecipeError
 from geomm.modality import BandSpec, ModalitySpec
+from geomm.stacspec import StacSource, parse_stac_modality, parse_stac_source
 
 __all__ = ["GridRequest", "LabelSpec", "Recipe", "SceneInputs", "TilingSpec", "load_recipe"]
 
@@ -103,6 +104,13 @@ class Recipe:
     """Per-scene placeholder values; empty for a single-scene recipe."""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """The recipe as loaded, for the store's provenance."""
+    stac: StacSource | None = None
+    """Where the modalities with a ``stac:`` block search (None: files only)."""
+
+    @property
+    def needs_stac(self) -> bool:
+        """Some modality still comes from a STAC search (see :func:`geomm.sources.resolve`)."""
+        return any(m.stac is not None for m in self.modalities)
 
     def root(self) -> AnyPath:
         """Resolve ``data_root`` (fetching a sample scene if it names one); a URL or GDAL
@@ -119,6 +127,9 @@ class Recipe:
 
     def scene_inputs(self) -> list[SceneInputs]:
         """Every scene with placeholders filled and paths made absolute."""
+        if self.needs_stac:
+            raise RecipeError(f"recipe {self.name!r}: its STAC modalities must be searched and "
+                              "composited first (geomm.sources.resolve)")
         root = self.root()
         entries = self.scenes or ({"id": self.name},)
         out = []
@@ -144,8 +155,9 @@ class Recipe:
         return out
 
 
-_TOP = {"name", "data_root", "modalities", "labels", "grid", "tiling", "scenes", "description"}
-_MOD = {"bands", "file", "nodata", "scale", "offset", "categorical", "resampling"}
+_TOP = {"name", "data_root", "modalities", "labels", "grid", "tiling", "scenes", "description",
+        "stac"}
+_MOD = {"bands", "file", "nodata", "scale", "offset", "categorical", "resampling", "stac"}
 _BAND = {"file", "name", "index", "description"}
 _LAB = {"vector", "raster", "json", "class_column", "key", "classes", "values", "colours",
         "ignore_value"}
@@ -182,9 +194,29 @@ def _band_name(value: Any) -> Any:
     return value
 
 
+def _stac_modality(name: str, d: Mapping[str, Any]) -> ModalitySpec:
+    """A modality whose bands come from a STAC search: placeholder paths until resolved."""
+    where = f"modalities.{name}"
+    if "file" in d or "bands" in d:
+        raise RecipeError(f"{where}: a modality with `stac:` takes its bands from the search; "
+                          "name them under `stac:` (`bands:` or `assets:`), not `file:`/`bands:`")
+    spec = parse_stac_modality(name, d["stac"])
+    from geomm.stacpresets import PRESETS
+
+    preset = PRESETS.get(spec.preset or "")
+    bands = tuple(BandSpec(as_path(f"stac:{name}/{band}"), band) for band, _ in spec.assets)
+    return ModalitySpec(name, bands, _get(where, d, "nodata", float),
+                        _get(where, d, "scale", float, preset.scale if preset else 1.0),
+                        _get(where, d, "offset", float, preset.offset if preset else 0.0),
+                        bool(_get(where, d, "categorical", bool, False)),
+                        _get(where, d, "resampling", str), stac=spec)
+
+
 def _modality(name: str, doc: Any) -> ModalitySpec:
     where = f"modalities.{name}"
     d = _keys(where, doc, _MOD)
+    if "stac" in d:
+        return _stac_modality(name, d)
     bands_doc = d.get("bands")
     if not isinstance(bands_doc, list) or not bands_doc:
         raise RecipeError(f"{where}.bands: expected a non-empty list of bands")
@@ -295,10 +327,18 @@ def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
     if not isinstance(scenes, list) or any(not isinstance(s, Mapping) or "id" not in s
                                            for s in scenes):
         raise RecipeError("scenes: expected a list of mappings, each with an `id`")
-    return Recipe(name, tuple(_modality(str(k), v) for k, v in mods.items()),
-                  _labels(d["labels"]) if d.get("labels") else None, grid, tiling,
-                  str(_get(source, d, "data_root", str, ".")), base_dir,
-                  tuple({str(k): str(v) for k, v in s.items()} for s in scenes), raw=dict(d))
+    modalities = tuple(_modality(str(k), v) for k, v in mods.items())
+    stac = parse_stac_source(d["stac"]) if d.get("stac") is not None else None
+    if stac is None and any(m.stac is not None for m in modalities):
+        raise RecipeError(f"{source}: a modality has a `stac:` block but the recipe has no "
+                          "top-level `stac:` (api: URL or catalog: FILE, bbox, datetime)")
+    if stac is not None and scenes:
+        raise RecipeError(f"{source}: `stac:` with `scenes:` is not supported yet; write one "
+                          "recipe per area")
+    return Recipe(name, modalities, _labels(d["labels"]) if d.get("labels") else None, grid,
+                  tiling, str(_get(source, d, "data_root", str, ".")), base_dir,
+                  tuple({str(k): str(v) for k, v in s.items()} for s in scenes), raw=dict(d),
+                  stac=stac)
 
 
 def bundled_recipes() -> dict[str, Path]:

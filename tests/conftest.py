@@ -80,3 +80,19 @@ def need_program(*names: str, why: str, package: str | None = None) -> str:
     require_or_skip(f"{names[0]} is not installed (apt-get install {package or names[0]}) "
                     f"- {why}")
     raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def stac_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real STAC API for the session: PostgreSQL + PostGIS + pgstac, served by
+    stac-fastapi-pgstac under uvicorn on 127.0.0.1 (tests/stacserver.py)."""
+    from tests.stacserver import missing_stac_tools, start_stac_api
+
+    reason = missing_stac_tools()
+    if reason:
+        require_or_skip(reason)
+    api = start_stac_api(tmp_path_factory.mktemp("stacapi"))
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -16,11 +16,12 @@ import geomm
 PACKAGE = Path(geomm.__file__).parent
 
 # Lowest first. A module may import from its own sub-package and from any layer below its own.
-LAYERS = ["shared", "stack", "model", "vector", "predict", "learn", "assess", "batch", "demo",
-          "cli", "api"]
+LAYERS = ["shared", "sources", "stack", "model", "vector", "predict", "learn", "assess", "batch",
+          "demo", "cli", "api"]
 SHARED = {"errors", "classes", "recipe", "modality", "sampledata", "info", "metrics", "_files",
-          "_cache", "_outputs", "_lazy", "_version", "_lock", "_remote"}
-STAGES = {"stack", "model", "vector", "predict", "learn", "assess", "batch", "cli"}
+          "_cache", "_outputs", "_lazy", "_version", "_lock", "_remote", "stacspec",
+          "stacpresets"}
+STAGES = {"sources", "stack", "model", "vector", "predict", "learn", "assess", "batch", "cli"}
 MAX_LINES = 450
 
 

@@ -105,8 +105,10 @@ def _check_ids(blocks: Sequence[Block], where: str) -> tuple[Block, ...]:
 
 
 def recipe_job(recipe: Any) -> Job:
-    """Every scene of a recipe, a block each."""
-    scenes = recipe.scene_inputs()
+    """Every scene of a recipe, a block each (STAC modalities composited first)."""
+    from geomm.sources import resolve
+
+    scenes = resolve(recipe).scene_inputs()
     blocks = [Block(s.id, modalities=tuple(s.modalities)) for s in scenes]
     return Job(_check_ids(blocks, recipe.name), recipe.grid)
 

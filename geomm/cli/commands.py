@@ -62,15 +62,27 @@ def demo(out: Path | None, workers: int | None) -> None:
 @opt.out_dir
 @opt.workers
 @opt.overwrite
-def stack_cmd(recipe: str, out: Path | None, workers: int | None, overwrite: bool) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Search the recipe's STAC modalities and print the plan (items, dates, "
+                   "cloud cover, CRS, grids, bytes to read); write nothing.")
+def stack_cmd(recipe: str, out: Path | None, workers: int | None, overwrite: bool,
+              dry_run: bool) -> None:
     """Co-register a recipe's rasters and labels into a tile store (tiles/<name>/).
 
     RECIPE is a YAML file or the name of a bundled recipe (s2-landcover, s1s2-bigearthnet).
+    Modalities from a STAC search are composited first; the plan is printed before.
     """
     from geomm.recipe import load_recipe
+
+    rec = load_recipe(recipe)
+    if dry_run:
+        from geomm.sources import describe_plan
+
+        click.echo(describe_plan(rec))
+        return
     from geomm.stack.build import stack
 
-    for summary in stack(load_recipe(recipe), out=out, workers=workers, overwrite=overwrite):
+    for summary in stack(rec, out=out, workers=workers, overwrite=overwrite, echo=click.echo):
         click.echo(summary.describe())
 
 

@@ -278,8 +278,11 @@ def _area(st: Any, engine: Any, opts: PredictOptions, region: Region | None, on_
 
 def predict_recipe(bundle: str | Path, recipe: Any, out_dir: str | Path, *,
                    options: PredictOptions = PredictOptions()) -> list[PredictSummary]:
-    """:func:`predict_scene` on every scene of a recipe (``out_dir/<scene>`` when several)."""
-    scenes = recipe.scene_inputs()
+    """:func:`predict_scene` on every scene of a recipe (``out_dir/<scene>`` when several);
+    STAC modalities are searched and composited first."""
+    from geomm.sources import resolve
+
+    scenes = resolve(recipe).scene_inputs()
     out = Path(out_dir)
     return [predict_scene(bundle, s.modalities, out / s.id if len(scenes) > 1 else out,
                           grid=recipe.grid, options=options, scene_id=s.id) for s in scenes]

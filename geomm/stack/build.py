@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,15 +274,19 @@ def _tile_index(plan: _Plan, counts: np.ndarray, n_cls: int) -> Any:
 
 
 def stack(recipe: Recipe, *, out: Path | None = None, workers: int | None = None,
-          overwrite: bool = False) -> list[SceneSummary]:
+          overwrite: bool = False, echo: Callable[[str], object] | None = None
+          ) -> list[SceneSummary]:
     """Build the tile store(s) of ``recipe``.
 
     Args:
-        recipe: a loaded recipe (:func:`geomm.recipe.load_recipe`).
+        recipe: a loaded recipe (:func:`geomm.recipe.load_recipe`); its STAC modalities are
+            searched and composited first (:func:`geomm.sources.resolve`, the plan said
+            through ``echo``).
         out: store folder (default ``tiles/<name>``); multi-scene recipes get one
             sub-folder per scene.
         workers: dask threads (default: all cores).
         overwrite: replace stores made from other inputs (never anything else).
+        echo: receives the STAC plan (recipes with ``stac:`` modalities).
 
     Returns:
         One summary per scene. A scene whose store matches its inputs is not rewritten.
@@ -289,6 +294,9 @@ def stack(recipe: Recipe, *, out: Path | None = None, workers: int | None = None
     Raises:
         GeommError: any bad input, found before anything is written.
     """
+    from geomm.sources import resolve
+
+    recipe = resolve(recipe, workers=workers, echo=echo)
     base = Path(out) if out is not None else Path("tiles") / recipe.name
     scenes = recipe.scene_inputs()
     single = len(scenes) == 1 and not recipe.scenes

@@ -1,0 +1,138 @@
+"""Turn a recipe's STAC modalities into band files: search, plan, composite, cache.
+
+Each band's composite is written once into geomm's cache under a name made from everything it
+depends on (the items and their hrefs and update times, the grid, the mask, the composite and
+its order); a later run with the same inputs reuses it, a run with new items writes a new one.
+The recipe that comes back names those files, so the rest of geomm (co-registration, tiling,
+labels, prediction) sees ordinary rasters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geomm._cache import cache_dir
+from geomm._remote import is_remote
+from geomm._version import __version__
+from geomm.modality import BandSpec, ModalitySpec
+from geomm.sources.composite import BandComposite, write_composite
+from geomm.sources.plan import BandPlan, ModalityPlan, plan_modalities
+
+__all__ = ["describe_plan", "plan", "resolve"]
+
+
+def plan(recipe: Any) -> list[ModalityPlan]:
+    """Search and plan the recipe's STAC modalities (nothing but headers is read)."""
+    if not recipe.needs_stac:
+        return []
+    source = recipe.stac
+    if source.catalog is not None and not is_remote(source.catalog) and \
+            not Path(source.catalog).expanduser().is_absolute():
+        # relative to the data root, like every other path of a recipe
+        source = replace(source, catalog=str(recipe.root() / source.catalog))
+    return plan_modalities(source, recipe.modalities, crs=recipe.grid.crs,
+                           bounds=recipe.grid.bounds)
+
+
+def describe_plan(recipe: Any, plans: list[ModalityPlan] | None = None) -> str:
+    """The plan in words (``geomm stack --dry-run``); searches first unless ``plans`` are
+    given."""
+    if not recipe.needs_stac:
+        n = sum(len(m.bands) for m in recipe.modalities)
+        return (f"recipe {recipe.name}: no STAC modalities; its {n} band file(s) are read as "
+                "they are (nothing to search or composite)")
+    plans = plan(recipe) if plans is None else plans
+    src = recipe.stac
+    head = (f"STAC plan for {recipe.name}: {src.api or src.catalog}"
+            + (f", bbox {list(src.bbox)}" if src.bbox else "")
+            + (f", datetime {src.datetime}" if src.datetime else ""))
+    total = sum(p.expected_bytes() for p in plans)
+    return "\n".join([head, *(p.describe() for p in plans),
+                      f"  about {total / 1e6:.1f} MB to read in all"])
+
+
+def _output_type(p: ModalityPlan, band: BandPlan) -> tuple[str, float]:
+    """The composite's data type and nodata value."""
+    dtypes = {r.dtype for r in band.reads}
+    if p.stac.composite == "first" and not p.physical and len(dtypes) == 1 and \
+            np.dtype(next(iter(dtypes))).kind in "iu":
+        dtype = next(iter(dtypes))
+        nodatas = {r.nodata for r in band.reads} - {None}
+        if p.spec.nodata is not None:
+            return dtype, float(p.spec.nodata)
+        if len(nodatas) == 1:
+            return dtype, float(next(iter(nodatas)))  # type: ignore[arg-type]
+        return dtype, float(np.iinfo(dtype).max)
+    return "float32", float("nan")
+
+
+def _key(p: ModalityPlan, band: BandPlan, dtype: str) -> str:
+    g = band.grid
+    doc = {"v": __version__, "band": band.name, "asset": band.asset,
+           "crs": g.crs.to_wkt(), "transform": list(g.transform)[:6],
+           "shape": [g.height, g.width], "composite": p.stac.composite,
+           "order": p.stac.order, "mask": None if p.stac.mask is None else
+           [p.stac.mask.asset, list(p.stac.mask.drop), list(p.stac.mask.bits)],
+           "physical": p.physical, "dtype": dtype, "resampling": p.spec.warp_resampling,
+           "items": [[it.get("id"), it.get("properties", {}).get("updated"), r.href,
+                      r.bytes] for it, r in zip(p.items, band.reads, strict=True)]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def resolve(recipe: Any, *, workers: int | None = None,
+            echo: Callable[[str], object] | None = None, plans: list[ModalityPlan] | None = None
+            ) -> Any:
+    """The recipe with every STAC modality replaced by its composited band files.
+
+    Args:
+        recipe: a loaded recipe (returned unchanged when it has no STAC modality).
+        workers: dask threads for the composites.
+        echo: receives the plan before the composites are computed.
+        plans: a plan made already (:func:`plan`).
+
+    Raises:
+        GeommError: a search finds nothing, an item lacks an asset, an asset cannot be read;
+            no composite is left half-written.
+    """
+    if not recipe.needs_stac:
+        return recipe
+    plans = plans if plans is not None else plan(recipe)
+    if echo is not None:
+        echo(describe_plan(recipe, plans))
+    by_name = {p.spec.name: p for p in plans}
+    root = cache_dir() / "stac"
+    mods = []
+    for m in recipe.modalities:
+        if m.name not in by_name:
+            mods.append(m)
+            continue
+        mods.append(_materialise(by_name[m.name], root, workers))
+    return replace(recipe, modalities=tuple(mods))
+
+
+def _materialise(p: ModalityPlan, root: Path, workers: int | None) -> ModalitySpec:
+    bands, nodata = [], None
+    for band in p.bands:
+        dtype, nd = _output_type(p, band)
+        out = root / _key(p, band, dtype) / f"{p.spec.name}_{band.name}.tif"
+        if not out.exists():
+            write_composite(BandComposite(band, p.stac.mask, p.stac.composite, p.physical,
+                                          p.spec.warp_resampling, dtype, nd, p.spec.nodata),
+                            out,
+                            workers=workers)
+        bands.append(BandSpec(out, band.name))
+        nodata = nd
+    items = ", ".join(str(it.get("id")) for it in p.items)
+    extra = {**p.spec.extra, "stac_collection": p.stac.collection,
+             "stac_composite": p.stac.composite, "stac_items": items}
+    return replace(p.spec, bands=tuple(bands), stac=None, extra=extra,
+                   nodata=None if nodata is None or np.isnan(nodata) else nodata,
+                   scale=1.0 if p.physical else p.spec.scale,
+                   offset=0.0 if p.physical else p.spec.offset)
