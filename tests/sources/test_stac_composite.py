@@ -243,3 +243,22 @@ def test_preset_fills_collection_bands_mask_and_scale(tmp_path):
     assert m.stac.mask is not None and m.stac.mask.asset == "scl" and 9 in m.stac.mask.drop
     with pytest.raises(RecipeError, match="must be searched and composited first"):
         rec.scene_inputs()
+
+
+def test_stack_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from geomm.cli import main
+
+    _, _, catalog = _dated(tmp_path)
+    rec = _recipe(tmp_path, "dry", {"catalog": str(catalog)}, {"optical": {"stac": {
+        "collection": "synthetic-s2", "assets": {"red": "red"}}}})
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["stack", str(rec), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "STAC plan for dry" in res.output and "3 item(s) of synthetic-s2" in res.output
+    assert "MB to read in all" in res.output
+    assert not (tmp_path / "tiles").exists() and not (tmp_path / "cache").exists()
+    res = CliRunner().invoke(main, ["stack", str(rec)])
+    assert res.exit_code == 0, res.output
+    assert res.output.index("STAC plan for dry") < res.output.index("scene dry ->")
