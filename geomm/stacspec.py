@@ -41,6 +41,9 @@ class StacSource:
     """RFC 3339 instant or ``start/end`` range (``..`` open); None: any date."""
     max_items: int = 500
     """Search at most this many items per modality (a guard against a huge search)."""
+    sign: str | None = None
+    """``module:function`` that turns an asset href into a readable one (a signed URL), e.g.
+    ``planetary_computer:sign_url``; called once per asset."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class StacModality:
     """The preset it came from, if any."""
 
 
-_SRC = {"api", "catalog", "bbox", "datetime", "max_items"}
+_SRC = {"api", "catalog", "bbox", "datetime", "max_items", "sign"}
 _MODAL = {"preset", "collection", "assets", "bands", "query", "mask", "composite", "order",
           "datetime"}
 
@@ -110,9 +113,13 @@ def parse_stac_source(doc: Any) -> StacSource:
     max_items = doc.get("max_items", 500)
     if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1:
         raise RecipeError(f"stac.max_items: expected a positive whole number, got {max_items!r}")
+    sign = doc.get("sign")
+    if sign is not None and (not isinstance(sign, str) or sign.count(":") != 1):
+        raise RecipeError(f"stac.sign: expected MODULE:FUNCTION (a function that signs an "
+                          f"href, e.g. planetary_computer:sign_url), got {sign!r}")
     return StacSource(None if api is None else str(api), None if catalog is None
                       else str(catalog), bbox, _check_datetime("stac", doc.get("datetime")),
-                      max_items)
+                      max_items, sign)
 
 
 def _query(where: str, doc: Any) -> dict[str, dict[str, Any]]:

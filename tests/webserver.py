@@ -39,6 +39,7 @@ class LogLine:
 
     method: str
     uri: str
+    """The request's path and query string."""
     status: int
     body_bytes: int
     range: str
@@ -97,7 +98,7 @@ pid {work}/nginx.pid;
 error_log {work}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-  log_format geomm '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range';
+  log_format geomm '$request_method\\t$request_uri\\t$status\\t$body_bytes_sent\\t$http_range';
   access_log {work}/access.log geomm;
 {temp}
   types {{ image/tiff tif; application/geopackage+sqlite3 gpkg; }}

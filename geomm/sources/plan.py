@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ class AssetRead:
     item: str
     """Item id."""
     href: str
-    """Absolute href (path or URL)."""
+    """Absolute href (path or URL), signed when the source signs."""
     crs: CRS
     transform: Affine
     width: int
@@ -47,6 +47,8 @@ class AssetRead:
     offset: float | None
     bytes: int | None
     """File size, where known."""
+    origin: str = ""
+    """The href as the item gives it (before signing): what the cache key names."""
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -153,13 +155,30 @@ def _raster_bands(asset: Mapping[str, Any]) -> Mapping[str, Any]:
     return bands[0] if bands and isinstance(bands[0], Mapping) else {}
 
 
-def _header(item: Mapping[str, Any], key: str, modality: str) -> AssetRead:
+def signer(spec: str | None) -> Callable[[str], str] | None:
+    """The ``stac.sign`` function (``module:function``), imported."""
+    if spec is None:
+        return None
+    import importlib
+
+    module, func = spec.split(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        raise RecipeError(f"stac.sign: cannot import {spec} ({exc}); install the package that "
+                          f"provides it (e.g. pip install {module.split('.')[0]})") from None
+    return fn
+
+
+def _header(item: Mapping[str, Any], key: str, modality: str,
+            sign: Callable[[str], str] | None = None) -> AssetRead:
     assets = item.get("assets") or {}
     if key not in assets:
         raise RecipeError(f"modalities.{modality}.stac: item {item.get('id')!r} has no asset "
                           f"{key!r} (its assets: {', '.join(sorted(assets)) or 'none'}); check "
                           "the preset or `assets:`, or filter such items out")
-    href = str(assets[key].get("href", ""))
+    origin = str(assets[key].get("href", ""))
+    href = str(sign(origin)) if sign is not None else origin
     path = as_path(href)
     what = f"asset {key!r} of item {item.get('id')!r}"
     if not isinstance(path, RemotePath) and not path.exists():
@@ -184,7 +203,7 @@ def _header(item: Mapping[str, Any], key: str, modality: str) -> AssetRead:
         return AssetRead(str(item.get("id")), href, src.crs, src.transform, src.width,
                          src.height, src.dtypes[0],
                          None if nodata is None else float(nodata),
-                         rb.get("scale"), rb.get("offset"), size)
+                         rb.get("scale"), rb.get("offset"), size, origin)
 
 
 def _target_crs(reads: Sequence[AssetRead], crs: object | None) -> CRS:
@@ -253,12 +272,14 @@ def plan_modalities(source: StacSource, modalities: Sequence[ModalitySpec], *,
         RasterReadError: an asset cannot be opened (the message names its URL and status).
     """
     found = []
+    sign = signer(source.sign)
     for m in modalities:
         if m.stac is None:
             continue
         items = search_items(source, m.stac, modality=m.name)
-        reads = {b: tuple(_header(it, key, m.name) for it in items) for b, key in m.stac.assets}
-        masks = tuple(_header(it, m.stac.mask.asset, m.name) if m.stac.mask else None
+        reads = {b: tuple(_header(it, key, m.name, sign) for it in items)
+                 for b, key in m.stac.assets}
+        masks = tuple(_header(it, m.stac.mask.asset, m.name, sign) if m.stac.mask else None
                       for it in items)
         found.append((m, items, reads, masks))
     every = [r for _, _, reads, _ in found for rs in reads.values() for r in rs]

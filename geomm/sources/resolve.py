@@ -81,7 +81,7 @@ def _key(p: ModalityPlan, band: BandPlan, dtype: str) -> str:
            "order": p.stac.order, "mask": None if p.stac.mask is None else
            [p.stac.mask.asset, list(p.stac.mask.drop), list(p.stac.mask.bits)],
            "physical": p.physical, "dtype": dtype, "resampling": p.spec.warp_resampling,
-           "items": [[it.get("id"), it.get("properties", {}).get("updated"), r.href,
+           "items": [[it.get("id"), it.get("properties", {}).get("updated"), r.origin,
                       r.bytes] for it, r in zip(p.items, band.reads, strict=True)]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -28,7 +28,7 @@ from tests.webserver import find_nginx, start_nginx
 COLLECTION = "synthetic-s2"
 
 
-def _cog(src: Path, dst: Path, block: int = 64) -> Path:
+def _cog(src: Path, dst: Path, block: int = 128) -> Path:
     rasterio.shutil.copy(src, dst, driver="COG", BLOCKSIZE=block, COMPRESS="DEFLATE",
                          OVERVIEWS="NONE")
     return dst
@@ -182,3 +182,30 @@ def test_asset_faults_are_one_line_errors_or_recovered(tmp_path, web):
     assert "cut.tif" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "s_cut").exists()
     assert not list((tmp_path / "cache").rglob("*.tif"))
+
+
+def sign_url(href: str) -> str:
+    """A stand-in for planetary_computer.sign_url: the href with a query token."""
+    return href + "?st=2026&sig=abc"
+
+
+def test_sign_hook_signs_every_asset_href_before_reading(tmp_path, web):
+    root, server = web
+    sc = make_scene(seed=6)
+    items = _served(cut_items(sc, tmp_path / "items", prefix="s"), root, server.url, "s")
+    catalog = tmp_path / "s.json"
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    rec = _recipe(tmp_path, "signed", {"catalog": str(catalog),
+                                       "sign": "tests.sources.test_stac_served:sign_url"},
+                  {"red": "red"}, composite="first")
+    server.clear_log()
+    [mod] = resolve(load_recipe(rec)).modalities
+    reads = [r.uri for r in server.requests() if "/s/" in r.uri]
+    assert {u.split("?")[0] for u in reads} == {"/s/s0_red.tif", "/s/s1_red.tif"}
+    assert all(u.endswith("?st=2026&sig=abc") for u in reads), reads  # every request signed
+    with rasterio.open(mod.bands[0].path) as src:
+        np.testing.assert_array_equal(src.read(1), sc.red)
+    bad = _recipe(tmp_path, "nosign", {"catalog": str(catalog), "sign": "nowhere_pkg:sign"},
+                  {"red": "red"})
+    with pytest.raises(GeommError, match="stac.sign: cannot import nowhere_pkg:sign"):
+        resolve(load_recipe(bad))
