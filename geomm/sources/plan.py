@@ -17,6 +17,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
+from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, transform_bounds
 
 from geomm._remote import RemotePath, as_path, gdal_path, remote_env, remote_stamp, why_unreadable
@@ -52,10 +53,8 @@ class AssetRead:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        t = self.transform
-        xs = (t.c, t.c + t.a * self.width)
-        ys = (t.f, t.f + t.e * self.height)
-        return min(xs), min(ys), max(xs), max(ys)
+        """(left, bottom, right, top) in the asset's CRS."""
+        return array_bounds(self.height, self.width, self.transform)
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,8 @@ class BandGrid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        t = self.transform
-        return t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f
+        """(left, bottom, right, top)."""
+        return array_bounds(self.height, self.width, self.transform)
 
 
 @dataclass(frozen=True)
