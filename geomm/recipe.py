@@ -10,7 +10,7 @@ allowed. Paths are relative to ``data_root``: a folder (relative to the recipe f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,8 +194,9 @@ def _band_name(value: Any) -> Any:
     return value
 
 
-def _stac_modality(name: str, d: Mapping[str, Any]) -> ModalitySpec:
-    """A modality whose bands come from a STAC search: placeholder paths until resolved."""
+def _stac_modalities(name: str, d: Mapping[str, Any]) -> list[ModalitySpec]:
+    """A modality whose bands come from a STAC search (placeholder paths until resolved);
+    one per season when it has ``seasons:``, named ``NAME_SEASON``."""
     where = f"modalities.{name}"
     if "file" in d or "bands" in d:
         raise RecipeError(f"{where}: a modality with `stac:` takes its bands from the search; "
@@ -204,19 +205,31 @@ def _stac_modality(name: str, d: Mapping[str, Any]) -> ModalitySpec:
     from geomm.stacpresets import PRESETS
 
     preset = PRESETS.get(spec.preset or "")
-    bands = tuple(BandSpec(as_path(f"stac:{name}/{band}"), band) for band, _ in spec.assets)
-    return ModalitySpec(name, bands, _get(where, d, "nodata", float),
-                        _get(where, d, "scale", float, preset.scale if preset else 1.0),
-                        _get(where, d, "offset", float, preset.offset if preset else 0.0),
-                        bool(_get(where, d, "categorical", bool, False)),
-                        _get(where, d, "resampling", str), stac=spec)
+    seasons = spec.seasons or ((None, spec.datetime),)
+    out = []
+    for season, when in seasons:
+        mname = name if season is None else f"{name}_{season}"
+        bands = tuple(BandSpec(as_path(f"stac:{mname}/{band}"), band)
+                      for band, _ in spec.assets)
+        out.append(ModalitySpec(
+            mname, bands, _get(where, d, "nodata", float),
+            _get(where, d, "scale", float, preset.scale if preset else 1.0),
+            _get(where, d, "offset", float, preset.offset if preset else 0.0),
+            bool(_get(where, d, "categorical", bool, False)), _get(where, d, "resampling", str),
+            stac=replace(spec, datetime=when, seasons=())))
+    return out
+
+
+def _modalities(name: str, doc: Any) -> list[ModalitySpec]:
+    d = _keys(f"modalities.{name}", doc, _MOD)
+    if "stac" in d:
+        return _stac_modalities(name, d)
+    return [_modality(name, d)]
 
 
 def _modality(name: str, doc: Any) -> ModalitySpec:
     where = f"modalities.{name}"
     d = _keys(where, doc, _MOD)
-    if "stac" in d:
-        return _stac_modality(name, d)
     bands_doc = d.get("bands")
     if not isinstance(bands_doc, list) or not bands_doc:
         raise RecipeError(f"{where}.bands: expected a non-empty list of bands")
@@ -327,7 +340,12 @@ def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
     if not isinstance(scenes, list) or any(not isinstance(s, Mapping) or "id" not in s
                                            for s in scenes):
         raise RecipeError("scenes: expected a list of mappings, each with an `id`")
-    modalities = tuple(_modality(str(k), v) for k, v in mods.items())
+    modalities = tuple(m for k, v in mods.items() for m in _modalities(str(k), v))
+    names = [m.name for m in modalities]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise RecipeError(f"modalities: {clash} named twice (a season's modality is "
+                          "NAME_SEASON); rename one")
     stac = parse_stac_source(d["stac"]) if d.get("stac") is not None else None
     if stac is None and any(m.stac is not None for m in modalities):
         raise RecipeError(f"{source}: a modality has a `stac:` block but the recipe has no "

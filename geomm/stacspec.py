@@ -44,6 +44,8 @@ class StacSource:
     sign: str | None = None
     """``module:function`` that turns an asset href into a readable one (a signed URL), e.g.
     ``planetary_computer:sign_url``; called once per asset."""
+    area: str | None = None
+    """Or a vector file whose bounding box is the area (relative to the data root)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,13 @@ class StacModality:
     """This modality's date range (a season), instead of the source's."""
     preset: str | None = None
     """The preset it came from, if any."""
+    seasons: tuple[tuple[str, str], ...] = ()
+    """(name, date range): the modality becomes one modality per season, ``NAME_SEASON``."""
 
 
-_SRC = {"api", "catalog", "bbox", "datetime", "max_items", "sign"}
+_SRC = {"api", "catalog", "bbox", "datetime", "max_items", "sign", "area"}
 _MODAL = {"preset", "collection", "assets", "bands", "query", "mask", "composite", "order",
-          "datetime"}
+          "datetime", "seasons"}
 
 
 def _check_datetime(where: str, value: Any) -> str | None:
@@ -113,13 +117,17 @@ def parse_stac_source(doc: Any) -> StacSource:
     max_items = doc.get("max_items", 500)
     if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1:
         raise RecipeError(f"stac.max_items: expected a positive whole number, got {max_items!r}")
+    area = doc.get("area")
+    if area is not None and (bbox is not None or not isinstance(area, str)):
+        raise RecipeError("stac.area: give a vector file (its bounding box is the area), or "
+                          "`bbox:`, not both")
     sign = doc.get("sign")
     if sign is not None and (not isinstance(sign, str) or sign.count(":") != 1):
         raise RecipeError(f"stac.sign: expected MODULE:FUNCTION (a function that signs an "
                           f"href, e.g. planetary_computer:sign_url), got {sign!r}")
     return StacSource(None if api is None else str(api), None if catalog is None
                       else str(catalog), bbox, _check_datetime("stac", doc.get("datetime")),
-                      max_items, sign)
+                      max_items, sign, area)
 
 
 def _query(where: str, doc: Any) -> dict[str, dict[str, Any]]:
@@ -222,4 +230,24 @@ def parse_stac_modality(name: str, doc: Any) -> StacModality:
                         _query(where, doc.get("query")), _mask(where, doc.get("mask"), preset),
                         composite, order,  # type: ignore[arg-type]
                         _check_datetime(where, doc.get("datetime")),
-                        preset.name if preset else None)
+                        preset.name if preset else None, _seasons(where, doc))
+
+
+def _seasons(where: str, doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    seasons = doc.get("seasons")
+    if seasons is None:
+        return ()
+    if not isinstance(seasons, Mapping) or not seasons:
+        raise RecipeError(f"{where}.seasons: expected NAME: START/END pairs, e.g. "
+                          "`{spring: 2021-03-01/2021-05-31, summer: 2021-06-01/2021-08-31}`")
+    if "datetime" in doc:
+        raise RecipeError(f"{where}: give `seasons:` or `datetime:`, not both")
+    out = []
+    for name, when in seasons.items():
+        if not str(name).replace("-", "").isalnum():
+            raise RecipeError(f"{where}.seasons: name {name!r} must be letters and digits")
+        text = _check_datetime(f"{where}.seasons.{name}", when)
+        if text is None:
+            raise RecipeError(f"{where}.seasons.{name}: give its date range START/END")
+        out.append((str(name), text))
+    return tuple(out)

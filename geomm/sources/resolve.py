@@ -37,8 +37,31 @@ def plan(recipe: Any) -> list[ModalityPlan]:
             not Path(source.catalog).expanduser().is_absolute():
         # relative to the data root, like every other path of a recipe
         source = replace(source, catalog=str(recipe.root() / source.catalog))
+    if source.area is not None:
+        source = replace(source, bbox=area_bbox(source.area if is_remote(source.area) or
+                                                Path(source.area).is_absolute()
+                                                else str(recipe.root() / source.area)))
     return plan_modalities(source, recipe.modalities, crs=recipe.grid.crs,
                            bounds=recipe.grid.bounds)
+
+
+def area_bbox(path: str) -> tuple[float, float, float, float]:
+    """(west, south, east, north) in degrees of a vector file's features."""
+    import pyogrio
+
+    from geomm.errors import RecipeError
+
+    try:
+        info = pyogrio.read_info(path)
+        frame = pyogrio.read_dataframe(path, columns=[])
+    except Exception as exc:  # pyogrio's DataSourceError and friends
+        raise RecipeError(f"stac.area {path}: cannot read it as a vector file ({exc}); give "
+                          "a GeoPackage, GeoJSON, Shapefile or other OGR file") from None
+    if info.get("crs") is None or frame.empty:
+        raise RecipeError(f"stac.area {path}: it has no CRS or no features; give polygons "
+                          "with a CRS")
+    w, s, e, n = frame.to_crs("EPSG:4326").total_bounds
+    return float(w), float(s), float(e), float(n)
 
 
 def describe_plan(recipe: Any, plans: list[ModalityPlan] | None = None) -> str:
@@ -52,6 +75,7 @@ def describe_plan(recipe: Any, plans: list[ModalityPlan] | None = None) -> str:
     src = recipe.stac
     head = (f"STAC plan for {recipe.name}: {src.api or src.catalog}"
             + (f", bbox {list(src.bbox)}" if src.bbox else "")
+            + (f", area {src.area}" if src.area else "")
             + (f", datetime {src.datetime}" if src.datetime else ""))
     total = sum(p.expected_bytes() for p in plans)
     return "\n".join([head, *(p.describe() for p in plans),

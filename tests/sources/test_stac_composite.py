@@ -262,3 +262,33 @@ def test_stack_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch)
     res = CliRunner().invoke(main, ["stack", str(rec)])
     assert res.exit_code == 0, res.output
     assert res.output.index("STAC plan for dry") < res.output.index("scene dry ->")
+
+
+def test_seasons_become_one_modality_each_and_an_area_file_bounds_the_search(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    reds, masks, catalog = _dated(tmp_path)
+    # the area: the western half of the scene (a polygon in UTM; its bbox in degrees)
+    gpd.GeoDataFrame(geometry=[box(400_000, 5_798_820, 400_800, 5_800_020)],
+                     crs="EPSG:32633").to_file(tmp_path / "area.gpkg")
+    rec = load_recipe(_recipe(tmp_path, "seasons", {"catalog": str(catalog),
+                                                    "area": "area.gpkg"}, {"optical": {
+        "stac": {"collection": "synthetic-s2", "assets": {"red": "red"},
+                 "mask": {"asset": "scl", "drop": [9]},
+                 "seasons": {"early": "2021-06-01/2021-06-05",
+                             "late": "2021-06-15/2021-06-30"}}}}))
+    assert [m.name for m in rec.modalities] == ["optical_early", "optical_late"]
+    plans = plan(rec)
+    assert [len(p.items) for p in plans] == [1, 1]
+    assert [p.items[0]["id"] for p in plans] == ["d0", "d2"]
+    mods = resolve(rec, plans=plans).modalities
+    for mod, i in zip(mods, (0, 2), strict=True):
+        with rasterio.open(mod.bands[0].path) as src:
+            got = src.read(1)
+            assert src.bounds.left == 400_000 and src.bounds.right >= 400_800
+            assert src.width < 160  # stops near the area's east edge, not the scene's
+        want = np.where((reds[i] == 0) | np.isin(masks[i], [9]), np.nan,
+                        reds[i].astype(np.float32))[:, : got.shape[1]]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
