@@ -108,3 +108,65 @@ def test_sample_through_a_stac_api_stacks_bit_identical(tmp_path, monkeypatch, s
             np.testing.assert_array_equal(a.layer(key)[var].values, b.layer(key)[var].values,
                                           err_msg=f"{key} {var}")
     np.testing.assert_array_equal(a.labels(), b.labels())
+
+
+def test_bigearthnet_items_from_three_utm_zones_land_where_gdal_warps_them(
+        tmp_path, monkeypatch, bigearthnet_sample, stac_api):
+    """The six BigEarthNet S2 patches (UTM 29, 33 and 35) as items of the API; each patch's
+    area composited onto a UTM 33 grid equals GDAL's warp of its file there."""
+    import re
+
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    from geomm.sources import plan, resolve
+
+    monkeypatch.setenv("GEOMM_CACHE", str(tmp_path / "cache"))
+    patches = sorted(Path(bigearthnet_sample.root).glob("BigEarthNet-S2-Example/*"))
+    items, zones = [], set()
+    for folder in patches:
+        b02, b11 = (folder / f"{folder.name}_{b}.tif" for b in ("B02", "B11"))
+        with rasterio.open(b02) as src:
+            w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+            zones.add(src.crs.to_epsg())
+            epsg = src.crs.to_epsg()
+        day = re.search(r"_(\d{8})T", folder.name).group(1)  # type: ignore[union-attr]
+        items.append({"type": "Feature", "stac_version": "1.0.0", "id": folder.name,
+                      "collection": "bigearthnet-s2", "bbox": [w, s, e, n],
+                      "geometry": {"type": "Polygon", "coordinates": [[
+                          [w, s], [e, s], [e, n], [w, n], [w, s]]]},
+                      "properties": {"datetime": f"{day[:4]}-{day[4:6]}-{day[6:]}T10:00:00Z",
+                                     "proj:epsg": epsg},
+                      "links": [], "assets": {"B02": {"href": str(b02)},
+                                              "B11": {"href": str(b11)}}})
+    assert zones == {32629, 32633, 32635}
+    stac_api.load([{"type": "Collection", "stac_version": "1.0.0", "id": "bigearthnet-s2",
+                    "description": "BigEarthNet-S2 example patches", "license": "CDLA-1.0",
+                    "links": [], "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                            "temporal": {"interval": [[None, None]]}}}], items)
+    for it in items:
+        w, s, e, n = it["bbox"]
+        pad = 0.1 * (e - w)
+        doc = {"name": "ben", "stac": {"api": stac_api.url, "bbox": [w + pad, s + pad, e - pad,
+                                                                      n - pad]},
+               "grid": {"crs": "EPSG:32633", "resolution": 10.0},
+               "modalities": {"optical": {"stac": {"collection": "bigearthnet-s2",
+                                                   "assets": {"B02": "B02", "B11": "B11"},
+                                                   "composite": "first"},
+                                          "resampling": "nearest", "nodata": 0}}}
+        path = tmp_path / "ben.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        rec = load_recipe(path)
+        [p] = plan(rec)
+        assert [x["id"] for x in p.items] == [it["id"]]
+        [mod] = resolve(rec, plans=[p]).modalities
+        for band, spec in zip(p.bands, mod.bands, strict=True):
+            with rasterio.open(spec.path) as got_src:
+                got = got_src.read(1)
+            want = np.zeros_like(got)
+            with rasterio.open(it["assets"][band.name]["href"]) as src:
+                reproject(rasterio.band(src, 1), want, dst_transform=band.grid.transform,
+                          dst_crs=band.grid.crs, resampling=Resampling.nearest, dst_nodata=0)
+            seen = want != 0
+            assert seen.sum() > 0.5 * got.size, (it["id"], band.name)
+            assert (got[seen] == want[seen]).mean() >= 0.99, (it["id"], band.name)
