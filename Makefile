@@ -27,10 +27,12 @@ lint: install
 	$(BIN)/mypy geomm
 
 bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 	$(BIN)/python bench/coregister.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/remote.py
+	$(BIN)/python bench/stac_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
