@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,11 +99,10 @@ class BandComposite:
             else:
                 obs.append(values)
         if obs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-                stack = np.stack(obs)
-                out = np.nanmedian(stack, axis=0) if self.method == "median" else \
-                    np.nanmean(stack, axis=0)
+            stack = np.stack(obs)
+            seen = ~np.isnan(stack).all(axis=0)  # reduce only where something was seen:
+            reduce = np.nanmedian if self.method == "median" else np.nanmean  # no warnings
+            out[seen] = reduce(stack[:, seen], axis=0)
         if np.dtype(self.dtype).kind == "f":
             return out.astype(self.dtype)
         res = np.where(np.isnan(out), self.nodata, out)

@@ -170,3 +170,60 @@ def test_bigearthnet_items_from_three_utm_zones_land_where_gdal_warps_them(
             seen = want != 0
             assert seen.sum() > 0.5 * got.size, (it["id"], band.name)
             assert (got[seen] == want[seen]).mean() >= 0.99, (it["id"], band.name)
+
+
+def test_the_shipped_stac_recipe_stacks_earth_search_shaped_items(tmp_path, monkeypatch,
+                                                                  s2_sample, stac_api):
+    """recipes/s2-landcover-stac.yaml against a local API serving a real Earth Search item
+    document (tests/sources/items/) whose hrefs point at the sample's bands as COGs: each
+    band is composited in reflectance (the item's raster:bands scale and offset)."""
+    import json
+
+    from geomm.stacpresets import PRESETS
+
+    monkeypatch.setenv("GEOMM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    doc = json.loads((Path(__file__).parent / "items" / "earth-search-sentinel-2-l2a.json")
+                     .read_text())
+    root = Path(s2_sample.root)
+    preset = PRESETS["sentinel-2-l2a/earth-search"]
+    with rasterio.open(root / "IMG_DATA" / "T33UUU_20170216T102101_B02.jp2") as ref:
+        crs, b = ref.crs, ref.bounds
+    for band, key in preset.assets.items():
+        jp2 = root / "IMG_DATA" / f"T33UUU_20170216T102101_{band}.jp2"
+        with rasterio.open(jp2) as src:
+            _cut(jp2, tmp_path / f"{key}.tif", src.bounds.left, src.bounds.right)
+        doc["assets"][key]["href"] = str(tmp_path / f"{key}.tif")
+    with rasterio.open(tmp_path / "swir16.tif") as src:  # a clear-sky SCL (4: vegetation)
+        profile = {**src.profile, "dtype": "uint8", "nodata": None, "driver": "GTiff"}
+        scl = np.full((src.height, src.width), 4, np.uint8)
+        scl[:40, :40] = 9  # a cloud in the north-west corner
+    with rasterio.open(tmp_path / "scl.tif", "w", **profile) as dst:
+        dst.write(scl, 1)
+    doc["assets"]["scl"]["href"] = str(tmp_path / "scl.tif")
+    w, s, e, n = transform_bounds(crs, "EPSG:4326", *b)
+    doc.update(bbox=[w, s, e, n], geometry={"type": "Polygon", "coordinates": [[
+        [w, s], [e, s], [e, n], [w, n], [w, s]]]})
+    doc["properties"].update({"datetime": "2021-07-01T10:00:00Z", "proj:epsg": 32633})
+    stac_api.load([{"type": "Collection", "stac_version": "1.0.0", "id": "sentinel-2-l2a",
+                    "description": "Earth Search-shaped", "license": "proprietary",
+                    "links": [], "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                            "temporal": {"interval": [[None, None]]}}}], [doc])
+    recipe = yaml.safe_load(bundled_recipes()["s2-landcover-stac"].read_text())
+    recipe["stac"]["api"] = stac_api.url
+    path = tmp_path / "s2-landcover-stac.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (stac,) = stack(load_recipe(path), out=tmp_path / "stac")
+    (local,) = stack(load_recipe("s2-landcover"), out=tmp_path / "local")
+    a, c = open_store(local.path), open_store(stac.path)
+    assert a.layer_keys == c.layer_keys
+    for key in a.layer_keys:
+        raw = a.layer(key)["data"].values.astype(np.float64)
+        got = c.layer(key)["data"].values
+        assert got.dtype == np.float32
+        ok = a.layer(key)["valid"].values & c.layer(key)["valid"].values
+        assert ok.mean() > 0.9, key
+        np.testing.assert_allclose(got[:, ok], (raw * 0.0001 - 0.1)[:, ok], atol=1e-6)
+    valid = c.layer("visible/10m")["valid"].values
+    assert not valid[:80, :80].any()  # the SCL cloud (20 m pixels) is left out at 10 m too
+    np.testing.assert_array_equal(a.labels(), c.labels())
