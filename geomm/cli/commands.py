@@ -86,6 +86,20 @@ def stack_cmd(recipe: str, out: Path | None, workers: int | None, overwrite: boo
         click.echo(summary.describe())
 
 
+@main.command("export")
+@click.argument("store", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("layer")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="The COG to write (.tif).")
+@opt.overwrite
+def export_cmd(store: Path, layer: str, out: Path, overwrite: bool) -> None:
+    """Write one layer of a tile store (e.g. visible/10m, or labels) as a Cloud-Optimized
+    GeoTIFF that GDAL and QGIS open: CRS, transform, band names, nodata, mask, scale."""
+    from geomm.stack.export import export_layer
+
+    click.echo(f"wrote {export_layer(store, layer, out, overwrite=overwrite)}")
+
+
 def _train_config(**kw: Any) -> Any:
     from geomm.learn.config import TrainConfig
 

@@ -199,9 +199,18 @@ def _check_has_data(plan: _Plan, layer_valid: dict[str, float]) -> None:
 
 
 def _to_zarr(variables: dict[str, xr.DataArray], path: Path, group: str, chunk: int) -> Any:
-    """Lazy write of one group; Zarr chunks are one tile, whatever the dask chunks."""
+    """Lazy write of one group; Zarr chunks are one tile, whatever the dask chunks.
+
+    CF conventions: every variable names ``spatial_ref`` (the CRS as WKT and the group's
+    GeoTransform) as its ``grid_mapping`` and as a coordinate, so ``xr.open_zarr`` gives it
+    back as a coordinate and ``.rio.crs`` / ``.rio.transform()`` work without help."""
     ds = xr.Dataset(variables)
     enc = {name: {"chunks": (*v.shape[:-2], chunk, chunk)} for name, v in ds.data_vars.items()}
+    if "spatial_ref" in ds.coords:
+        for var in ds.data_vars.values():
+            var.variable.encoding.pop("grid_mapping", None)
+            var.attrs["grid_mapping"] = "spatial_ref"
+            var.variable.encoding["coordinates"] = "spatial_ref"
     return ds.to_zarr(path, group=group, mode="w", compute=False, consolidated=False,
                       encoding=enc)
 
