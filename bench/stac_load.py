@@ -11,10 +11,13 @@ the search to the arrays in memory or on disk:
 
 - (a) geomm: ``geomm stack`` of a recipe with ``stac: api:`` (search, composite ``first`` per
   band at its native resolution, co-registration, the tile store written);
+- (a') geomm load: the same search and composites, then the co-registered layers computed
+  into memory (no store): the work odc-stac and stackstac do;
 - (a+) the same with the COGs behind a relay that adds ``--latency-ms`` to every request
   (``tc netem`` is not available on this kernel: no ``sch_netem``);
 - (b) odc-stac: ``odc.stac.load(items, bands, resolution=10).compute()``;
-- (c) stackstac: ``stackstac.stack(items, assets, resolution=10).compute()``;
+- (c) stackstac: ``stackstac.stack(items, assets, resolution=10, epsg=32633).compute()``
+  (its default float64 output: its integer types refuse a fill value of 0);
 - (d) geomm from the local files (``geomm stack`` of the file recipe).
 
 odc-stac and stackstac put every band on one 10 m grid (the 20 m bands resampled) and keep the
@@ -52,6 +55,15 @@ if mode == "geomm":
     from geomm.recipe import load_recipe
     from geomm.stack.build import stack
     stack(load_recipe(arg), out=out, workers=2)
+elif mode == "geomm-load":
+    import dask
+    from geomm.recipe import load_recipe
+    from geomm.sources import resolve
+    from geomm.stack.coregister import coregister_request
+    rec = resolve(load_recipe(arg), workers=2)
+    st = coregister_request(rec.scene_inputs()[0].modalities, rec.grid)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        dask.compute(*[a for lyr in st.layers.values() for a in (lyr.data, lyr.valid)])
 else:
     import dask
     from pystac_client import Client
@@ -65,8 +77,8 @@ else:
             ds.compute()
         else:
             import stackstac
-            arr = stackstac.stack(items, assets=bands, resolution=10, chunksize=1536,
-                                  dtype="uint16", fill_value=0, rescale=False)
+            arr = stackstac.stack(items, assets=bands, resolution=10, epsg=32633,
+                                  chunksize=1536, rescale=False)  # float64, NaN fill
             arr.compute()
 print(json.dumps(time.perf_counter() - t0))
 """
@@ -152,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         api.load([_collection(COLLECTION + "-slow")],
                  [{**_item(www, f"http://127.0.0.1:{port}"), "collection": COLLECTION + "-slow"}])
         bands = ",".join(b for bs in BANDS.values() for b in bs)
-        runs = {"geomm": ("geomm", str(_stac_recipe(work, "stac", api.url, COLLECTION))),
+        stac_recipe = str(_stac_recipe(work, "stac", api.url, COLLECTION))
+        runs = {"geomm": ("geomm", stac_recipe), "geomm load": ("geomm-load", stac_recipe),
                 slow: ("geomm", str(_stac_recipe(work, "slow", api.url, COLLECTION + "-slow"))),
                 "odc-stac": ("odc", f"{api.url}|{COLLECTION}|{bands}"),
                 "stackstac": ("stackstac", f"{api.url}|{COLLECTION}|{bands}"),

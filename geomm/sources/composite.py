@@ -196,7 +196,7 @@ def write_composite(comp: BandComposite, out: Path, *, workers: int | None = Non
     profile = {"driver": "GTiff", "dtype": comp.dtype, "count": 1, "width": g.width,
                "height": g.height, "crs": g.crs, "transform": g.transform,
                "nodata": comp.nodata, "tiled": True, "blockxsize": 512, "blockysize": 512,
-               "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+               "compress": "zstd", "zstd_level": 1, "BIGTIFF": "IF_SAFER"}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
