@@ -33,7 +33,7 @@ from geomm.errors import RasterReadError
 from geomm.sources.plan import AssetRead, BandPlan
 from geomm.stacpresets import MaskSpec
 
-__all__ = ["BandComposite", "write_composite"]
+__all__ = ["BandComposite", "single_source", "write_composite", "write_window_vrt"]
 
 CHUNK = 1024
 """Composite chunk side, pixels of the band."""
@@ -206,4 +206,63 @@ def write_composite(comp: BandComposite, out: Path, *, workers: int | None = Non
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    return out
+
+
+def single_source(comp: BandComposite) -> AssetRead | None:
+    """The one asset that *is* the composite, where nothing is computed: ``first`` of a single
+    unsigned item on the band's lattice, no mask, no unit conversion, its own nodata kept."""
+    band = comp.band
+    if comp.method != "first" or len(band.reads) != 1 or comp.mask is not None or \
+            comp.physical:
+        return None
+    read = band.reads[0]
+    nodata = read.nodata if comp.src_nodata is None else comp.src_nodata
+    if read.href != read.origin or read.dtype != comp.dtype or nodata is None or \
+            float(nodata) != comp.nodata:
+        return None
+    if _aligned(read, band.grid.crs, band.grid.transform) is None:
+        return None
+    return read
+
+
+def _vrt_source(href: str) -> str:
+    """The GDAL name of ``href`` inside a VRT: no directory listing for HTTP sources."""
+    from urllib.parse import quote
+
+    if href.startswith(("http://", "https://")):
+        return f"/vsicurl?list_dir=no&url={quote(href, safe='')}"
+    return gdal_path(href)
+
+
+def write_window_vrt(comp: BandComposite, read: AssetRead, out: Path) -> Path:
+    """The band grid's window of ``read`` as a VRT (no pixel copied): what the composite of a
+    single aligned item is, read straight from its file when geomm stacks it."""
+    from xml.sax.saxutils import escape
+
+    g = comp.band.grid
+    at = _aligned(read, g.crs, g.transform)
+    assert at is not None
+    r0, c0 = at
+    rr0, cc0 = max(r0, 0), max(c0, 0)
+    rr1, cc1 = min(r0 + g.height, read.height), min(c0 + g.width, read.width)
+    gdal_type = {"uint8": "Byte"}.get(read.dtype, read.dtype.capitalize().replace("Uint",
+                                                                                    "UInt"))
+    t = g.transform
+    xml = (f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">\n'
+           f"  <SRS>{escape(g.crs.to_wkt())}</SRS>\n"
+           f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>\n"
+           f'  <VRTRasterBand dataType="{gdal_type}" band="1">\n'
+           f"    <NoDataValue>{comp.nodata:g}</NoDataValue>\n"
+           f"    <SimpleSource>\n"
+           f'      <SourceFilename relativeToVRT="0">{escape(_vrt_source(read.href))}'
+           f"</SourceFilename>\n      <SourceBand>1</SourceBand>\n"
+           f'      <SrcRect xOff="{cc0}" yOff="{rr0}" xSize="{cc1 - cc0}" ySize="{rr1 - rr0}"/>\n'
+           f'      <DstRect xOff="{cc0 - c0}" yOff="{rr0 - r0}" xSize="{cc1 - cc0}" '
+           f'ySize="{rr1 - rr0}"/>\n'
+           f"    </SimpleSource>\n  </VRTRasterBand>\n</VRTDataset>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    tmp.write_text(xml)
+    os.replace(tmp, out)
     return out

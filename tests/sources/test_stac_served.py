@@ -134,6 +134,7 @@ def test_a_window_of_a_cog_reads_only_its_share(tmp_path, web):
     rec.write_text(yaml.safe_dump(doc))
     server.clear_log()
     [mod] = resolve(load_recipe(rec)).modalities
+    assert mod.bands[0].path.suffix == ".vrt"  # one aligned item: its window, nothing copied
     with rasterio.open(mod.bands[0].path) as src:
         np.testing.assert_array_equal(src.read(1), big[256:512, 256:512])
     sent = sum(r.body_bytes for r in server.requests() if r.uri.endswith("big.tif"))
