@@ -22,7 +22,12 @@ from geomm._cache import cache_dir
 from geomm._remote import is_remote
 from geomm._version import __version__
 from geomm.modality import BandSpec, ModalitySpec
-from geomm.sources.composite import BandComposite, write_composite
+from geomm.sources.composite import (
+    BandComposite,
+    single_source,
+    write_composite,
+    write_window_vrt,
+)
 from geomm.sources.plan import BandPlan, ModalityPlan, plan_modalities
 
 __all__ = ["describe_plan", "plan", "resolve"]
@@ -145,17 +150,30 @@ def _materialise(p: ModalityPlan, root: Path, workers: int | None) -> ModalitySp
     bands, nodata = [], None
     for band in p.bands:
         dtype, nd = _output_type(p, band)
-        out = root / _key(p, band, dtype) / f"{p.spec.name}_{band.name}.tif"
+        comp = BandComposite(band, p.stac.mask, p.stac.composite, p.physical,
+                             p.spec.warp_resampling, dtype, nd, p.spec.nodata)
+        only = single_source(comp)  # one aligned item: a window of its file, nothing copied
+        out = root / _key(p, band, dtype) / f"{p.spec.name}_{band.name}.{'vrt' if only else 'tif'}"
         if not out.exists():
-            write_composite(BandComposite(band, p.stac.mask, p.stac.composite, p.physical,
-                                          p.spec.warp_resampling, dtype, nd, p.spec.nodata),
-                            out,
-                            workers=workers)
+            if only is not None:
+                write_window_vrt(comp, only, out)
+            else:
+                write_composite(comp, out, workers=workers)
         bands.append(BandSpec(out, band.name))
         nodata = nd
+    from datetime import UTC
+
+    from geomm.sources.search import _parse_time, item_time
+
     items = ", ".join(str(it.get("id")) for it in p.items)
     extra = {**p.spec.extra, "stac_collection": p.stac.collection,
              "stac_composite": p.stac.composite, "stac_items": items}
+    # when the composited items were acquired (the item's range where it has one)
+    times = [t for it in p.items for t in (item_time(it), _parse_time(
+        it.get("properties", {}).get("end_datetime"))) if t is not None]
+    if times:
+        extra["start_datetime"], extra["end_datetime"] = (
+            t.astimezone(UTC).isoformat().replace("+00:00", "Z") for t in (min(times), max(times)))
     return replace(p.spec, bands=tuple(bands), stac=None, extra=extra,
                    nodata=None if nodata is None or np.isnan(nodata) else nodata,
                    scale=1.0 if p.physical else p.spec.scale,
