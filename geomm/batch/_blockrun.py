@@ -56,9 +56,12 @@ def _threads(options: Any) -> Any:
 
 
 def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, block_key: str,
-              mosaic: bool, vector: bool, run: int = 1) -> dict[str, Any]:
-    """Predict ``block`` (and, for a scene, vectorise its map); returns its record (``run``:
-    the job's run number, kept in the record)."""
+              mosaic: bool, vector: bool, run: int = 1, map_name: str = "map.gpkg",
+              vector_to: Any = None) -> dict[str, Any]:
+    """Predict ``block`` (and, for a scene, vectorise its map into ``map_name``, and copy its
+    polygons into the PostGIS table ``vector_to`` as rows of this block, replacing any earlier
+    ones, before the block counts as done); returns its record (``run``: the job's run
+    number, kept in the record)."""
     from geomm.predict.scene import modalities_from_files, predict_scene
 
     t0 = time.perf_counter()
@@ -79,7 +82,11 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
         if vector:
             from geomm.vector.vectorize import vectorize
 
-            vectorize(work / "classes.tif", work / "map.gpkg")
+            vectorize(work / "classes.tif", work / map_name)
+            if vector_to is not None:
+                from geomm.vector.pgload import load_file
+
+                load_file(vector_to, work / map_name, block.id)
         outputs = {p.name: (sha256_file(p), p.stat().st_size) for p in sorted(work.iterdir())
                    if p.is_file()}
         record = {"id": block.id, "key": block_key, "outputs": outputs,

@@ -58,6 +58,16 @@ class BatchOptions:
     """Extra attempts for a block that raised an error."""
     vector: bool = True
     """Also write the vector map (``map.gpkg``)."""
+    vector_out: str | None = None
+    """Where the vector map goes: a file name with a vector suffix (``map.fgb``,
+    ``map.parquet``, ...) written instead of ``map.gpkg``; or a PostgreSQL connection string
+    (``postgresql://...``, ``PG:...``): ``map.gpkg`` as well, and the polygons of every block
+    (grid jobs: of the mosaic) in one PostGIS table, a ``block_id`` column naming their block."""
+    vector_table: str | None = None
+    """The PostGIS table, ``[SCHEMA.]TABLE`` (default ``public.classes``)."""
+    vector_append: bool = False
+    """Add to a PostGIS table that exists before the job's first run (a block's rows replace
+    that block's earlier rows); without it such a table is refused."""
     progress: bool = True
     """Progress bar of blocks."""
 
@@ -156,6 +166,7 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
     root, bpath = Path(out), Path(bundle)
     _check_folder(root)
     _preflight(job, bpath, predict)
+    _vector_target(options, root)  # a bad name, address or password: one line, nothing made
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -188,6 +199,40 @@ def _preflight(job: Job, bundle: Path, predict: PredictOptions) -> None:
                              "the recipe the model was trained on")
 
 
+def _vector_target(options: BatchOptions, root: Path | None = None) -> tuple[str, Any]:
+    """The vector map's file name and the PostGIS table (or None); with ``root``, also check
+    the table: one that exists is refused on a job's first run unless ``vector_append``."""
+    if options.vector_out is None:
+        return "map.gpkg", None
+    from geomm.vector.postgis import PgTarget, is_postgis
+
+    if not options.vector:
+        raise BatchError("--vector-out needs the vector map; leave out --no-vector")
+    if is_postgis(options.vector_out):
+        target = PgTarget.parse(options.vector_out, options.vector_table)
+        if root is not None and _recorded(root).get("vector_table") != str(target):
+            from geomm.vector.pgload import check_table
+
+            check_table(target, append=options.vector_append)
+        return "map.gpkg", target
+    from geomm.vector._sinks import resolve_driver
+
+    name = options.vector_out
+    if Path(name).name != name or resolve_driver(Path(name), None) == "ESRI Shapefile":
+        raise BatchError(f"--vector-out {name!r}: give a file name without a folder, ending in "
+                         ".gpkg, .parquet, .fgb or .geojson (it is written in each output "
+                         "folder), or a postgresql:// or PG: connection string")
+    return name, None
+
+
+def _recorded(root: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 class _NoCluster(BatchError):
     """The Dask scheduler could not be reached: no block ran."""
 
@@ -198,12 +243,17 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
     if options.scheduler is None and not options.in_process and predict.threads is None:
         predict = replace(predict, threads=_sizes(options.workers)[1])
     keys, inputs = job.keys(bpath, predict), job.inputs()
+    map_name, target = _vector_target(options)
     manifest = _Manifest(root, job, bpath)
+    if target is not None:  # this job's table from now on: a resumed run adds to it
+        manifest.doc["vector_table"] = str(target)
     summary = BatchSummary(root, len(job.blocks))
     todo = []
+    scene_map = options.vector and not mosaic
     for b in job.blocks:
         rec = read_record(block_dir(root, b, mosaic))
-        if rec is not None and rec.get("key") == keys[b.id]:
+        if rec is not None and rec.get("key") == keys[b.id] and (
+                not scene_map or map_name in rec.get("outputs", {})):
             manifest.doc["blocks"][b.id] = {**rec, "status": "done",  # "run": which made it
                                             "inputs": inputs[b.id]}
             summary.reused.append(b.id)
@@ -212,7 +262,8 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
     manifest.save()
     common = {"bundle": str(bpath.resolve()), "grid": job.grid,
               "options": replace(predict, progress=False, overwrite=True), "out": str(root),
-              "mosaic": mosaic, "vector": options.vector and not mosaic, "run": manifest.run}
+              "mosaic": mosaic, "vector": scene_map, "run": manifest.run,
+              "map_name": map_name, "vector_to": target if scene_map else None}
 
     def done(bid: str, rec: dict[str, Any] | None, error: BaseException | None) -> None:
         if rec is not None:
@@ -237,7 +288,15 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
     # every task of this run has ended: what is left there is from killed attempts
     shutil.rmtree(root / PARTIAL, ignore_errors=True)
     if mosaic and not summary.failed:
-        summary.final = _mosaic(job, bpath, root, keys, manifest, options.vector)
+        summary.final = _mosaic(job, bpath, root, keys, manifest, options.vector, map_name)
+    if target is not None and not (mosaic and summary.failed):
+        # maps whose rows are not in the table: the mosaic's (again when rewritten), scenes
+        # done in an earlier run (a scene computed now copied its rows before it was done)
+        from geomm.vector.pgload import load_missing
+
+        load_missing(target, {"mosaic": root / map_name} if mosaic else {
+            b.id: block_dir(root, b, False) / map_name for b in job.blocks
+            if b.id in summary.reused}, again=["mosaic"] if summary.final else [])
     elif mosaic:
         echo(f"geomm batch: no mosaic: {len(summary.failed)} block(s) failed; fix the inputs "
              "and rerun the same command (finished blocks are kept)")
@@ -343,7 +402,7 @@ def _bar(items: Any, enabled: bool, total: int | None = None) -> Any:
 
 
 def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: _Manifest,
-            vector: bool) -> list[str]:
+            vector: bool, map_name: str = "map.gpkg") -> list[str]:
     """One COG per output over the scene grid, sidecars and vector map (skipped when the
     blocks are those of the mosaic already there)."""
     from geomm._outputs import staged_outputs
@@ -351,9 +410,13 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
     from geomm.model.bundle import load_bundle
     from geomm.predict._mapfiles import write_sidecars
 
-    key = hashlib.sha256(json.dumps([sorted(keys.items()), vector]).encode()).hexdigest()
+    parts: list[Any] = [sorted(keys.items()), vector]
+    if map_name != "map.gpkg":
+        parts.append(map_name)
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
     final = manifest.doc["final"]
-    names = [n for n in MOSAIC_OUTPUTS if vector or n != "map.gpkg"]
+    names = [map_name if n == "map.gpkg" else n for n in MOSAIC_OUTPUTS
+             if vector or n != "map.gpkg"]
     if final.get("key") == key and all(
             (root / n).is_file() and (root / n).stat().st_size == size
             for n, (_, size) in final.get("outputs", {}).items()):
@@ -372,7 +435,7 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
         if vector:
             from geomm.vector.vectorize import vectorize
 
-            vectorize(work / "classes.tif", work / "map.gpkg")
+            vectorize(work / "classes.tif", work / map_name)
         outputs = {n: (sha256_file(work / n), (work / n).stat().st_size) for n in names
                    if (work / n).exists()}
     manifest.doc["final"] = {"key": key, "outputs": outputs, "written": time.time()}

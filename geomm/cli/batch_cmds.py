@@ -40,10 +40,19 @@ def _grid(value: str | None) -> str | int | None:
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Extra attempts for a block that fails.")
 @click.option("--no-vector", is_flag=True, help="No vector map.")
+@click.option("--vector-out", default=None, metavar="NAME|postgresql://...|PG:...",
+              help="The vector map: a file name written instead of map.gpkg in each output "
+                   "folder (map.fgb, map.parquet, map.geojson), or a PostGIS database: every "
+                   "block's polygons in one table (the password is never printed).")
+@click.option("--vector-table", default=None, metavar="[SCHEMA.]TABLE",
+              help="PostGIS table of --vector-out (default public.classes).")
+@click.option("--append", "vector_append", is_flag=True,
+              help="Add to a PostGIS table that exists before the job's first run.")
 @opt.predict_options
 def batch_cmd(recipe: str, bundle: Path, scenes: Path | None, grid: str | None, out: Path,
               workers: int | None, scheduler: str | None, no_cluster: bool, retries: int,
-              no_vector: bool, **kw: Any) -> None:
+              no_vector: bool, vector_out: str | None, vector_table: str | None,
+              vector_append: bool, **kw: Any) -> None:
     """Predict many scenes (--scenes, or the RECIPE's own scenes) or one large scene cut into
     blocks (--grid) with a model BUNDLE, on Dask distributed.
 
@@ -64,7 +73,8 @@ def batch_cmd(recipe: str, bundle: Path, scenes: Path | None, grid: str | None, 
     predict = opt.prediction(**kw)
     summary = run_batch(job, bundle, out, predict=predict, echo=click.echo, options=BatchOptions(
         workers=workers, scheduler=scheduler, in_process=no_cluster, retries=retries,
-        vector=not no_vector, progress=predict.progress))
+        vector=not no_vector, progress=predict.progress, vector_out=vector_out,
+        vector_table=vector_table, vector_append=vector_append))
     click.echo(summary.describe())
     if not summary.ok:
         raise BatchError(f"{len(summary.failed)} of {summary.blocks} blocks failed (errors in "

@@ -1,5 +1,6 @@
 """Stage 4b, vectorise: class rasters to seam-free polygons (window pieces stitched across
-seams, sieved, simplified as a coverage) in GeoPackage or GeoParquet."""
+seams, sieved, simplified as a coverage) in any OGR vector format, GeoParquet or PostGIS, styled
+for QGIS."""
 
 from __future__ import annotations
 

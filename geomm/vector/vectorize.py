@@ -29,12 +29,9 @@ and ``simplify`` use the metre size of the centre pixel.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,26 +45,29 @@ from rasterio.windows import Window
 
 from geomm._lock import output_lock
 from geomm._outputs import drop_partials, partial_path, settle
-from geomm.classes import ClassTable
-from geomm.errors import GeommError
 from geomm.vector import _polygons as poly
 from geomm.vector import _sieve
+from geomm.vector._common import Chunk, Guarded, VectorizeError, one_line
+from geomm.vector._sinks import (
+    FORMATS,
+    commit_file,
+    drop_file,
+    drop_partial_folders,
+    resolve_driver,
+    write_file,
+)
 from geomm.vector._stitch import Stitcher
+from geomm.vector.postgis import PgTarget, is_postgis, write_postgis
+from geomm.vector.styles import StyleClass, class_info, style_classes, vector_qml, vector_sld
 
-__all__ = ["ClassSummary", "VectorizeError", "VectorizeSummary", "vectorize"]
+__all__ = ["FORMATS", "ClassSummary", "VectorizeError", "VectorizeSummary", "vectorize"]
 
-FORMATS = {".gpkg": "GeoPackage", ".parquet": "GeoParquet"}
-"""Output suffixes and the format each one writes."""
 LAYER = "classes"
-"""Layer name in a GeoPackage."""
+"""Layer name in a GeoPackage (and other multi-layer formats)."""
 SIEVE_PASSES = 2
 """Passes of the sieve rule (see the module docstring)."""
 _CHUNK = 20_000  # polygons written (and coverage-simplified) together
 _INTEGER = ("uint8", "int8", "uint16", "int16", "int32")
-
-
-class VectorizeError(GeommError, ValueError):
-    """A class raster cannot be vectorized, or the output cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class ClassSummary:
 class VectorizeSummary:
     """The result of :func:`vectorize`."""
 
-    path: Path
-    """The file written."""
+    path: Path | str
+    """The file written; for PostGIS the connection string (password masked) and table."""
     n_polygons: int
     """Polygons written, all classes."""
     classes: tuple[ClassSummary, ...]
@@ -104,81 +104,138 @@ class VectorizeSummary:
 
 
 def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = None,
-              simplify: float | None = None, window: int = 2048, overwrite: bool = False
+              simplify: float | None = None, window: int = 2048, overwrite: bool = False,
+              append: bool = False, layer: str | None = None, driver: str | None = None
               ) -> VectorizeSummary:
-    """Turn a class raster into polygons per class, written to GeoPackage or GeoParquet.
+    """Turn a class raster into polygons per class, written to a vector file or PostGIS table.
 
-    Columns: ``class_id`` (int32), ``class_name``, ``area_m2`` (float64) and ``geometry``
+    Columns: ``class_id`` (int32), ``class_name``, ``area_m2`` (float64) and the geometry
     (Polygon), in the raster's CRS. Pixels equal to nodata or to the class table's ignore value
-    (or negative) make no polygon. The file appears only when complete (it is written under a
-    temporary name beside ``out``, removed on any error).
+    (or negative) make no polygon. A file appears only when complete (it is written under a
+    temporary name beside ``out``, removed on any error); a PostGIS table is written in one
+    transaction (see :mod:`geomm.vector.postgis`). A GeoPackage (version 1.2) and a PostGIS
+    table get a QGIS style (categories of ``class_id`` in the class colours) in
+    ``layer_styles``.
 
     Args:
         classes: single-band integer GeoTIFF/COG of class ids. Names come from its
             ``GEOMM_CLASSES`` tag (a :meth:`ClassTable.to_dict` JSON), else from band tags
             ``class_<id>=<name>``, else the id.
-        out: ``.gpkg`` (layer ``classes``) or ``.parquet`` (GeoParquet) path.
+        out: a file whose suffix names the format (``.gpkg``, ``.parquet`` GeoParquet,
+            ``.fgb``, ``.shp``, ``.geojson``, ...), or a PostgreSQL connection string
+            (``postgresql://USER[:PW]@HOST[:PORT]/DB`` or ``PG:host=... dbname=...``).
         min_area: square metres; smaller regions are sieved into a neighbour first.
         simplify: metres; topology-preserving coverage simplification of shared edges.
         window: side of the square windows read at a time, pixels.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing file or table.
+        append: PostGIS only: add the polygons to an existing table (same columns).
+        layer: the layer name (default ``classes``), or for PostGIS ``[SCHEMA.]TABLE``
+            (default ``public.classes``).
+        driver: a GDAL/OGR driver name (or ``GeoParquet``) instead of the suffix's format.
 
     Returns:
         What was written, per class.
 
     Raises:
-        VectorizeError: bad suffix or option, ``out`` exists, or the raster is missing, has
-            several bands, is not integer or has no CRS.
+        VectorizeError: bad suffix, driver or option, ``out`` exists, the raster is missing,
+            has several bands, is not integer or has no CRS, or the database refused the
+            write (nothing written then).
     """
     start = time.perf_counter()
-    src_path, out = Path(classes), Path(out)
+    src_path = Path(classes)
+    _check_options(min_area, simplify, window)
+    if overwrite and append:
+        raise VectorizeError("overwrite and append exclude each other; give one")
+    if is_postgis(out):
+        target = PgTarget.parse(str(out), layer)
+        if driver is not None:
+            raise VectorizeError(f"{target.shown}: driver={driver!r} is for files; leave it "
+                                 "out for a PostgreSQL connection string")
+        mode = "overwrite" if overwrite else "append" if append else "create"
+        return _to_postgis(src_path, target, mode, min_area, simplify, window, start)
+    out = Path(out)
+    if append:
+        raise VectorizeError(f"{out}: append is for PostGIS tables (a file is written whole); "
+                             "pass overwrite=True (--overwrite) to replace the file")
+    fmt = resolve_driver(out, driver)
+    args = (src_path, out, fmt, layer or LAYER, min_area, simplify, window, overwrite, start)
     if out.parent.is_dir():
         with output_lock(out, "geomm vectorize"):  # one writer per file
-            return _vectorize(src_path, out, min_area, simplify, window, overwrite, start)
-    return _vectorize(src_path, out, min_area, simplify, window, overwrite, start)
+            return _to_file(*args)
+    return _to_file(*args)
 
 
-def _vectorize(src_path: Path, out: Path, min_area: float | None, simplify: float | None,
-               window: int, overwrite: bool, start: float) -> VectorizeSummary:
-    _check_options(out, overwrite, min_area, simplify, window)
-    drop_partials(out)  # a killed run's (this run holds the output's lock)
+def _to_file(src_path: Path, out: Path, fmt: str, layer: str, min_area: float | None,
+             simplify: float | None, window: int, overwrite: bool, start: float
+             ) -> VectorizeSummary:
+    _check_file(out, overwrite)
+    drop_partial_folders(out)  # a killed run's (this run holds the output's lock)
+    drop_partials(out)
     tmp = partial_path(out)
     try:
         with _open(src_path) as src:
             meta = _Meta.read(src, src_path)
-            gpkg = out.suffix.lower() == ".gpkg"
-            sink = _GpkgSink(tmp, meta.crs) if gpkg else _ParquetSink(tmp, meta.crs)
-            try:
-                stats = _run(src, meta, sink, window, min_area, simplify)
-                sink.finish()
-            except rasterio.errors.RasterioError as exc:
-                msg = " ".join(str(exc).split())
-                raise VectorizeError(f"{src_path}: reading failed ({msg}); check that the file "
-                                     "is complete and readable") from exc
-            finally:
-                sink.close()
-        os.replace(tmp, out)
+            stats: dict[int, tuple[int, float]] = {}
+            chunks = Guarded(_run(src, meta, window, min_area, simplify, stats))
+            _write(lambda: write_file(tmp, fmt, meta.crs, layer, chunks,
+                                      lambda: meta.style(stats)), chunks, src_path)
+        commit_file(tmp, out, fmt)
     except BaseException:
-        for end in ("", "-journal", "-wal", "-shm"):
-            tmp.with_name(tmp.name + end).unlink(missing_ok=True)
+        drop_file(tmp)
         raise
+    return _summary(out, meta, stats, start)
+
+
+def _to_postgis(src_path: Path, target: PgTarget, mode: str, min_area: float | None,
+                simplify: float | None, window: int, start: float) -> VectorizeSummary:
+    with _open(src_path) as src:
+        meta = _Meta.read(src, src_path)
+        stats: dict[int, tuple[int, float]] = {}
+        chunks = Guarded(_run(src, meta, window, min_area, simplify, stats))
+
+        def style() -> tuple[str, str]:
+            cats = meta.style(stats)
+            return vector_qml(cats), vector_sld(cats, target.table)
+
+        _write(lambda: write_postgis(target, chunks, meta.crs, style, mode=mode), chunks,
+               src_path)
+    return _summary(str(target), meta, stats, start)
+
+
+def _write(write: Callable[[], None], chunks: Guarded, src_path: Path) -> None:
+    """Run ``write``; a failure of the raster read (seen by the writer as a failed stream) is
+    raised as itself, a read error of rasterio as one line naming the raster."""
+    try:
+        write()
+    except BaseException as exc:
+        err = chunks.error or exc
+        if isinstance(err, rasterio.errors.RasterioError):
+            raise VectorizeError(f"{src_path}: reading failed ({one_line(err)}); check that the "
+                                 "file is complete and readable") from err
+        if err is not exc:
+            raise err from None
+        raise
+
+
+def _summary(where: Path | str, meta: _Meta, stats: dict[int, tuple[int, float]],
+             start: float) -> VectorizeSummary:
     per = tuple(ClassSummary(k, meta.name(k), n, a) for k, (n, a) in sorted(stats.items()))
-    return VectorizeSummary(out, sum(c.n_polygons for c in per), per,
+    return VectorizeSummary(where, sum(c.n_polygons for c in per), per,
                             time.perf_counter() - start)
 
 
-def _check_options(out: Path, overwrite: bool, min_area: float | None,
-                   simplify: float | None, window: int) -> None:
-    if out.suffix.lower() not in FORMATS:
-        raise VectorizeError(f"{out}: unknown output format {out.suffix or '(no suffix)'!r}; "
-                             f"name it with one of {', '.join(FORMATS)}")
+def _check_file(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise VectorizeError(f"{out} already exists; pass overwrite=True (--overwrite) to "
                              "replace it")
     if out.is_dir():
-        raise VectorizeError(f"{out} is a folder; give a file name ending in .gpkg or .parquet")
+        raise VectorizeError(f"{out} is a folder; give a file name ending in .gpkg, .parquet, "
+                             ".fgb, .shp or .geojson")
     if not out.parent.is_dir():
         raise VectorizeError(f"{out}: folder {out.parent} does not exist; create it first")
+
+
+def _check_options(min_area: float | None, simplify: float | None, window: int) -> None:
     for name, value in (("min_area", min_area), ("simplify", simplify)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise VectorizeError(f"{name}={value!r} must be a number >= 0 (or None)")
@@ -205,6 +262,7 @@ class _Meta:
     """What vectorizing needs to know about the raster."""
 
     names: dict[int, str]
+    colours: dict[int, str]
     no_class: tuple[int, ...]
     crs: pyproj.CRS
     transform: Affine
@@ -222,7 +280,7 @@ class _Meta:
                                  "gdal_translate -ot Byte")
         if src.crs is None:
             raise VectorizeError(f"{path}: has no CRS; set one (gdal_edit.py -a_srs EPSG:...)")
-        names, ignore = _class_names(src, path)
+        names, colours, ignore = class_info(src, path)
         if not names:
             _refuse_continuous(src, path)
         no_class = {ignore} if ignore is not None else set()
@@ -230,10 +288,14 @@ class _Meta:
             no_class.add(int(src.nodata))
         crs = pyproj.CRS.from_wkt(src.crs.to_wkt())
         pixel_m2, area = _area_model(crs, src.transform, src.height, src.width)
-        return cls(names, tuple(sorted(no_class)), crs, src.transform, pixel_m2, area)
+        return cls(names, colours, tuple(sorted(no_class)), crs, src.transform, pixel_m2, area)
 
     def name(self, class_id: int) -> str:
         return self.names.get(class_id, str(class_id))
+
+    def style(self, stats: dict[int, tuple[int, float]]) -> list[StyleClass]:
+        """The style's categories: every named class and every class written."""
+        return style_classes(self.names, self.colours, stats)
 
 
 MAX_UNNAMED_VALUES = 64
@@ -255,25 +317,6 @@ def _refuse_continuous(src: Any, path: Path) -> None:
                              "class names: a continuous raster (confidence, probability, "
                              "reflectance?), not class ids; give a class map (geomm's "
                              "classes.tif, or name its classes in band tags class_<id>=name)")
-
-
-def _class_names(src: Any, path: Path) -> tuple[dict[int, str], int | None]:
-    """Names per id and the ignore value, from the class-table tag or the band-1 tags."""
-    tag = src.tags().get("GEOMM_CLASSES")
-    if tag is not None:
-        try:
-            table = ClassTable.from_dict(json.loads(tag))
-        except (ValueError, TypeError, AttributeError) as exc:
-            msg = " ".join(str(exc).split())
-            raise VectorizeError(f"{path}: tag GEOMM_CLASSES is not a class table ({msg}); "
-                                 "rewrite it from ClassTable.to_dict()") from None
-        return dict(enumerate(table.names)), table.ignore_value
-    names = {}
-    for key, value in src.tags(1).items():
-        found = re.fullmatch(r"class_(\d+)", key)
-        if found:
-            names[int(found.group(1))] = value
-    return names, None
 
 
 def _to_world(geoms: np.ndarray, t: Affine) -> np.ndarray:
@@ -316,16 +359,17 @@ def _read(src: Any, rows: tuple[int, int], cols: tuple[int, int],
     return np.pad(data, ((rr0 - r0, r1 - rr1), (cc0 - c0, c1 - cc1)), constant_values=-1)
 
 
-def _run(src: Any, meta: _Meta, sink: _Sink, window: int, min_area: float | None,
-         simplify: float | None) -> dict[int, tuple[int, float]]:
-    """Read, sieve, polygonize and stitch every window; write polygons as they are final."""
+def _run(src: Any, meta: _Meta, window: int, min_area: float | None, simplify: float | None,
+         stats: dict[int, tuple[int, float]]) -> Iterator[Chunk]:
+    """Read, sieve, polygonize and stitch every window; yield polygons in chunks as they are
+    final (``stats``: polygons and area per class, counted as they are yielded)."""
     height, width = src.height, src.width
     size = math.ceil(min_area / meta.pixel_m2 - 1e-9) if min_area else 0
     halo = 1 + (_sieve.sieve_halo(size, SIEVE_PASSES) if size > 1 else 0)
     grid = poly.SeamGrid(height, width, window)
     stitcher = Stitcher(grid)
     tolerance = simplify / math.sqrt(meta.pixel_m2) if simplify else 0.0
-    out = _Chunks(sink, meta, tolerance)
+    out = _Chunks(meta, tolerance, stats)
     for r0 in range(0, height, window):
         for c0 in range(0, width, window):
             r1, c1 = min(r0 + window, height), min(c0 + window, width)
@@ -335,32 +379,30 @@ def _run(src: Any, meta: _Meta, sink: _Sink, window: int, min_area: float | None
                 ext = _sieve.sieve(ext, size, SIEVE_PASSES)[cut:ext.shape[0] - cut,
                                                           cut:ext.shape[1] - cut]
             pieces, edges = poly.window_pieces(ext, r0, c0, grid)
-            out.add(stitcher.add(pieces, edges, r0, r1, c0, c1))
-    out.add(stitcher.finish())
-    out.flush()
-    return out.stats
+            yield from out.add(stitcher.add(pieces, edges, r0, r1, c0, c1))
+    yield from out.add(stitcher.finish())
+    yield from out.flush()
 
 
 class _Chunks:
-    """Final polygons gathered into chunks: simplified together, measured and written."""
+    """Final polygons gathered into chunks: simplified together, measured and handed on."""
 
-    def __init__(self, sink: _Sink, meta: _Meta, tolerance: float) -> None:
-        self.sink, self.meta, self.tolerance = sink, meta, tolerance
+    def __init__(self, meta: _Meta, tolerance: float,
+                 stats: dict[int, tuple[int, float]]) -> None:
+        self.meta, self.tolerance, self.stats = meta, tolerance, stats
         self.parts: list[poly.Pieces] = []
         self.count = 0
-        self.stats: dict[int, tuple[int, float]] = {}
 
-    def add(self, pieces: poly.Pieces) -> None:
+    def add(self, pieces: poly.Pieces) -> list[Chunk]:
         self.parts.append(pieces)
         self.count += len(pieces)
-        if self.count >= _CHUNK:
-            self.flush()
+        return self.flush() if self.count >= _CHUNK else []
 
-    def flush(self) -> None:
+    def flush(self) -> list[Chunk]:
         pieces = poly.Pieces.concat(self.parts)
         self.parts, self.count = [], 0
         if not len(pieces):
-            return
+            return []
         geoms = pieces.polygons()
         if self.tolerance > 0:
             geoms = shapely.coverage_simplify(geoms, self.tolerance, simplify_boundary=False)
@@ -368,81 +410,9 @@ class _Chunks:
         ids = pieces.classes
         present, which = np.unique(ids, return_inverse=True)
         names = np.array([self.meta.name(int(k)) for k in present], dtype=object)[which]
-        self.sink.write(ids, names, area, _to_world(geoms, self.meta.transform))
         counts = np.bincount(which, minlength=len(present))
         areas = np.bincount(which, weights=area, minlength=len(present))
         for k, n_k, a_k in zip(present, counts, areas, strict=True):
             n, a = self.stats.get(int(k), (0, 0.0))
             self.stats[int(k)] = (n + int(n_k), a + float(a_k))
-
-
-class _Sink:
-    """Appends chunks of polygons to one output file."""
-
-    def __init__(self, path: Path, crs: pyproj.CRS) -> None:
-        self.path, self.crs = path, crs
-
-    def write(self, ids: np.ndarray, names: np.ndarray, area: np.ndarray,
-              geoms: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> None:
-        """Complete the file (with an empty layer if nothing was written)."""
-
-    def close(self) -> None:
-        """Release the file, complete or not."""
-
-
-class _GpkgSink(_Sink):
-    """GeoPackage layer ``classes``, appended chunk by chunk with pyogrio."""
-
-    written = False
-
-    def write(self, ids: np.ndarray, names: np.ndarray, area: np.ndarray,
-              geoms: np.ndarray) -> None:
-        import geopandas
-        import pyogrio
-
-        frame = geopandas.GeoDataFrame(
-            {"class_id": ids.astype(np.int32), "class_name": names,
-             "area_m2": area.astype(np.float64)}, geometry=geoms, crs=self.crs)
-        pyogrio.write_dataframe(frame, self.path, layer=LAYER, driver="GPKG",
-                                append=self.written, promote_to_multi=False,
-                                geometry_type="Polygon")
-        self.written = True
-
-    def finish(self) -> None:
-        if not self.written:
-            empty = np.empty(0, dtype=object)
-            self.write(np.empty(0, np.int32), empty, np.empty(0), empty)
-
-
-class _ParquetSink(_Sink):
-    """GeoParquet 1.1 (WKB column ``geometry``), one row group per chunk."""
-
-    def __init__(self, path: Path, crs: pyproj.CRS) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        super().__init__(path, crs)
-        # `geo` goes in the schema so that the Arrow schema and the file's key-value metadata
-        # agree; it has no bbox, which is optional and not known before the end
-        geo = {"version": "1.1.0", "primary_column": "geometry",
-               "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
-                                        "crs": crs.to_json_dict()}}}
-        self.schema = pa.schema([("class_id", pa.int32()), ("class_name", pa.string()),
-                                 ("area_m2", pa.float64()), ("geometry", pa.binary())],
-                                metadata={"geo": json.dumps(geo)})
-        self.writer = pq.ParquetWriter(path, self.schema)
-
-    def write(self, ids: np.ndarray, names: np.ndarray, area: np.ndarray,
-              geoms: np.ndarray) -> None:
-        import pyarrow as pa
-
-        table = pa.table({"class_id": ids.astype(np.int32), "class_name": names.tolist(),
-                          "area_m2": area.astype(np.float64),
-                          "geometry": shapely.to_wkb(geoms)}, schema=self.schema)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        self.writer.close()
+        return [(ids, names, area, _to_world(geoms, self.meta.transform))]

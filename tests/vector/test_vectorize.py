@@ -70,8 +70,9 @@ def smooth_classes(seed: int, n: int) -> np.ndarray:
 
 
 def read_polys(path: Path) -> gpd.GeoDataFrame:
-    frame = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
-    return frame
+    if path.suffix == ".parquet":
+        return gpd.read_parquet(path)
+    return gpd.read_file(path, layer="classes" if path.suffix == ".gpkg" else None)
 
 
 def whole_array_shapes(classes: np.ndarray, nodata: int = 255) -> list[tuple[int, object]]:
@@ -265,7 +266,7 @@ def test_output_reads_back_with_geopandas_and_gdal(tmp_path, suffix):
         assert geo["columns"]["geometry"]["geometry_types"] == ["Polygon"]
         if "Parquet" not in pyogrio.list_drivers():
             pytest.skip("this GDAL has no Parquet driver; geopandas read-back checked only")
-    via_gdal = pyogrio.read_dataframe(out)
+    via_gdal = pyogrio.read_dataframe(out, layer="classes" if suffix == ".gpkg" else None)
     assert len(via_gdal) == len(frame) and via_gdal.crs.to_epsg() == 32633
     assert sorted(via_gdal.class_name) == sorted(frame.class_name)
     if suffix == ".gpkg":
@@ -392,9 +393,9 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_wrong_suffix(tmp_path):
     tif = write_classes(tmp_path / "c.tif", np.zeros((4, 4), np.uint8))
-    msg = _one_line_error(lambda: vectorize(tif, tmp_path / "o.shp"))
-    assert "o.shp" in msg and ".gpkg" in msg and ".parquet" in msg
-    assert not (tmp_path / "o.shp").exists()
+    msg = _one_line_error(lambda: vectorize(tif, tmp_path / "o.xyz"))
+    assert "o.xyz" in msg and ".gpkg" in msg and ".parquet" in msg and "--driver" in msg
+    assert not (tmp_path / "o.xyz").exists()
 
 
 def test_existing_output_is_refused_and_left_untouched(tmp_path):
