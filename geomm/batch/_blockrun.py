@@ -83,6 +83,10 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
             from geomm.vector.vectorize import vectorize
 
             vectorize(work / "classes.tif", work / map_name)
+            if not mosaic:  # the scene's STAC Item lists its vector map
+                from geomm.predict._stacitem import add_vector_asset
+
+                add_vector_asset(work, map_name)
             if vector_to is not None:
                 from geomm.vector.pgload import load_file
 

@@ -37,7 +37,8 @@ MANIFEST = "geomm-batch.json"
 SCHEDULER_TIMEOUT_S = 10
 """Seconds to reach a user's Dask scheduler before giving up with one line."""
 MOSAIC_RASTERS = ("classes.tif", "probabilities.tif", "confidence.tif")
-MOSAIC_OUTPUTS = (*MOSAIC_RASTERS, "classes.qml", "item.json", "quicklook.png", "map.gpkg")
+MOSAIC_OUTPUTS = (*MOSAIC_RASTERS, "classes.qml", "classes.tif.aux.xml", "item.json",
+                  "quicklook.png", "map.gpkg")
 
 
 class BatchError(GeommError, RuntimeError):
@@ -300,6 +301,9 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
     elif mosaic:
         echo(f"geomm batch: no mosaic: {len(summary.failed)} block(s) failed; fix the inputs "
              "and rerun the same command (finished blocks are kept)")
+    if not summary.failed:  # a STAC Collection of the job's Items, for a catalogue to index
+        from geomm.predict._stacitem import write_stac_collection
+        write_stac_collection(root)
     manifest.doc["runs"][-1].update(finished=time.time(), computed=summary.computed,
                                     failed=sorted(summary.failed))
     manifest.save()
@@ -409,6 +413,7 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
     from geomm.batch.mosaic import mosaic_cog
     from geomm.model.bundle import load_bundle
     from geomm.predict._mapfiles import write_sidecars
+    from geomm.predict._stacitem import acquisition
 
     parts: list[Any] = [sorted(keys.items()), vector]
     if map_name != "map.gpkg":
@@ -431,7 +436,9 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
         for n in rasters:
             mosaic_cog([(r, d / n) for r, d in blocks if r is not None], job.mosaic, work / n)
         write_sidecars(work, table, scene_id=root.name, bundle=bundle_obj,
-                       counts=counts, probabilities="probabilities.tif" in rasters)
+                       counts=counts, probabilities="probabilities.tif" in rasters,
+                       acquired=acquisition(list(job.blocks[0].modalities)),
+                       vector=map_name if vector else None)
         if vector:
             from geomm.vector.vectorize import vectorize
 

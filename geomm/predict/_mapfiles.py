@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geomm.classes import ClassTable
+from geomm.predict._stacitem import Acquisition
 from geomm.predict.blend import Window
 from geomm.predict.cogout import RasterLayout, StreamedRaster
 
@@ -94,7 +96,8 @@ class MapWriter:
             s.close()
 
     def finish(self, *, scene_id: str, bundle: Any, counts: np.ndarray,
-               sidecars: bool = True) -> dict[str, str]:
+               sidecars: bool = True, acquired: Acquisition | None = None,
+               run_id: str | None = None) -> dict[str, str]:
         """Finish the COGs and (unless not ``sidecars``) write the sidecars; return
         ``{file name: what it is}``."""
         from concurrent.futures import ThreadPoolExecutor
@@ -106,27 +109,53 @@ class MapWriter:
             jobs = [pool.submit(sink.finish) for sink in self.sinks.values()]
             jobs[0].result()  # classes.tif: the sidecars read it
             if sidecars:
-                files.update(write_sidecars(self.work, self.table, scene_id=scene_id,
-                                            bundle=bundle, counts=counts,
-                                            probabilities="probabilities.tif" in self.sinks))
+                files.update(write_sidecars(
+                    self.work, self.table, scene_id=scene_id, bundle=bundle, counts=counts,
+                    probabilities="probabilities.tif" in self.sinks, acquired=acquired,
+                    run_id=run_id, layouts={n: s.layout for n, s in self.sinks.items()}))
             for job in jobs:
                 job.result()
         return files
 
 
 def write_sidecars(folder: Path, table: ClassTable, *, scene_id: str, bundle: Any,
-                   counts: np.ndarray, probabilities: bool) -> dict[str, str]:
-    """QGIS style, quicklook and STAC item beside ``folder/classes.tif``; returns
-    ``{file name: what it is}``."""
-    from geomm.predict import sidecars
+                   counts: np.ndarray, probabilities: bool, acquired: Acquisition | None = None,
+                   run_id: str | None = None, vector: str | None = None,
+                   layouts: Mapping[str, RasterLayout] | None = None) -> dict[str, str]:
+    """QGIS style, GDAL categories and attribute table (``classes.tif.aux.xml``), quicklook
+    and STAC Item beside ``folder/classes.tif``; returns ``{file name: what it is}``.
+
+    Args:
+        folder: where the rasters are (``classes.tif`` complete; the others may still be
+            being written when ``layouts`` describe them).
+        table, scene_id, bundle, counts: the classes, the scene, the model, pixels per class.
+        probabilities: ``probabilities.tif`` is (or will be) there.
+        acquired: when the scene was acquired (default: unknown, see
+            :mod:`geomm.predict._stacitem`).
+        run_id: the run's token (default: a new one); the Item id is ``<scene_id>-<run_id>``.
+        vector: file name of the vector map (e.g. ``map.gpkg``, written after this) to list
+            as the Item's ``vector`` asset.
+        layouts: the rasters' layouts (default: read from the files).
+    """
+    from geomm.predict import _stacitem, sidecars
+    from geomm.predict.cogout import write_class_pam
+
     sidecars.write_qml(folder / "classes.qml", table)
+    write_class_pam(folder / "classes.tif", table.names, table.colours, [int(c) for c in counts])
     sidecars.write_quicklook(folder / "classes.tif", folder / "quicklook.png", table=table,
                              title=f"{scene_id}: {bundle.kind} model of {bundle.meta.recipe}")
+    bands = {n: _raster_bands(folder / n, (layouts or {}).get(n))
+             for n in ("classes.tif", "confidence.tif", "probabilities.tif")
+             if n != "probabilities.tif" or probabilities}
     assets = {
         "classes": sidecars.AssetInfo("./classes.tif", "Land-cover classes",
-                                      ("data",), classes=True),
+                                      ("data",), classes=True,
+                                      raster_bands=bands["classes.tif"]),
         "confidence": sidecars.AssetInfo("./confidence.tif", "Confidence (max probability)",
-                                         ("data",)),
+                                         ("data",), raster_bands=bands["confidence.tif"]),
+        "categories": sidecars.AssetInfo(
+            "./classes.tif.aux.xml", "GDAL categories, colour table and attribute table of "
+            "classes.tif", ("metadata",), media_type="application/xml"),
         "style": sidecars.AssetInfo("./classes.qml", "QGIS style", ("style",),
                                     media_type="application/xml"),
         "thumbnail": sidecars.AssetInfo("./quicklook.png", "Quicklook", ("thumbnail",),
@@ -134,14 +163,38 @@ def write_sidecars(folder: Path, table: ClassTable, *, scene_id: str, bundle: An
     }
     if probabilities:
         assets["probabilities"] = sidecars.AssetInfo(
-            "./probabilities.tif", "Class probabilities", ("data",), bands=tuple(table.names))
+            "./probabilities.tif", "Class probabilities", ("data",), bands=tuple(table.names),
+            raster_bands=bands["probabilities.tif"])
+    if vector:
+        assets["vector"] = _stacitem.vector_asset(vector)
+    run = run_id or _stacitem.run_token()
     sidecars.write_stac_item(
-        folder / "item.json", item_id=scene_id, raster=folder / "classes.tif",
-        assets=assets, table=table,
-        properties={"geomm:model": bundle.meta.recipe, "geomm:model_kind": bundle.kind,
-                    "geomm:class_pixels": {n: int(c) for n, c in
-                                           zip(table.names, counts, strict=True)}})
-    return {"classes.qml": "QGIS style", "quicklook.png": "quicklook", "item.json": "STAC item"}
+        folder / "item.json", item_id=_stacitem.item_id(scene_id, run),
+        raster=folder / "classes.tif", assets=assets, table=table,
+        properties=_stacitem.item_properties(
+            scene_id=scene_id, run=run, acquired=acquired or _stacitem.Acquisition.unknown(),
+            extra={"geomm:model": bundle.meta.recipe, "geomm:model_kind": bundle.kind,
+                   "geomm:class_pixels": {n: int(c) for n, c in
+                                          zip(table.names, counts, strict=True)}}))
+    return {"classes.qml": "QGIS style", "classes.tif.aux.xml": "GDAL categories",
+            "quicklook.png": "quicklook", "item.json": "STAC item"}
+
+
+def _raster_bands(path: Path, layout: RasterLayout | None) -> tuple[dict[str, Any], ...]:
+    """``raster:bands`` of one output raster, from its layout or, without one, the file."""
+    from geomm.predict._stacitem import raster_bands
+
+    categorical = path.name == "classes.tif"
+    if layout is not None:
+        return raster_bands(layout.dtype, layout.count, layout.nodata,
+                            None if categorical else (layout.scale or 1.0),
+                            None if categorical else 0.0)
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return raster_bands(src.dtypes[0], src.count, src.nodata,
+                            None if categorical else src.scales[0],
+                            None if categorical else src.offsets[0])
 
 
 def _argmax(probs: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +24,7 @@ import rasterio
 from rasterio.shutil import copy as gdal_copy
 from rasterio.windows import Window
 
-__all__ = ["RasterLayout", "StreamedRaster", "overview_factors"]
+__all__ = ["RasterLayout", "StreamedRaster", "overview_factors", "write_class_pam"]
 
 BLOCK = 512
 _CHUNK_COLS = 4096
@@ -181,6 +181,48 @@ class StreamedRaster:
         """Release the intermediate file (after an error)."""
         if not self._dst.closed:
             self._dst.close()
+
+
+# GDAL's GFT_* field types and GFU_* usages of raster attribute table columns
+_RAT_COLUMNS = (("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7),
+                ("Blue", 0, 8), ("Alpha", 0, 9), ("Count", 0, 1))
+
+
+def write_class_pam(raster: Path, names: Sequence[str], colours: Sequence[Sequence[int]],
+                    counts: Sequence[int]) -> Path:
+    """Write ``<raster>.aux.xml``: GDAL's PAM sidecar of a class raster with one category
+    name per class, a colour table as long as the class list, and a thematic raster attribute
+    table (value, class, red, green, blue, alpha, pixel count).
+
+    GDAL up to 3.11 reads categories and attribute tables of a GeoTIFF only from this file
+    (the TIFF colour map always has 256 entries for 8-bit pixels; the sidecar's shorter table
+    replaces it), so ``gdalinfo`` and QGIS list the classes when the file is beside the COG.
+    Class ids are 0..K-1; the nodata value is outside the table (transparent in QGIS).
+    """
+    from geomm.predict.sidecars import _atomic_write
+
+    big = max((int(c) for c in counts), default=0) >= 2**31  # GFT_Integer is 32-bit
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    cats = ET.SubElement(band, "CategoryNames")
+    for n in names:
+        ET.SubElement(cats, "Category").text = n
+    table = ET.SubElement(band, "ColorTable")
+    for r, g, b in colours:
+        ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4="255")
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    for i, (name, kind, usage) in enumerate(_RAT_COLUMNS):
+        field = ET.SubElement(rat, "FieldDefn", index=str(i))
+        ET.SubElement(field, "Name").text = name
+        ET.SubElement(field, "Type").text = str(1 if name == "Count" and big else kind)
+        ET.SubElement(field, "Usage").text = str(usage)
+    for i, (n, (r, g, b), c) in enumerate(zip(names, colours, counts, strict=True)):
+        row = ET.SubElement(rat, "Row", index=str(i))
+        for v in (i, n, r, g, b, 255, int(c)):
+            ET.SubElement(row, "F").text = str(v)
+    ET.indent(root)
+    text = ET.tostring(root, encoding="unicode") + "\n"
+    return _atomic_write(raster.with_name(raster.name + ".aux.xml"), text.encode("utf-8"))
 
 
 def _halve(block: np.ndarray, layout: RasterLayout) -> np.ndarray:

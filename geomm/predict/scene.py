@@ -25,13 +25,14 @@ from geomm._version import __version__
 from geomm.errors import GeommError
 from geomm.modality import ModalitySpec
 from geomm.predict._region import Region, RegionSink, RegionSource
+from geomm.predict._stacitem import Acquisition, acquisition, item_id, run_token
 from geomm.predict._stream import StackSource, stream
 from geomm.predict.blend import TilePlan
 
 __all__ = ["OUTPUTS", "PredictOptions", "PredictSummary", "predict_recipe", "predict_scene"]
 
-OUTPUTS = ("classes.tif", "probabilities.tif", "confidence.tif", "classes.qml", "item.json",
-           "quicklook.png", "geomm-predict.json")
+OUTPUTS = ("classes.tif", "probabilities.tif", "confidence.tif", "classes.qml",
+           "classes.tif.aux.xml", "item.json", "quicklook.png", "geomm-predict.json")
 """Files ``geomm predict`` writes into its output folder (the run record last)."""
 GDAL_CACHE_BYTES = 64 * 2**20
 
@@ -159,7 +160,9 @@ def plan_tiles(height: int, width: int, lattice: int, opts: PredictOptions) -> T
 def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_dir: str | Path,
                   *, grid: Any = None, options: PredictOptions = PredictOptions(),
                   scene_id: str = "scene", region: Region | None = None,
-                  sidecars: bool = True, empty_ok: bool = False) -> PredictSummary:
+                  sidecars: bool = True, empty_ok: bool = False,
+                  acquired: Acquisition | None = None, run_id: str | None = None
+                  ) -> PredictSummary:
     """Predict one scene (or one block of it) with a model bundle; write the map files into
     ``out_dir``. This is the one tiled-inference path: ``geomm predict`` calls it for a
     scene, ``geomm batch`` workers for each block.
@@ -170,11 +173,15 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
         out_dir: output folder (created; see :data:`OUTPUTS`).
         grid: a recipe's :class:`~geomm.recipe.GridRequest` (default: the finest band's grid).
         options: tiling, device and output settings.
-        scene_id: identifier written into the STAC item.
+        scene_id: identifier of the scene in the STAC item (its id is
+            ``<scene_id>-<run_id>``).
         region: only this block of the scene's grid (read with ``options.halo`` pixels of
             context around it where the scene has them); the outputs cover the block.
         sidecars: write the QGIS style, quicklook and STAC item too.
         empty_ok: write all-nodata outputs when no input pixel is valid (else an error).
+        acquired: when the inputs were acquired (default: from the modalities' STAC notes
+            or the files, see :func:`geomm.predict._stacitem.acquisition`).
+        run_id: token of this run in the item id (default: a new one).
 
     Returns:
         A :class:`PredictSummary`.
@@ -189,12 +196,13 @@ def predict_scene(bundle: str | Path, modalities: Sequence[ModalitySpec], out_di
     out = Path(out_dir)
     with output_lock(out, "geomm predict"):  # held from the start: one writer per folder
         return _predict(bundle, modalities, out, grid, options, scene_id, region, sidecars,
-                        empty_ok)
+                        empty_ok, acquired, run_id)
 
 
 def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, grid: Any,
              options: PredictOptions, scene_id: str, region: Region | None, sidecars: bool,
-             empty_ok: bool) -> PredictSummary:
+             empty_ok: bool, acquired: Acquisition | None, run_id: str | None
+             ) -> PredictSummary:
     import rasterio
 
     from geomm.predict._engines import engine_for
@@ -227,8 +235,10 @@ def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, 
             raise PredictError(f"no valid input pixel in the scene ({_files(modalities)}): "
                                "every pixel is nodata in some modality; check the files and "
                                "their nodata values")
+        run = run_id or run_token()
+        when = (acquired or acquisition(modalities)) if sidecars else None
         files = writer.finish(scene_id=scene_id, bundle=bundle_obj, counts=stats["counts"],
-                              sidecars=sidecars)
+                              sidecars=sidecars, acquired=when, run_id=run)
         t_end = time.perf_counter()
         summary = PredictSummary(
             out, files, out_grid.shape, plan.tile, plan.halo, batch, plan.n_tiles,
@@ -245,6 +255,8 @@ def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, 
                   "options": asdict(options), "grid": out_grid.to_dict(),
                   "scene_grid": st.grid.to_dict(),
                   "region": asdict(region) if region is not None else None,
+                  "run_id": run, "item_id": item_id(scene_id, run) if sidecars else None,
+                  "acquired": when.properties() if when is not None else None,
                   "summary": {**asdict(summary), "out_dir": str(out)}}
         (work / "geomm-predict.json").write_text(json.dumps(record, indent=1, default=str))
     return summary
@@ -279,13 +291,17 @@ def _area(st: Any, engine: Any, opts: PredictOptions, region: Region | None, on_
 def predict_recipe(bundle: str | Path, recipe: Any, out_dir: str | Path, *,
                    options: PredictOptions = PredictOptions()) -> list[PredictSummary]:
     """:func:`predict_scene` on every scene of a recipe (``out_dir/<scene>`` when several);
-    STAC modalities are searched and composited first."""
+    STAC modalities are searched and composited first. The scenes share one run token; their
+    acquisition comes from the recipe's ``acquired:``, the STAC items or the files."""
     from geomm.sources import resolve
 
-    scenes = resolve(recipe).scene_inputs()
-    out = Path(out_dir)
+    resolved = resolve(recipe)
+    scenes = resolved.scene_inputs()
+    out, run = Path(out_dir), run_token()
     return [predict_scene(bundle, s.modalities, out / s.id if len(scenes) > 1 else out,
-                          grid=recipe.grid, options=options, scene_id=s.id) for s in scenes]
+                          grid=recipe.grid, options=options, scene_id=s.id,
+                          acquired=acquisition(s.modalities, recipe=resolved, scene=i),
+                          run_id=run) for i, s in enumerate(scenes)]
 
 
 def _files(modalities: Sequence[ModalitySpec]) -> str:

@@ -40,6 +40,7 @@ COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 STAC_VERSION = "1.1.0"
 PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 CLASS_EXT = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
+RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 QGIS_VERSION = "3.34.0-Prizren"
 _EDGE_POINTS = 21
 _SLUG = re.compile(r"[^0-9A-Za-z_-]+")
@@ -65,6 +66,8 @@ class AssetInfo:
     """Attach ``classification:classes`` (the class table) to this asset."""
     bands: tuple[str, ...] | None = None
     """Band names in order (STAC 1.1 ``bands``), e.g. the class names of probabilities."""
+    raster_bands: tuple[Mapping[str, Any], ...] | None = None
+    """``raster:bands`` entries (data type, nodata, scale, offset), one per band."""
 
 
 def _atomic_write(path: str | Path, data: bytes) -> Path:
@@ -192,7 +195,9 @@ def write_stac_item(path: str | Path, *, item_id: str, raster: str | Path,
 
     Geometry and bbox are the footprint of ``raster`` in EPSG:4326 (edges densified);
     ``proj:*`` fields describe its grid. ``datetime`` comes from ``properties`` or, if absent,
-    is the time of writing, and ``geomm:datetime_source`` says which.
+    is the time of writing, and ``geomm:datetime_source`` says which (``properties`` unless
+    ``properties`` name their own source). geomm's predictions always give the acquisition
+    (:func:`geomm.predict._stacitem.acquisition`), never the time of writing.
 
     Args:
         path: The Item JSON file; asset hrefs are relative to its folder.
@@ -234,10 +239,14 @@ def write_stac_item(path: str | Path, *, item_id: str, raster: str | Path,
                 "coordinates": [[[round(x, 9), round(y, 9)] for x, y in zip(xs, ys, strict=True)]]}
     else:  # cut at the antimeridian: GDAL gives west > east
         bbox = list(transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=_EDGE_POINTS))
+    source = str(props.get("geomm:datetime_source", "properties"))
+    for key in ("start_datetime", "end_datetime"):
+        if props.get(key) is not None:
+            props[key] = _stac_datetime(props[key])
     if props.get("datetime") is not None:
-        when, source = _stac_datetime(props["datetime"]), "properties"
+        when: str | None = _stac_datetime(props["datetime"])
     elif "datetime" in props and props.get("start_datetime") and props.get("end_datetime"):
-        when, source = None, "properties"
+        when = None
     else:
         when, source = _stac_datetime(datetime.now(UTC)), "written"
     item_props = {**proj, **props, "datetime": when, "geomm:datetime_source": source}
@@ -247,10 +256,13 @@ def write_stac_item(path: str | Path, *, item_id: str, raster: str | Path,
                                  "title": info.title, "roles": list(info.roles)}
         if info.bands is not None:
             asset["bands"] = [{"name": b} for b in info.bands]
+        if info.raster_bands is not None:
+            asset["raster:bands"] = [dict(b) for b in info.raster_bands]
         if info.classes:
             asset["classification:classes"] = _stac_classes(table, nodata)
         stac_assets[key] = asset
-    extensions = [PROJ_EXT] + ([CLASS_EXT] if any(a.classes for a in assets.values()) else [])
+    extensions = [PROJ_EXT] + ([CLASS_EXT] if any(a.classes for a in assets.values()) else []) \
+        + ([RASTER_EXT] if any(a.raster_bands for a in assets.values()) else [])
     item = {"type": "Feature", "stac_version": STAC_VERSION, "stac_extensions": extensions,
             "id": item_id, "geometry": geom, "bbox": bbox, "properties": item_props,
             "links": [], "assets": stac_assets}
