@@ -13,6 +13,7 @@ from geomm.cli import (
     commands,  # noqa: F401
     evaluate_cmds,  # noqa: F401
     predict_cmds,  # noqa: F401
+    qgis_cmds,  # noqa: F401
     vector_cmds,  # noqa: F401
 )
 from geomm.cli.group import main
