@@ -1,6 +1,6 @@
-"""The real sample through a real STAC API: its bands as COGs cut into two overlapping items,
-served by nginx and found through pgstac + stac-fastapi-pgstac, stack to the same layers,
-bit for bit, as the sample's own recipe."""
+"""The real sample through a real STAC API: its bands as COGs cut into two overlapping items of
+two dates with a cloud mask, served by nginx and found through pgstac + stac-fastapi-pgstac,
+stack to the same layers, bit for bit, as the sample's own recipe."""
 
 from __future__ import annotations
 
@@ -26,12 +26,18 @@ pytestmark = pytest.mark.e2e
 COLLECTION = "sample-s2-l1c"
 
 
-def _cut(src_path: Path, dst: Path, x0: float, x1: float) -> None:
-    """The columns of ``src_path`` between eastings x0 and x1, as a COG."""
+def _cut(src_path: Path, dst: Path, x0: float, x1: float,
+         cloud: tuple[float, float, float, float] | None = None) -> None:
+    """The columns of ``src_path`` between eastings x0 and x1, as a COG; pixels inside
+    ``cloud`` (left, bottom, right, top) made bright, as a cloud would."""
     with rasterio.open(src_path) as src:
         c0 = round((x0 - src.transform.c) / src.transform.a)
         c1 = round((x1 - src.transform.c) / src.transform.a)
         arr = src.read(1, window=Window(c0, 0, c1 - c0, src.height))
+        if cloud is not None:
+            res, top = src.transform.a, src.transform.f
+            arr[round((top - cloud[3]) / res):round((top - cloud[1]) / res),
+                round((cloud[0] - x0) / res):round((cloud[2] - x0) / res)] = 9999
         profile = {"driver": "GTiff", "width": c1 - c0, "height": src.height, "count": 1,
                    "dtype": arr.dtype.name, "crs": src.crs,
                    "transform": src.transform * Affine.translation(c0, 0)}
@@ -67,18 +73,32 @@ def test_sample_through_a_stac_api_stacks_bit_identical(tmp_path, monkeypatch, s
         cut_a = left + 60 * round(0.6 * width / 60)
         cut_b = left + 60 * round(0.4 * width / 60)
         items: list[dict[str, Any]] = []
+        dates = {"east": "2017-02-26T10:21:01Z", "west": "2017-02-16T10:21:01Z"}
+        # a cloud on the newer (east) item where the items overlap, on the 60 m lattice
+        cloud = (cut_b + 120, bounds.top - 3000, cut_a - 120, bounds.top - 1020)
         for name, (x0, x1) in {"east": (cut_b, right), "west": (left, cut_a)}.items():
             assets = {}
             for band, path in files.items():
-                _cut(path, www / f"{name}_{band}.tif", x0, x1)
+                _cut(path, www / f"{name}_{band}.tif", x0, x1,
+                     cloud if name == "east" else None)
                 assets[band] = {"href": f"{server.url}/{name}_{band}.tif",
                                 "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+            # an SCL-like 20 m mask: clear (4), the cloud (9) on the east item: the composite
+            # must take the older west item's pixels there
+            with rasterio.open(www / f"{name}_B11.tif") as b11:
+                scl_profile = {**b11.profile, "dtype": "uint8", "nodata": None}
+                scl = np.full((b11.height, b11.width), 4, np.uint8)
+            if name == "east":
+                scl[51:150, 6:round((cut_a - cut_b) / 20) - 6] = 9
+            with rasterio.open(www / f"{name}_scl.tif", "w", **scl_profile) as dst:
+                dst.write(scl, 1)
+            assets["scl"] = {"href": f"{server.url}/{name}_scl.tif"}
             w, s, e, n = transform_bounds(crs, "EPSG:4326", x0, bounds.bottom, x1, bounds.top)
             items.append({"type": "Feature", "stac_version": "1.0.0", "id": f"sample-{name}",
                           "collection": COLLECTION, "bbox": [w, s, e, n],
                           "geometry": {"type": "Polygon", "coordinates": [[
                               [w, s], [e, s], [e, n], [w, n], [w, s]]]},
-                          "properties": {"datetime": "2017-02-16T10:21:01Z",
+                          "properties": {"datetime": dates[name],
                                          "eo:cloud_cover": 0.0, "proj:epsg": crs.to_epsg()},
                           "links": [], "assets": assets})
         stac_api.load([{"type": "Collection", "stac_version": "1.0.0", "id": COLLECTION,
@@ -87,12 +107,13 @@ def test_sample_through_a_stac_api_stacks_bit_identical(tmp_path, monkeypatch, s
                                                 "temporal": {"interval": [[None, None]]}}}],
                       items)
         stac_doc = {**doc, "name": "s2-landcover-stac", "data_root": str(root),
-                    "stac": {"api": stac_api.url, "datetime": "2017-02-16"}}
+                    "stac": {"api": stac_api.url, "datetime": "2017-02-01/2017-02-28"}}
         for mod in stac_doc["modalities"].values():
             bands = mod.pop("bands")
             mod.pop("file")
             mod["stac"] = {"collection": COLLECTION, "assets": {b: b for b in bands},
-                           "composite": "first"}
+                           "composite": "first", "order": "newest",
+                           "mask": {"asset": "scl", "drop": [9]}}
         path = tmp_path / "stac.yaml"
         path.write_text(yaml.safe_dump(stac_doc, sort_keys=False))
         stack(load_recipe("s2-landcover"), out=tmp_path / "local")
@@ -100,7 +121,8 @@ def test_sample_through_a_stac_api_stacks_bit_identical(tmp_path, monkeypatch, s
         stack(load_recipe(path), out=tmp_path / "stac", echo=said.append)
     finally:
         server.stop()
-    assert "2 item(s) of sample-s2-l1c, first composite" in said[0]
+    assert "2 item(s) of sample-s2-l1c, first composite (newest first), mask scl" in said[0]
+    assert said[0].index("sample-east  2017-02-26") < said[0].index("sample-west  2017-02-16")
     a, b = open_store(tmp_path / "local"), open_store(tmp_path / "stac")
     assert a.layer_keys == b.layer_keys and len(a.layer_keys) == 5
     for key in a.layer_keys:
