@@ -169,6 +169,32 @@ def signer(spec: str | None) -> Callable[[str], str] | None:
     return fn
 
 
+def _described(item: Mapping[str, Any], asset: Mapping[str, Any]
+               ) -> tuple[CRS, Affine, tuple[int, int], str, float | None] | None:
+    """CRS, transform, shape, data type and nodata of an asset as its item's projection and
+    raster extensions give them (asset level first), or None when one is missing: then the
+    file's header is read. Nodata must be stated (absent means unknown, not none)."""
+    import numpy as np
+
+    props = item.get("properties") or {}
+
+    def get(key: str) -> Any:
+        return asset.get(key, props.get(key))
+
+    shape, t, rb = get("proj:shape"), get("proj:transform"), _raster_bands(asset)
+    code = get("proj:code") or (f"EPSG:{get('proj:epsg')}" if get("proj:epsg") else None)
+    crs_text = code or get("proj:wkt2")
+    if not (shape and t and crs_text and "data_type" in rb and "nodata" in rb):
+        return None
+    try:
+        dtype = np.dtype(str(rb["data_type"])).name
+        nodata = None if rb["nodata"] is None else float(rb["nodata"])
+        return (CRS.from_user_input(crs_text), Affine(*map(float, list(t)[:6])),
+                (int(shape[0]), int(shape[1])), dtype, nodata)
+    except (TypeError, ValueError, IndexError, rasterio.errors.CRSError):
+        return None  # malformed metadata: the header decides
+
+
 def _header(item: Mapping[str, Any], key: str, modality: str,
             sign: Callable[[str], str] | None = None) -> AssetRead:
     assets = item.get("assets") or {}
@@ -179,6 +205,16 @@ def _header(item: Mapping[str, Any], key: str, modality: str,
     origin = str(assets[key].get("href", ""))
     href = str(sign(origin)) if sign is not None else origin
     path = as_path(href)
+    known = _described(item, assets[key])
+    if known is not None:  # the item says all a header would: no request (size aside)
+        crs, transform, (height, width), dtype, nodata = known
+        rb = _raster_bands(assets[key])
+        size = assets[key].get("file:size")
+        if size is None:
+            size = (remote_stamp(str(path))[1] if isinstance(path, RemotePath)
+                    else path.stat().st_size if path.exists() else None)
+        return AssetRead(str(item.get("id")), href, crs, transform, width, height, dtype,
+                         nodata, rb.get("scale"), rb.get("offset"), size, origin)
     what = f"asset {key!r} of item {item.get('id')!r}"
     if not isinstance(path, RemotePath) and not path.exists():
         raise RasterReadError(f"{href}: no such file ({what}); check the item's href")

@@ -292,3 +292,36 @@ def test_seasons_become_one_modality_each_and_an_area_file_bounds_the_search(tmp
                         reds[i].astype(np.float32))[:, : got.shape[1]]
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
+def test_items_that_describe_their_assets_are_planned_without_reading_them(tmp_path):
+    """proj:shape / proj:transform / proj:epsg and raster:bands data_type + nodata say all a
+    header would: the plan is the same, and needs no request to the files."""
+    import json
+
+    _, _, catalog = _dated(tmp_path)
+    doc = json.loads(catalog.read_text())
+    for it in doc["features"]:
+        for asset in it["assets"].values():
+            with rasterio.open(asset["href"]) as src:
+                asset.update({"proj:shape": [src.height, src.width],
+                              "proj:transform": list(src.transform)[:6],
+                              "raster:bands": [{"data_type": src.dtypes[0],
+                                                "nodata": src.nodata}]})
+    described = tmp_path / "described.json"
+    described.write_text(json.dumps(doc))
+
+    def reads(cat: Path) -> list:
+        rec = load_recipe(_recipe(tmp_path, "d", {"catalog": str(cat)}, {"optical": {"stac": {
+            "collection": "synthetic-s2", "assets": {"red": "red"},
+            "mask": {"asset": "scl", "drop": [9]}}}}))
+        [p] = plan(rec)
+        return [(r.item, r.crs, r.transform, r.width, r.height, r.dtype, r.nodata)
+                for r in (*p.bands[0].reads, *p.bands[0].masks)]
+
+    assert reads(described) == reads(catalog)
+    for i in range(3):
+        (tmp_path / f"d{i}_red.tif").unlink()
+    assert len(reads(described)) == 6  # planned from the metadata alone
+    with pytest.raises(RasterReadError, match="d2_red.tif: no such file"):  # newest first
+        reads(catalog)
