@@ -28,6 +28,7 @@ from tests.stacserver import (
     _tail,
     _wait,
     find_postgres,
+    missing_postgres_postgis,
 )
 
 __all__ = ["PASSWORD", "PgServer", "missing_postgis", "start_postgis"]
@@ -38,14 +39,9 @@ PASSWORD = "s3cr%t pw@Zq9"
 
 def missing_postgis() -> str | None:
     """None when PostgreSQL, PostGIS and psycopg are installed, else a one-line reason."""
-    bindir = find_postgres()
-    if bindir is None:
-        return ("PostgreSQL is not installed (apt-get install postgresql-15) - the PostGIS "
-                "output tests run a real database")
-    ver = bindir.parent.name
-    if not Path(f"/usr/share/postgresql/{ver}/extension/postgis.control").exists():
-        return (f"PostGIS is not installed for PostgreSQL {ver} (apt-get install "
-                f"postgresql-{ver}-postgis-3) - the PostGIS output tests need it")
+    reason = missing_postgres_postgis("the PostGIS output tests run a real database")
+    if reason:
+        return reason
     try:
         importlib.import_module("psycopg")  # needs a libpq: really load it
     except ImportError:

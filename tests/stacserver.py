@@ -43,16 +43,24 @@ def find_postgres() -> Path | None:
     return None
 
 
-def missing_stac_tools() -> str | None:
-    """None when everything the STAC API needs is installed, else a one-line reason."""
+def missing_postgres_postgis(why: str) -> str | None:
+    """None when Debian's PostgreSQL and its PostGIS are installed, else a one-line reason
+    ending in ``why``."""
     bindir = find_postgres()
     if bindir is None:
-        return ("PostgreSQL is not installed (apt-get install postgresql-15) - the STAC tests "
-                "run a real pgstac database")
+        return f"PostgreSQL is not installed (apt-get install postgresql-15) - {why}"
     ver = bindir.parent.name
     if not Path(f"/usr/share/postgresql/{ver}/extension/postgis.control").exists():
         return (f"PostGIS is not installed for PostgreSQL {ver} (apt-get install "
-                f"postgresql-{ver}-postgis-3) - pgstac needs it")
+                f"postgresql-{ver}-postgis-3) - {why}")
+    return None
+
+
+def missing_stac_tools() -> str | None:
+    """None when everything the STAC API needs is installed, else a one-line reason."""
+    reason = missing_postgres_postgis("the STAC tests run a real pgstac database")
+    if reason:
+        return reason
     missing = []
     for module, dist in (("psycopg", "pypgstac[psycopg]"), ("pypgstac.load", "pypgstac[psycopg]"),
                          ("stac_fastapi.pgstac", "stac-fastapi-pgstac"),
