@@ -2,12 +2,14 @@
 
 A fitted scikit-learn random forest or SVM is reduced to its arrays (tree nodes; support
 vectors and dual coefficients), which a model bundle stores in safetensors: loading one needs
-neither pickle nor scikit-learn, and predicts what scikit-learn predicted.
+neither pickle nor scikit-learn, and predicts what scikit-learn predicted (a forest through
+scikit-learn's compiled tree walk when it is installed, :mod:`geomm.model._sktrees`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations
 from typing import Any, ClassVar
 
@@ -83,9 +85,25 @@ class ForestPredictor:
                     and ((self.feature >= 0) & (self.feature < self.n_features))[split].all()
                     and (self.leaf[~split] < len(self.leaf_value)).all())
 
+    @cached_property
+    def _compiled(self) -> list[Any] | None:
+        from geomm.model._sktrees import sklearn_trees
+
+        return sklearn_trees(self)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Mean class probability of the trees (what scikit-learn's predict_proba returns)."""
+        """Mean class probability of the trees (what scikit-learn's predict_proba returns):
+        scikit-learn's compiled tree walk when it is installed, else :meth:`proba_numpy`."""
         X = _check_X(X, self.n_features).astype(np.float32)  # trees compare float32 values
+        if self._compiled is not None:
+            from geomm.model._sktrees import trees_proba
+
+            return trees_proba(self._compiled, X)
+        return self.proba_numpy(X)
+
+    def proba_numpy(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` by a numpy walk of every tree for all pixels at once."""
+        X = _check_X(X, self.n_features).astype(np.float32)
         nf, step = X.shape[1], 1 << 16
         out = np.zeros((len(X), self.leaf_value.shape[1]))
         bounds = np.append(self.roots, len(self.left)).astype(np.intp)

@@ -63,3 +63,24 @@ def test_a_damaged_compact_forest_is_refused(forest):
     arrays["split_right"] = arrays["split_right"][:-1]
     with pytest.raises(ValueError, match="split"):
         decode_forest(arrays, 9)
+
+
+def test_compiled_walk_equals_the_numpy_walk_and_scikit_learn(forest, monkeypatch):
+    """A forest as stored (decoded from the bundle's arrays) is walked by scikit-learn's
+    compiled trees: the same probabilities as the numpy walk and as the fitted forest, also
+    on the thresholds themselves; without scikit-learn's tree layout the numpy walk answers."""
+    rf, X = forest
+    back = decode_forest(encode_forest(ForestPredictor.from_sklearn(rf)), X.shape[1])
+    rng = np.random.default_rng(1)
+    # the stored thresholds themselves, and points on either side of them
+    probe = np.concatenate([X, X[rng.permutation(len(X))] * np.float32(1.0000001)])
+    assert back._compiled is not None
+    fast = back.predict_proba(probe)
+    np.testing.assert_array_equal(fast, back.proba_numpy(probe))
+    np.testing.assert_allclose(fast, rf.predict_proba(probe), rtol=0, atol=1e-12)
+    import geomm.model._sktrees as sk
+
+    monkeypatch.setattr(sk, "sklearn_trees", lambda fp: None)
+    plain = decode_forest(encode_forest(ForestPredictor.from_sklearn(rf)), X.shape[1])
+    assert plain._compiled is None
+    np.testing.assert_array_equal(plain.predict_proba(probe), fast)
