@@ -24,7 +24,7 @@ import shapely
 
 from geomm._outputs import PARTIAL_TAG
 from geomm.vector._common import Chunk, VectorizeError
-from geomm.vector.styles import StyleClass, style_row
+from geomm.vector.styles import StyleClass, style_row, vector_qml
 
 __all__ = ["FORMATS", "commit_file", "drop_file", "drop_partial_folders", "resolve_driver",
            "write_file"]
@@ -35,7 +35,7 @@ FORMATS = {".gpkg": "GPKG", ".parquet": "GeoParquet", ".geoparquet": "GeoParquet
 """Output suffixes and the driver each one selects (``driver=`` names any other OGR driver)."""
 GPKG_VERSION = "1.2"
 """The GeoPackage version written: what GDAL up to 3.7.0 writes itself (1.4 from 3.7.1 on)."""
-SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
+SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml", ".qml")
 """A shapefile's side files (an older map's are removed when it is replaced)."""
 _GEOPARQUET = ("geoparquet", "parquet")
 
@@ -110,9 +110,12 @@ def drop_file(tmp: Path) -> None:
 def write_file(path: Path, driver: str, crs: pyproj.CRS, layer: str, chunks: Iterable[Chunk],
                classes: Callable[[], Sequence[StyleClass]]) -> None:
     """Stream ``chunks`` into the new file ``path``; ``classes()`` (called after the last chunk)
-    gives the style's categories (GeoPackage)."""
+    gives the style's categories: a GeoPackage's ``layer_styles`` row, else a QGIS style
+    ``<name>.qml`` beside the file (QGIS loads it as the layer's default style; it is
+    renamed with the file's other side files)."""
     if driver == "GeoParquet":
         _write_parquet(path, crs, chunks)
+        path.with_suffix(".qml").write_text(vector_qml(classes()))
         return
     import pyarrow as pa
     import pyogrio
@@ -128,6 +131,8 @@ def write_file(path: Path, driver: str, crs: pyproj.CRS, layer: str, chunks: Ite
                         geometry_type="Polygon", crs=crs.to_wkt(), **opts)
     if driver == "GPKG":
         write_gpkg_style(path, layer, classes())
+    else:
+        path.with_suffix(".qml").write_text(vector_qml(classes()))
 
 
 def write_gpkg_style(path: Path, layer: str, classes: Sequence[StyleClass]) -> None:

@@ -49,6 +49,9 @@ def test_every_format_holds_the_same_polygons_and_crs(tif, tmp_path, name, drive
     assert sorted(zip(got.class_id, got.class_name, got.area_m2, strict=True)) == sorted(
         zip(ref.class_id, ref.class_name, ref.area_m2, strict=True))
     assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+    # the QGIS style beside it (QGIS loads <name>.qml as the layer's default style)
+    qml = (tmp_path / name).with_suffix(".qml").read_text()
+    assert 'attr="class_id"' in qml and all(f'label="{n}"' in qml for n in NAMES)
 
 
 def test_shapefile_overwrite_replaces_every_part_and_a_failure_leaves_none(tif, tmp_path,
@@ -60,7 +63,7 @@ def test_shapefile_overwrite_replaces_every_part_and_a_failure_leaves_none(tif, 
         vectorize(tif, out)
     vectorize(tif, out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.stem == "map") == [
-        "map.cpg", "map.dbf", "map.prj", "map.shp", "map.shx"]
+        "map.cpg", "map.dbf", "map.prj", "map.qml", "map.shp", "map.shx"]
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     real = vmod._read
 
@@ -166,7 +169,8 @@ def test_classes_named_by_band_tags_get_legend_colours_and_a_custom_layer(tmp_pa
 
 def test_multi_file_and_folder_formats_by_driver(tif, tmp_path):
     tab = vectorize(tif, tmp_path / "m.tab", driver="MapInfo File").path
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dat", "m.id", "m.map", "m.tab"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dat", "m.id", "m.map", "m.qml",
+                                                          "m.tab"]
     assert pyogrio.read_info(tab)["features"] == 137
     left = tmp_path / ".m.gdb.geomm-partial-0123abcd.gdb"  # what a killed writer left
     left.mkdir()
