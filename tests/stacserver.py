@@ -25,9 +25,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
-__all__ = ["StacApi", "find_postgres", "missing_stac_tools", "start_stac_api"]
+__all__ = ["Cluster", "StacApi", "find_postgres", "missing_stac_tools", "start_cluster",
+           "start_stac_api"]
+
+C = TypeVar("C", bound="Cluster")
 
 PG_VERSIONS = ("15", "16", "17", "14", "13")
 """Debian's PostgreSQL major versions to look for, the one .ci/run installs first."""
@@ -113,20 +117,42 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
 
 
 @dataclass
+class Cluster:
+    """A running PostgreSQL cluster in a temporary folder."""
+
+    host: str
+    port: int
+    workdir: Path
+    """Logs: ``initdb.log``, ``postgres.log``."""
+    pgroot: Path
+    """The temporary cluster folder (data and unix socket), removed by ``stop()``."""
+    proc: subprocess.Popen[bytes] | None = None
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop PostgreSQL (fast shutdown) and remove the cluster folder."""
+        _stop(self.proc, signal.SIGINT)
+        for f in self._logs:
+            f.close()
+        self._logs.clear()
+        shutil.rmtree(self.pgroot, ignore_errors=True)
+
+
+@dataclass
 class StacApi:
     """A running STAC API and its pgstac database."""
 
     url: str
     """``http://127.0.0.1:PORT``, the STAC API's landing page."""
-    dsn: str
-    """``postgresql://postgres@127.0.0.1:PORT/postgres``: the pgstac database (trust auth)."""
-    workdir: Path
-    """Logs: ``postgres.log``, ``initdb.log``, ``uvicorn.log``."""
-    pgroot: Path
-    """The temporary cluster folder (data and unix socket), removed by ``stop()``."""
-    postgres: subprocess.Popen[bytes] | None = None
+    db: Cluster
+    """The PostgreSQL cluster holding pgstac (trust authentication)."""
     uvicorn: subprocess.Popen[bytes] | None = None
-    _logs: list[IO[bytes]] = field(default_factory=list)
+    _log: IO[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/postgres``: the pgstac database."""
+        return f"postgresql://postgres@{self.db.host}:{self.db.port}/postgres"
 
     def load(self, collections: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
         """Upsert STAC Collection and Item dicts into pgstac (collections first)."""
@@ -143,11 +169,9 @@ class StacApi:
     def stop(self) -> None:
         """Stop uvicorn, then PostgreSQL (fast shutdown); remove the cluster folder."""
         _stop(self.uvicorn, signal.SIGTERM)
-        _stop(self.postgres, signal.SIGINT)
-        for f in self._logs:
-            f.close()
-        self._logs.clear()
-        shutil.rmtree(self.pgroot, ignore_errors=True)
+        if self._log is not None:
+            self._log.close()
+        self.db.stop()
 
 
 def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path,
@@ -184,61 +208,78 @@ def _http_ready(url: str) -> Callable[[], bool]:
     return ready
 
 
-def start_stac_api(workdir: Path, timeout: float = 60) -> StacApi:
-    """Start PostgreSQL + pgstac and the STAC API; logs in ``workdir``. Raises RuntimeError
-    with a one-line reason (and the log's tail) when something does not start."""
-    reason = missing_stac_tools()
-    if reason:
-        raise RuntimeError(reason)
+def start_cluster(workdir: Path, timeout: float = 60, *, password: str | None = None,
+                  cls: type[C] = Cluster) -> C:  # type: ignore[assignment]
+    """``initdb`` a fresh cluster and start ``postgres`` on a free 127.0.0.1 port; logs in
+    ``workdir``. Without ``password`` every login is trusted; with it, TCP logins need it
+    (SCRAM). Raises RuntimeError with a one-line reason (and the log's tail)."""
     bindir = find_postgres()
-    assert bindir is not None
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql-15)")
     workdir.mkdir(parents=True, exist_ok=True)
     # pytest's tmp folders are private to root: the cluster gets its own folder, owned by the
     # user postgres runs as, in the system temp folder (also short enough for the socket path)
     pgroot = Path(tempfile.mkdtemp(prefix="geomm-pg-"))
     owner: dict[str, Any] = {}
-    if os.geteuid() == 0:
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
             pw = pwd.getpwnam("nobody")
         os.chown(pgroot, pw.pw_uid, pw.pw_gid)
         owner = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-    api = StacApi("", "", workdir, pgroot)
-
+    cluster = cls("127.0.0.1", 0, workdir, pgroot)
+    auth = ["--auth=trust"]
+    if password is not None:
+        pwfile = pgroot / "pw"
+        pwfile.write_text(password + "\n")
+        if owner:
+            os.chown(pwfile, owner["user"], owner["group"])
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     initdb_log = workdir / "initdb.log"
     with initdb_log.open("wb") as log:
         try:
             rc = str(subprocess.run(
-                [str(bindir / "initdb"), "-D", str(pgroot / "data"), "-U", "postgres",
-                 "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+                [str(bindir / "initdb"), "-D", str(pgroot / "data"), "-U", "postgres", *auth,
+                 "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
                 cwd=pgroot, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
                 **owner).returncode)
         except subprocess.TimeoutExpired:
             rc = f"timed out after {timeout:.0f} s"
+    (pgroot / "pw").unlink(missing_ok=True)
     if rc != "0":
-        api.stop()
+        cluster.stop()
         raise RuntimeError(f"initdb failed ({rc}): {_tail(initdb_log)} [log: {initdb_log}]")
-
     pg_log = workdir / "postgres.log"
+    secret = "" if password is None else ":" + quote(password, safe="")
     for attempt in range(3):  # another program may take the free port before postgres binds it
-        pg_port = _free_port()
-        api.dsn = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
-        api._logs.append(pg_log.open("wb"))
-        api.postgres = subprocess.Popen(
+        cluster.port = _free_port()
+        cluster._logs.append(pg_log.open("wb"))
+        cluster.proc = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(pgroot / "data"), "-k", str(pgroot),
-             "-h", "127.0.0.1", "-p", str(pg_port), "-c", "fsync=off",
+             "-h", cluster.host, "-p", str(cluster.port), "-c", "fsync=off",
              "-c", "full_page_writes=off", "-c", "synchronous_commit=off"],
-            cwd=pgroot, stdin=subprocess.DEVNULL, stdout=api._logs[-1],
+            cwd=pgroot, stdin=subprocess.DEVNULL, stdout=cluster._logs[-1],
             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(signal.SIGINT), **owner)
-        err = _wait("PostgreSQL", _pg_ready(api.dsn), api.postgres, pg_log, timeout)
+        dsn = f"postgresql://postgres{secret}@{cluster.host}:{cluster.port}/postgres"
+        err = _wait("PostgreSQL", _pg_ready(dsn), cluster.proc, pg_log, timeout)
         if err is None:
-            break
-        _stop(api.postgres, signal.SIGINT)
+            return cluster
+        _stop(cluster.proc, signal.SIGINT)
         if "already in use" not in err or attempt == 2:
-            api.stop()
-            raise RuntimeError(err)
+            break
+    cluster.stop()
+    raise RuntimeError(err)
 
+
+def start_stac_api(workdir: Path, timeout: float = 60) -> StacApi:
+    """Start PostgreSQL + pgstac and the STAC API; logs in ``workdir``. Raises RuntimeError
+    with a one-line reason (and the log's tail) when something does not start."""
+    reason = missing_stac_tools()
+    if reason:
+        raise RuntimeError(reason)
+    api = StacApi("", start_cluster(workdir, timeout))
+    pg_log = workdir / "postgres.log"
     try:
         from pypgstac.db import PgstacDB
         from pypgstac.migrate import Migrate
@@ -252,16 +293,16 @@ def start_stac_api(workdir: Path, timeout: float = 60) -> StacApi:
                            f"| postgres log: {_tail(pg_log, 3)}") from e
 
     env = {**os.environ, "PGUSER": "postgres", "PGPASSWORD": "unused-trust-auth",
-           "PGHOST": "127.0.0.1", "PGPORT": str(pg_port), "PGDATABASE": "postgres",
+           "PGHOST": api.db.host, "PGPORT": str(api.db.port), "PGDATABASE": "postgres",
            "DB_MIN_CONN_SIZE": "1", "DB_MAX_CONN_SIZE": "4"}
     api_port = _free_port()
     api.url = f"http://127.0.0.1:{api_port}"
     api_log = workdir / "uvicorn.log"
-    api._logs.append(api_log.open("wb"))
+    api._log = api_log.open("wb")
     api.uvicorn = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=api._logs[-1],
+        cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=api._log,
         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(signal.SIGTERM))
     err = _wait("stac-fastapi-pgstac (uvicorn)", _http_ready(api.url + "/_mgmt/ping"),
                 api.uvicorn, api_log, timeout)
