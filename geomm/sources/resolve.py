@@ -147,7 +147,7 @@ def resolve(recipe: Any, *, workers: int | None = None,
 
 
 def _materialise(p: ModalityPlan, root: Path, workers: int | None) -> ModalitySpec:
-    bands, nodata = [], None
+    bands, nodatas = [], set()
     for band in p.bands:
         dtype, nd = _output_type(p, band)
         comp = BandComposite(band, p.stac.mask, p.stac.composite, p.physical,
@@ -160,7 +160,9 @@ def _materialise(p: ModalityPlan, root: Path, workers: int | None) -> ModalitySp
             else:
                 write_composite(comp, out, workers=workers)
         bands.append(BandSpec(out, band.name))
-        nodata = nd
+        nodatas.add(nd)
+    # one nodata for the modality where its bands share one; else (or NaN) each file's own
+    nodata = next(iter(nodatas)) if len(nodatas) == 1 else None
     from datetime import UTC
 
     from geomm.sources.search import _parse_time, item_time
