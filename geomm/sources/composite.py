@@ -96,6 +96,8 @@ class BandComposite:
             values[~ok] = np.nan
             if self.method == "first":
                 np.copyto(out, values, where=np.isnan(out))
+                if not np.isnan(out).any():
+                    break  # every pixel has its first valid value: the other items are moot
             else:
                 obs.append(values)
         if obs:
