@@ -51,6 +51,10 @@ _TRAIN = [
                       "class or of unlabelled ground (mixed pixels, uncertain polygon edges); "
                       "default: 1 where that keeps at least 60 % of the training labels, "
                       "else 0."),
+    click.option("--class-weights", type=click.Choice(["none", "sqrt", "inverse"]),
+                 default=None,
+                 help="Per-class loss weights (default none: every labelled pixel counts the "
+                      "same; sqrt / inverse: rarer classes count more, for macro-F1 over OA)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                  help="Where the network trains (default auto: CUDA when torch sees a GPU; "
                       "deterministic on the CPU only)."),

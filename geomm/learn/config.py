@@ -10,8 +10,8 @@ from geomm.errors import RecipeError
 from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
-__all__ = ["TrainConfig", "dropout_for", "model_config_for", "patch_for", "steps_for",
-           "train_config_dict", "trainer_device"]
+__all__ = ["CLASS_WEIGHT_POWERS", "TrainConfig", "class_weight_power", "dropout_for",
+           "model_config_for", "patch_for", "steps_for", "train_config_dict", "trainer_device"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
@@ -74,6 +74,11 @@ class TrainConfig:
     """Probability of leaving a sample's spatial logits out in training (with ``spectral``)."""
     spectral_aux: float = 0.5
     """Weight of the spectral pathway's own loss (deep supervision, with ``spectral``)."""
+    class_weights: str = "none"
+    """Per-class loss weights: ``"none"`` (every labelled pixel counts the same: the loss
+    that overall accuracy rewards), ``"sqrt"`` (inverse square root of the class's pixel
+    count) or ``"inverse"`` (inverse count: rare classes count as much as common ones, for
+    balanced accuracy at the cost of overall accuracy)."""
     polygons_per_class: int | None = None
     """Label-scarce protocol: train on the labels of only this many polygons per class (the
     connected labelled regions inside the training blocks, drawn with ``seed``); None: all."""
@@ -147,6 +152,23 @@ def dropout_for(store: TileStore, cfg: TrainConfig) -> float:
     several = len({lyr["modality"] for lyr in layers}) > 1
     partial = any(float(lyr.get("valid_fraction", 1.0)) < 0.98 for lyr in layers)
     return 0.2 if several and partial else 0.0
+
+
+CLASS_WEIGHT_POWERS = {"none": 0.0, "sqrt": 0.5, "inverse": 1.0}
+"""``TrainConfig.class_weights`` -> the power of the inverse class frequency."""
+
+
+def class_weight_power(cfg: TrainConfig) -> float:
+    """The power of the inverse class frequency that ``cfg.class_weights`` names.
+
+    Raises:
+        RecipeError: an unknown name.
+    """
+    try:
+        return CLASS_WEIGHT_POWERS[cfg.class_weights]
+    except KeyError:
+        raise RecipeError(f"class_weights {cfg.class_weights!r}: use one of "
+                          f"{', '.join(CLASS_WEIGHT_POWERS)}") from None
 
 
 def model_config_for(store: TileStore, cfg: TrainConfig) -> ModelConfig:

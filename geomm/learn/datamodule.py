@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import numpy as np
 from torch.utils.data import DataLoader
 
-from geomm.learn.config import TrainConfig, patch_for, steps_for
+from geomm.learn.config import TrainConfig, class_weight_power, patch_for, steps_for
 from geomm.learn.dataset import PatchSampler, StorePatchDataset, patch_lattice
 from geomm.learn.masks import label_masks, split_masks
 from geomm.learn.normalize import class_weights, compute_norm_stats
@@ -31,7 +31,7 @@ class StoreDataModule(pl.LightningDataModule):
         self.stats: NormStats = compute_norm_stats(store, self.train_mask)
         train_labels, val_labels = label_masks(store, cfg, self.train_mask, self.val_mask)
         self.val_labels = val_labels
-        self.class_weights = class_weights(store, train_labels)
+        self.class_weights = class_weights(store, train_labels, class_weight_power(cfg))
         self.steps = steps_for(cfg, int(self._labelled(store, train_labels)))
         self.train_sampler = PatchSampler(store, train_labels, patch, min_labelled=patch)
         self.val_sampler = PatchSampler(store, val_labels, patch, min_labelled=1)

@@ -52,8 +52,9 @@ def compute_norm_stats(store: TileStore, mask: np.ndarray) -> NormStats:
     return NormStats(tuple(out))
 
 
-def class_weights(store: TileStore, mask: np.ndarray) -> np.ndarray:
-    """Square-root inverse class frequency over the labelled pixels inside ``mask``.
+def class_weights(store: TileStore, mask: np.ndarray, power: float = 0.5) -> np.ndarray:
+    """Inverse class frequency to ``power`` over the labelled pixels inside ``mask`` (0: every
+    present class weighs 1; 0.5: inverse square root; 1: inverse).
 
     Returns:
         (K,) float64 weights, scaled to mean 1 over those pixels; 0 for absent classes.
@@ -71,5 +72,5 @@ def class_weights(store: TileStore, mask: np.ndarray) -> np.ndarray:
     if not counts.sum():
         raise LabelError(f"{store.path}: no labelled pixel inside the mask; class weights "
                          "need a store with pixel labels and training pixels that have them")
-    w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    w = np.where(counts > 0, np.maximum(counts, 1).astype(np.float64) ** -float(power), 0.0)
     return np.asarray(w * counts.sum() / (counts * w).sum())

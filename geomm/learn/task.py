@@ -20,8 +20,9 @@ __all__ = ["FusionTask"]
 class FusionTask(BaseTask):
     """Semantic segmentation with a :class:`~geomm.model.network.MultiBranchNet` (torchgeo task).
 
-    The loss is cross-entropy weighted per pixel by the dataset's ``weight`` (class-frequency
-    weights, zero on ignored pixels), so unlabelled and held-out pixels never count.
+    The loss is cross-entropy weighted per pixel by the dataset's ``weight`` (the class's
+    weight, by default 1, and zero on ignored pixels), so unlabelled and held-out pixels never
+    count.
     """
 
     ignore = None

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from geomm.errors import RecipeError
-from geomm.learn.config import TrainConfig, dropout_for, steps_for
+from geomm.learn.config import TrainConfig, class_weight_power, dropout_for, steps_for
 
 
 def test_modality_dropout_turns_on_when_a_layer_covers_less_of_the_grid():
@@ -45,3 +45,11 @@ def test_trainer_device_cpu_is_deterministic_and_cuda_needs_a_gpu(monkeypatch):
                                              "deterministic": False,
                                              "precision": "bf16-mixed"}
     assert trainer_device(TrainConfig(device="cuda", amp=False))["precision"] == "32-true"
+
+
+def test_class_weights_name_a_power_and_a_bad_name_is_refused():
+    assert class_weight_power(TrainConfig()) == 0.0  # default: the loss OA rewards
+    assert class_weight_power(TrainConfig(class_weights="sqrt")) == 0.5
+    assert class_weight_power(TrainConfig(class_weights="inverse")) == 1.0
+    with pytest.raises(RecipeError, match="class_weights 'balanced': use one of none, sqrt"):
+        class_weight_power(TrainConfig(class_weights="balanced"))

@@ -180,6 +180,11 @@ def test_class_weights_are_sqrt_inverse_frequency_with_mean_one(scene):
     left = np.zeros((72, 72), bool)
     left[:, :12] = True  # no class b here
     assert class_weights(store, left)[1] == 0
+    flat = class_weights(store, mask, power=0.0)  # the default: every labelled pixel alike
+    assert flat.tolist() == [1.0, 1.0, 1.0]
+    assert class_weights(store, left, power=0.0)[1] == 0
+    inv = class_weights(store, mask, power=1.0)
+    assert inv[1] / inv[0] == pytest.approx(n[0] / n[1])
 
 
 def test_augmentations_keep_every_layer_aligned(scene):
