@@ -52,9 +52,10 @@ def compute_norm_stats(store: TileStore, mask: np.ndarray) -> NormStats:
     return NormStats(tuple(out))
 
 
-def class_weights(store: TileStore, mask: np.ndarray, power: float = 0.5) -> np.ndarray:
-    """Inverse class frequency to ``power`` over the labelled pixels inside ``mask`` (0: every
-    present class weighs 1; 0.5: inverse square root; 1: inverse).
+def class_weights(store: TileStore, mask: np.ndarray, power: float = 0.0) -> np.ndarray:
+    """Inverse class frequency to ``power`` over the labelled pixels inside ``mask`` (0, the
+    default as in :class:`~geomm.learn.config.TrainConfig`: every present class weighs 1;
+    0.5: inverse square root; 1: inverse).
 
     Returns:
         (K,) float64 weights, scaled to mean 1 over those pixels; 0 for absent classes.

@@ -99,11 +99,14 @@ class ForestPredictor:
             from geomm.model._sktrees import trees_proba
 
             return trees_proba(self._compiled, X)
-        return self.proba_numpy(X)
+        return self._walk(X)
 
     def proba_numpy(self, X: np.ndarray) -> np.ndarray:
         """:meth:`predict_proba` by a numpy walk of every tree for all pixels at once."""
-        X = _check_X(X, self.n_features).astype(np.float32)
+        return self._walk(_check_X(X, self.n_features).astype(np.float32))
+
+    def _walk(self, X: np.ndarray) -> np.ndarray:
+        """The numpy walk of checked float32 ``X``."""
         nf, step = X.shape[1], 1 << 16
         out = np.zeros((len(X), self.leaf_value.shape[1]))
         bounds = np.append(self.roots, len(self.left)).astype(np.intp)

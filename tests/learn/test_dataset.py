@@ -168,21 +168,21 @@ def test_norm_stats_are_masked_valid_pixel_moments_without_nodata(scene):
         compute_norm_stats(store, hole)
 
 
-def test_class_weights_are_sqrt_inverse_frequency_with_mean_one(scene):
+def test_class_weights_are_inverse_frequency_to_a_power_with_mean_one(scene):
     store, _, truth = scene
     mask = np.zeros((72, 72), bool)
     mask[:, 24:] = True
-    w = class_weights(store, mask)
+    w = class_weights(store, mask, power=0.5)
     n = np.bincount(truth[mask & (truth != 255)], minlength=3)[:3]
     assert (n > 0).all() and w.shape == (3,)
     assert (n * w).sum() / n.sum() == pytest.approx(1.0)
     assert w[1] / w[0] == pytest.approx(np.sqrt(n[0] / n[1]))
     left = np.zeros((72, 72), bool)
     left[:, :12] = True  # no class b here
-    assert class_weights(store, left)[1] == 0
-    flat = class_weights(store, mask, power=0.0)  # the default: every labelled pixel alike
+    assert class_weights(store, left, power=0.5)[1] == 0
+    flat = class_weights(store, mask)  # the default: every labelled pixel alike
     assert flat.tolist() == [1.0, 1.0, 1.0]
-    assert class_weights(store, left, power=0.0)[1] == 0
+    assert class_weights(store, left)[1] == 0
     inv = class_weights(store, mask, power=1.0)
     assert inv[1] / inv[0] == pytest.approx(n[0] / n[1])
 
@@ -190,7 +190,7 @@ def test_class_weights_are_sqrt_inverse_frequency_with_mean_one(scene):
 def test_augmentations_keep_every_layer_aligned(scene):
     store, _, _ = scene
     allowed = np.ones((72, 72), bool)
-    w = class_weights(store, allowed)
+    w = class_weights(store, allowed, power=0.5)  # classes weigh differently
     ds = StorePatchDataset(store, [(24, 30)] * 24, 24, _stats(store), allowed, augment=True,
                            weights=w, seed=5)
     seen = set()
