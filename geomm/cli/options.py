@@ -55,9 +55,6 @@ _TRAIN = [
                  default=None,
                  help="Per-class loss weights (default none: every labelled pixel counts the "
                       "same; sqrt / inverse: rarer classes count more, for macro-F1 over OA)."),
-    click.option("--pretrain-steps", type=click.IntRange(min=0), default=None,
-                 help="Self-supervised pretraining steps on every pixel of the scene (masked "
-                      "reconstruction, no labels) before training (default 0: none)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                  help="Where the network trains (default auto: CUDA when torch sees a GPU; "
                       "deterministic on the CPU only)."),

@@ -79,9 +79,6 @@ class TrainConfig:
     that overall accuracy rewards), ``"sqrt"`` (inverse square root of the class's pixel
     count) or ``"inverse"`` (inverse count: rare classes count as much as common ones, for
     balanced accuracy at the cost of overall accuracy)."""
-    pretrain_steps: int = 0
-    """Steps of self-supervised pretraining (masked reconstruction on every pixel of the
-    scene, no labels; :mod:`geomm.learn.pretrain`) before the supervised epochs; 0: none."""
     polygons_per_class: int | None = None
     """Label-scarce protocol: train on the labels of only this many polygons per class (the
     connected labelled regions inside the training blocks, drawn with ``seed``); None: all."""

@@ -73,13 +73,6 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
                       total_steps=cfg.max_epochs * dm.steps,
                       ignore_index=int(store.manifest["classes"]["ignore_value"]),
                       spectral_aux=cfg.spectral_aux)
-    if cfg.pretrain_steps and mcfg.head == "segmentation":
-        from geomm.learn.pretrain import pretrained_state
-
-        task.model.load_state_dict(pretrained_state(
-            store, mcfg, dm.stats, patch=dm.patch_size, steps=cfg.pretrain_steps,
-            batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            seed=cfg.seed, echo=echo), strict=False)
     loggers: list[Any] = []
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
