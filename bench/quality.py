@@ -49,7 +49,8 @@ def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int = 0
                        "kappa": s.kappa, "macro_f1": s.macro_f1, "seconds": r.seconds,
                        "ece": r.extra.get("ece"), "ece_before": r.extra.get("ece_before"),
                        "val_oa": r.extra.get("val_oa"), "chose": r.extra.get("chose"),
-                       "absent": list(report.absent.get(fold, ()))}
+                       "absent": list(report.absent.get(fold, ())),
+                       "members": r.extra.get("members")}
                 with log.open("a") as f:
                     f.write(json.dumps(row) + "\n")
             print(f"k={k} fold {fold}: {time.perf_counter() - t0:.0f} s", flush=True)

@@ -55,6 +55,9 @@ _TRAIN = [
                  default=None,
                  help="Per-class loss weights (default none: every labelled pixel counts the "
                       "same; sqrt / inverse: rarer classes count more, for macro-F1 over OA)."),
+    click.option("--members", type=click.IntRange(min=1), default=None,
+                 help="Networks trained alike and averaged (default: 3 when the labels fill "
+                      "few training steps, else 1; each one adds its mapping time)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                  help="Where the network trains (default auto: CUDA when torch sees a GPU; "
                       "deterministic on the CPU only)."),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from geomm.errors import RecipeError
@@ -11,7 +11,8 @@ from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
 __all__ = ["CLASS_WEIGHT_POWERS", "TrainConfig", "class_weight_power", "dropout_for",
-           "model_config_for", "patch_for", "steps_for", "train_config_dict", "trainer_device"]
+           "members_for", "model_config_for", "patch_for", "steps_for", "train_config_dict",
+           "trainer_device"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
@@ -23,6 +24,10 @@ SCENE_PATCH_PX = 96
 MIN_STEPS, MAX_STEPS = 8, 48
 """Bounds of the sized steps per epoch: at 48 (the sample scene, all labels) a default fold
 trains in about 5 minutes on 2 CPU cores."""
+MEMBER_STEPS, MAX_MEMBERS = 24, 3
+"""Sized member count (:func:`members_for`): ``MEMBER_STEPS`` // the steps per epoch the
+labels fill, at most ``MAX_MEMBERS``: 3 networks for labels that fill the 8-step floor (a few
+polygons per class), 1 from 13 steps (45 000 labelled training pixels) on."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,12 @@ class TrainConfig:
     max_epochs: int = 12
     """Epochs; the one-cycle schedule spans them (early stopping may end sooner)."""
     max_minutes: float | None = None
-    """Wall-time budget; training stops cleanly when it is spent."""
+    """Wall-time budget of the training, shared by the members; training stops cleanly
+    when it is spent."""
+    members: int | None = None
+    """Networks trained alike (other weights at the start, other patches) and averaged;
+    None sizes it to the data (:func:`members_for`): 3 when the labels fill few steps, 1
+    with many. Each member adds its training and its share of mapping time."""
     lr: float = 3e-3
     """Peak AdamW learning rate (one-cycle cosine schedule)."""
     weight_decay: float = 1e-4
@@ -128,6 +138,18 @@ def steps_for(cfg: TrainConfig, labelled_px: int) -> int:
     if cfg.steps_per_epoch is not None:
         return int(cfg.steps_per_epoch)
     return int(min(MAX_STEPS, max(MIN_STEPS, round(labelled_px / PIXELS_PER_STEP))))
+
+
+def members_for(cfg: TrainConfig, labelled_px: int) -> int:
+    """Networks to train and average: ``cfg.members``, or ``MEMBER_STEPS`` // the steps per
+    epoch that ``labelled_px`` training pixels fill (:func:`steps_for`, whatever
+    ``cfg.steps_per_epoch`` says), between 1 and ``MAX_MEMBERS``. With few labels one
+    network's map depends much on its random start and its patches, and the mean of a few is
+    steadier and better (bench/quality.md); with many, one is as good and maps faster."""
+    if cfg.members is not None:
+        return int(cfg.members)
+    sized = steps_for(replace(cfg, steps_per_epoch=None), labelled_px)
+    return int(min(MAX_MEMBERS, max(1, MEMBER_STEPS // sized)))
 
 
 def patch_for(store: TileStore, cfg: TrainConfig) -> int:

@@ -100,6 +100,7 @@ def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
     out = {"": (held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
                             "temperature": held.temperature,
                             "best_epoch": res.metrics.get("best_epoch", -1.0),
+                            "members": res.metrics.get("members", 1.0),
                             "val_oa": held.val_oa})}
     for gone in withhold:
         if gone not in res.config.modalities or len(res.config.modalities) == 1:

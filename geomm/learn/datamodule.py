@@ -32,7 +32,11 @@ class StoreDataModule(pl.LightningDataModule):
         train_labels, val_labels = label_masks(store, cfg, self.train_mask, self.val_mask)
         self.val_labels = val_labels
         self.class_weights = class_weights(store, train_labels, class_weight_power(cfg))
-        self.steps = steps_for(cfg, int(self._labelled(store, train_labels)))
+        self.labelled_px = int(self._labelled(store, train_labels))
+        """Labelled training pixels (erosion and label budget applied)."""
+        self.steps = steps_for(cfg, self.labelled_px)
+        self.member = 0
+        """Which member of a mean of networks is training: each draws other patches."""
         self.train_sampler = PatchSampler(store, train_labels, patch, min_labelled=patch)
         self.val_sampler = PatchSampler(store, val_labels, patch, min_labelled=1)
         self.train_ds = StorePatchDataset(store, self._draw(0), patch, self.stats,
@@ -48,7 +52,8 @@ class StoreDataModule(pl.LightningDataModule):
 
     def _draw(self, epoch: int) -> np.ndarray:
         n = self.steps * self.cfg.batch_size
-        return self.train_sampler.random(n, seed=self.cfg.seed, epoch=epoch)
+        return self.train_sampler.random(n, seed=self.cfg.seed + 1000 * self.member,
+                                         epoch=epoch)
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from geomm.metrics import Scores, confusion_matrix, scores
 from geomm.model.calibrate import expected_calibration_error, fit_temperature, temper
-from geomm.model.network import MultiBranchNet
+from geomm.model.members import Network
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
@@ -85,7 +85,7 @@ def _pixels(store: TileStore, probs: np.ndarray, mask: np.ndarray
     return probs[:, sel].T, labels[sel].astype(np.int64)
 
 
-def score_network_probs(model: MultiBranchNet, store: TileStore, stats: NormStats,
+def score_network_probs(model: Network, store: TileStore, stats: NormStats,
                         val_labels: np.ndarray | None, test_mask: np.ndarray
                         ) -> tuple[HeldOutScores, np.ndarray, np.ndarray]:
     """Map the store, fit the temperature on ``val_labels`` and score the test blocks.

@@ -11,8 +11,9 @@ import numpy as np
 from geomm.learn.config import TrainConfig, train_config_dict
 from geomm.learn.heldout import HeldOutScores
 from geomm.learn.split import SpatialSplit
+from geomm.model.members import Network
 from geomm.model.netbundle import state_tensors
-from geomm.model.network import ModelConfig, MultiBranchNet
+from geomm.model.network import ModelConfig
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
 
@@ -23,7 +24,7 @@ __all__ = ["TrainResult", "save_cnn_bundle"]
 class TrainResult:
     """A trained model and what is needed to use and judge it."""
 
-    model: MultiBranchNet
+    model: Network
     """The trained network (eval mode, CPU)."""
     config: ModelConfig
     """Its architecture."""

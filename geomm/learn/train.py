@@ -21,6 +21,7 @@ import torch
 from geomm.errors import RecipeError
 from geomm.learn.config import (
     TrainConfig,
+    members_for,
     model_config_for,
     train_config_dict,
     trainer_device,
@@ -29,6 +30,7 @@ from geomm.learn.heldout import HeldOutScores, score_network_probs
 from geomm.learn.pixelfit import PixelFit, fit_pixel_classifier, save_pixel_fit
 from geomm.learn.result import TrainResult, save_cnn_bundle
 from geomm.model.netbundle import state_tensors
+from geomm.model.network import ModelConfig, MultiBranchNet
 from geomm.stack.store import TileStore
 
 __all__ = ["PixelFit", "TrainConfig", "TrainResult", "fit_cnn", "fit_pixel_classifier",
@@ -54,24 +56,57 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     """Train a fusion CNN on ``store`` with a spatial-block split, on ``cfg.device``
     (deterministic on the CPU); the model comes back on the CPU.
 
-    The returned model has the weights of the epoch with the highest validation OA from the
-    first quarter of ``max_epochs`` on (not the last epoch's); ``metrics`` holds that epoch's
-    figures and ``best_epoch`` (0-based).
-    ``echo``, when given, receives one line per epoch.
+    With few labels (:func:`~geomm.learn.config.members_for`) several networks are trained
+    alike, each from other starting weights and patches, and the model is their
+    :class:`~geomm.model.members.MemberMean`. Each network keeps the weights of its epoch
+    with the highest validation OA from the first quarter of ``max_epochs`` on (not the last
+    epoch's); ``metrics`` holds that epoch's figures of the last network, ``best_epoch``
+    (0-based) and ``members``.
+    ``echo``, when given, receives one line per epoch (and per network).
     """
     t0 = time.perf_counter()
     import lightning.pytorch as pl
 
-    from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
     from geomm.learn.datamodule import StoreDataModule
-    from geomm.learn.task import FusionTask
+    from geomm.model.members import MemberMean
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(store, cfg)
     mcfg = model_config_for(store, cfg)
+    n = members_for(cfg, dm.labelled_px)
+    nets: list[MultiBranchNet] = []
+    metrics: dict[str, float] = {}
+    for m in range(n):
+        if m:  # the first member is what a single network always was, bit for bit
+            pl.seed_everything(cfg.seed + 1000 * m, workers=True, verbose=False)
+        if echo is not None and n > 1:
+            echo(f"  network {m + 1} of {n} (their mean is the model)")
+        dm.member = m
+        budget = (None if not cfg.max_minutes else
+                  max(1.0, 60 * cfg.max_minutes - (time.perf_counter() - t0)) / (n - m))
+        net, metrics = _fit_network(dm, mcfg, cfg, budget, progress, echo,
+                                    log_dir if log_dir is None or n == 1
+                                    else log_dir / f"network-{m + 1}")
+        nets.append(net)
+    model = nets[0] if n == 1 else MemberMean(nets)
+    metrics.update(members=float(n), seconds=time.perf_counter() - t0)
+    return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
+                       replace(cfg, patch_size=dm.patch_size), metrics, val_labels=dm.val_labels)
+
+
+def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float | None,
+                 progress: bool, echo: Callable[[str], object] | None, log_dir: Path | None
+                 ) -> tuple[MultiBranchNet, dict[str, float]]:
+    """Train one network on ``dm``'s patches; return it (CPU, eval mode) and its metrics."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
+    from geomm.learn.task import FusionTask
+
     task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                       total_steps=cfg.max_epochs * dm.steps,
-                      ignore_index=int(store.manifest["classes"]["ignore_value"]),
+                      ignore_index=int(dm.store.manifest["classes"]["ignore_value"]),
                       spectral_aux=cfg.spectral_aux)
     loggers: list[Any] = []
     if log_dir is not None:
@@ -85,30 +120,25 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
             loggers.append(TensorBoardLogger(str(log_dir), name="", version="tb"))
         except ImportError:
             pass
-    from lightning.pytorch.callbacks import EarlyStopping
-
     best = BestWeights("val_oa", fallback="val_loss", min_epoch=cfg.max_epochs // 4)
     callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience), best]
     if echo is not None:
-        callbacks.append(EpochLines(echo, max_epochs=cfg.max_epochs,
-                                    budget_s=60 * cfg.max_minutes if cfg.max_minutes else None))
+        callbacks.append(EpochLines(echo, max_epochs=cfg.max_epochs, budget_s=budget_s))
     with quiet_lightning():
         trainer = pl.Trainer(
             max_epochs=cfg.max_epochs, **trainer_device(cfg), logger=loggers or False,
             enable_checkpointing=False, enable_progress_bar=progress,
             enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
             callbacks=callbacks, log_every_n_steps=min(50, dm.steps),
-            max_time=(timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None),
+            max_time=timedelta(seconds=budget_s) if budget_s else None,
             num_sanity_val_steps=0)
         trainer.fit(task, datamodule=dm)
     # back to the default layout: what a bundle loads into (same logits, bit for bit)
     model = task.model.eval().cpu().to(memory_format=torch.contiguous_format)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(best.metrics)
-    metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch),
-                   seconds=time.perf_counter() - t0)
-    return TrainResult(model, mcfg, dm.stats, dm.split, dm.test_mask,
-                       replace(cfg, patch_size=dm.patch_size), metrics, val_labels=dm.val_labels)
+    metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch))
+    return model, metrics
 
 
 def score_result(result: TrainResult, store: TileStore

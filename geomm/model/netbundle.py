@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from geomm.model.bundle import FOREST_PREFIX, Bundle, BundleError, load_bundle
+from geomm.model.members import MemberMean, build_network
 from geomm.model.network import ModelConfig, MultiBranchNet
 from geomm.model.normstats import NormStats
 
@@ -20,7 +21,8 @@ def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def load_cnn_bundle(path: str | Path) -> tuple[MultiBranchNet, NormStats, Bundle]:
+def load_cnn_bundle(path: str | Path
+                    ) -> tuple[MultiBranchNet | MemberMean, NormStats, Bundle]:
     """Rebuild a network from a "cnn" or "cnn+rf" bundle: (model in eval mode, stats, bundle).
 
     Raises:
@@ -37,7 +39,7 @@ def load_cnn_bundle(path: str | Path) -> tuple[MultiBranchNet, NormStats, Bundle
         raise BundleError(f"{path}: the class table names {n_table} classes but the network "
                           f"has {config.num_classes} outputs; the bundle is damaged or was "
                           "edited: train it again or restore bundle.json")
-    model = MultiBranchNet(config, load_weights=False)
+    model = build_network(config, load_weights=False)
     state = model.state_dict()
     bad = sorted(set(state) ^ set(tensors)) or [
         k for k in state if tuple(state[k].shape) != tuple(tensors[k].shape)]

@@ -92,6 +92,9 @@ class ModelConfig:
     so the spectral pathway must classify alone."""
     weights: dict[str, str] = field(default_factory=dict, hash=False)
     """Pretrained weights for ResNet branches: layer key or modality -> torchgeo name or file."""
+    members: int = 1
+    """Networks of this architecture whose class probabilities are averaged
+    (:func:`geomm.model.members.build_network`); 1: a single network."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -111,6 +114,9 @@ class ModelConfig:
                 raise RecipeError(f"model.{name}: {getattr(self, name)} must be >= 1")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise RecipeError(f"model.modality_dropout: {self.modality_dropout} must be in [0, 1)")
+        if int(self.members) < 1 or (self.members > 1 and self.multilabel):
+            raise RecipeError(f"model.members: {self.members} must be >= 1, and 1 with "
+                              "multi-label scene classification")
         if int(self.spectral) < 0 or not 0.0 <= self.spatial_dropout < 1.0:
             raise RecipeError(f"model.spectral ({self.spectral}) must be >= 0 and "
                               f"model.spatial_dropout ({self.spatial_dropout}) in [0, 1)")
@@ -165,6 +171,9 @@ class MultiBranchNet(nn.Module):
 
     def __init__(self, config: ModelConfig, *, load_weights: bool = True) -> None:
         super().__init__()
+        if config.members != 1:
+            raise ModelInputError(f"a config of {config.members} members describes a mean of "
+                                  "networks: build it with geomm.model.members.build_network")
         self.config = config
         self.modalities = config.modalities
         w, cf = config.width, 2 * config.width

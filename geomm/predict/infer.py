@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from geomm.model.network import MultiBranchNet
+from geomm.model.members import Network
 from geomm.model.normstats import NormStats
 from geomm.predict._stream import ArraySink, StoreSource, stream
 from geomm.predict.engine import EngineLayer, NetworkEngine
@@ -20,7 +20,7 @@ from geomm.stack.store import TileStore
 __all__ = ["predict_store"]
 
 
-def predict_store(model: MultiBranchNet, store: TileStore, stats: NormStats, *,
+def predict_store(model: Network, store: TileStore, stats: NormStats, *,
                   patch_size: int = 192, overlap: int = 48, batch_size: int = 8,
                   missing: Collection[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Predict every pixel of ``store``.

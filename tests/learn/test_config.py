@@ -7,7 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from geomm.errors import RecipeError
-from geomm.learn.config import TrainConfig, class_weight_power, dropout_for, steps_for
+from geomm.learn.config import (
+    TrainConfig,
+    class_weight_power,
+    dropout_for,
+    members_for,
+    steps_for,
+)
 
 
 def test_modality_dropout_turns_on_when_a_layer_covers_less_of_the_grid():
@@ -27,6 +33,18 @@ def test_steps_follow_the_labelled_pixels_unless_given():
     assert steps_for(TrainConfig(), 22_000) == 8  # a tenth of the labels: 8 (the floor)
     assert steps_for(TrainConfig(), 100_000) == 29
     assert steps_for(TrainConfig(steps_per_epoch=5), 222_000) == 5
+
+
+def test_members_follow_the_labelled_pixels_unless_given():
+    assert members_for(TrainConfig(), 222_000) == 1  # every label of the sample: one network
+    assert members_for(TrainConfig(), 45_500) == 1  # 13 steps
+    assert members_for(TrainConfig(), 38_000) == 2  # 11 steps
+    assert members_for(TrainConfig(), 22_000) == 3  # a few polygons per class: the 8-step floor
+    # the labels decide, not the steps or epochs asked for
+    assert members_for(TrainConfig(steps_per_epoch=2, max_epochs=1), 222_000) == 1
+    assert members_for(TrainConfig(steps_per_epoch=48), 22_000) == 3
+    assert members_for(TrainConfig(members=1), 22_000) == 1  # asked for
+    assert members_for(TrainConfig(members=5), 222_000) == 5
 
 
 def test_trainer_device_cpu_is_deterministic_and_cuda_needs_a_gpu(monkeypatch):

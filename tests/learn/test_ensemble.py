@@ -18,7 +18,7 @@ from geomm.model.calibrate import temper
 from geomm.model.classicalbundle import classifier_from_bundle
 from geomm.predict.scene import PredictOptions, predict_recipe
 from geomm.recipe import load_recipe
-from tests.learn.test_train import TINY, synth  # noqa: F401  (the module's scene fixture)
+from tests.learn.test_train import TINY
 
 
 def _read(folder):

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from geomm.cli import main
+from geomm.learn.config import members_for
 from geomm.learn.train import TrainConfig, fit_cnn, save_cnn_bundle
 from geomm.model.bundle import BundleError, BundleMismatchError, load_bundle
 from geomm.model.netbundle import load_cnn_bundle
@@ -20,7 +21,7 @@ from geomm.recipe import load_recipe
 from geomm.stack.store import open_store
 
 TINY = TrainConfig(patch_size=48, batch_size=4, steps_per_epoch=3, max_epochs=2,
-                   block_size=600.0, n_folds=3, width=8, seed=3)
+                   block_size=600.0, n_folds=3, width=8, seed=3, members=1)
 
 
 def test_fit_save_load_gives_identical_logits_in_a_fresh_process(synth, tmp_path):
@@ -34,11 +35,17 @@ def test_fit_save_load_gives_identical_logits_in_a_fresh_process(synth, tmp_path
                            np.ones(store.grid.shape, bool), augment=False)
     item = ds[0]
     keys = [layer.key for layer in res.config.layers]
-    with torch.no_grad():
-        here = res.model({k: item[k][None] for k in keys}).numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as below: oneDNN's float sums follow the thread count
+    try:
+        with torch.no_grad():
+            here = res.model({k: item[k][None] for k in keys}).numpy()
+    finally:
+        torch.set_num_threads(threads)
     torch.save({k: item[k][None] for k in keys}, tmp_path / "inputs.pt")
     code = (
         "import sys, torch, numpy as np\n"
+        "torch.set_num_threads(1)\n"
         "from geomm.model.netbundle import load_cnn_bundle\n"
         "model, stats, bundle = load_cnn_bundle(sys.argv[1])\n"
         "x = torch.load(sys.argv[2], weights_only=True)\n"
@@ -52,6 +59,34 @@ def test_fit_save_load_gives_identical_logits_in_a_fresh_process(synth, tmp_path
     model, stats, bundle = load_cnn_bundle(out)
     assert stats.to_dict() == res.stats.to_dict()
     assert bundle.meta.split["n_folds"] == 3 and bundle.meta.class_table.names == ("a", "b", "c")
+
+
+def test_few_labels_train_a_mean_of_networks_that_a_bundle_keeps(synth, tmp_path):
+    from geomm.learn.train import StoreDataModule, score_result
+    from geomm.model.members import MemberMean
+
+    _, store = synth
+    cfg = replace(TINY, members=None, max_epochs=1)
+    want = members_for(cfg, StoreDataModule(store, cfg).labelled_px)
+    assert want > 1  # the synthetic scene's labels fill few steps
+    lines: list[str] = []
+    res = fit_cnn(store, cfg, progress=False, echo=lines.append)
+    assert isinstance(res.model, MemberMean) and res.metrics["members"] == want
+    assert res.config.members == want and f"network {want} of {want}" in "\n".join(lines)
+    first, second = (m.state_dict() for m in res.model.members[:2])
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # other starts, patches
+    # the first network is the single network of the same settings, bit for bit
+    single = fit_cnn(store, replace(cfg, members=1), progress=False).model.state_dict()
+    assert all(torch.equal(first[k], single[k]) for k in single)
+    res, held, _ = score_result(res, store)
+    assert 0 <= held.test.overall_accuracy <= 1 and held.calibrated
+    out = save_cnn_bundle(res, store, tmp_path / "bundle")
+    model, _, bundle = load_cnn_bundle(out)
+    assert isinstance(model, MemberMean) and bundle.meta.config["model"]["members"] == want
+    x = {la.key: torch.randn(1, la.channels, 48 // la.factor, 48 // la.factor)
+         for la in res.config.layers}
+    with torch.no_grad():
+        assert torch.equal(model(x), res.model.eval()(x))
 
 
 def test_tampered_bundle_is_refused_with_the_layer_named(synth, tmp_path):
