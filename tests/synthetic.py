@@ -11,6 +11,7 @@ from rasterio.transform import Affine
 
 from geomm.classes import ClassTable
 from geomm.model.bundle import BundleMeta, save_bundle
+from geomm.model.members import MemberMean
 from geomm.model.network import LayerSpec, ModelConfig, MultiBranchNet
 from geomm.model.normstats import LayerStats, NormStats
 
@@ -34,12 +35,18 @@ LAYERS = [{"key": "optical/10m", "modality": "optical", "bands": ["A", "B"], "re
 
 
 def cnn_bundle(path: Path, *, dropout: float = 0.0, seed: int = 0,
-               temperature: float | None = None) -> Path:
-    torch.manual_seed(seed)
+               temperature: float | None = None, members: int = 1) -> Path:
+    """A random network's bundle; ``members`` > 1: the mean of the networks of seeds
+    ``seed``, ``seed + 1``, ... (each the network of a one-member bundle of that seed)."""
     cfg = ModelConfig(layers=(LayerSpec("optical/10m", "optical", 2, 1, ("A", "B")),
                               LayerSpec("radar/20m", "radar", 1, 2, ("VV",))),
                       num_classes=3, width=8, modality_dropout=dropout)
-    model = MultiBranchNet(cfg)
+    nets = []
+    for i in range(members):
+        torch.manual_seed(seed + i)
+        nets.append(MultiBranchNet(cfg))
+    model = nets[0] if members == 1 else MemberMean(nets)
+    cfg = model.config
     stats = NormStats((LayerStats("optical/10m", ("A", "B"), (1000.0, 900.0), (400.0, 350.0), 1),
                        LayerStats("radar/20m", ("VV",), (0.3,), (0.15,), 1)))
     meta = BundleMeta("synthetic", LAYERS, ClassTable.from_names(NAMES).to_dict(),

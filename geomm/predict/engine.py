@@ -125,7 +125,9 @@ class NetworkEngine:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model) if compile else model
         variant = "compiled" if compile else "channels-last" if channels_last else "eager"
-        self.description = (f"network on {self.device.type}"
+        n = int(config.members)
+        self.description = (f"{f'mean of {n} networks' if n > 1 else 'network'} on "
+                            f"{self.device.type}"
                             f"{' (bf16 autocast)' if self.amp else ''}, {variant}"
                             + (f", {torch.get_num_threads()} threads"
                                if self.device.type == "cpu" else ""))

@@ -173,6 +173,22 @@ def test_the_bundle_temperature_rescales_the_probabilities_not_the_classes(scene
     assert (_classes(tmp_path / "m3") == _classes(tmp_path / "m1")).mean() > 0.999
 
 
+def test_a_mean_of_networks_maps_the_mean_of_their_probabilities(scene, tmp_path):
+    def probs(out: Path) -> np.ndarray:
+        with rasterio.open(out / "probabilities.tif") as src:
+            return src.read()
+
+    bundles = {"a": cnn_bundle(tmp_path / "a", seed=4), "b": cnn_bundle(tmp_path / "b", seed=5),
+               "mean": cnn_bundle(tmp_path / "ab", seed=4, members=2)}
+    for name, b in bundles.items():
+        predict_scene(b, _mods(scene), tmp_path / f"m-{name}",
+                      options=_opts(probabilities="float32", progress=False))
+    pa, pb, pm = (probs(tmp_path / f"m-{n}") for n in ("a", "b", "mean"))
+    assert not np.allclose(pa, pb, atol=1e-3)
+    np.testing.assert_allclose(pm, (pa + pb) / 2, atol=1e-5)
+    assert (_classes(tmp_path / "m-mean") == (pa + pb).argmax(0)).mean() > 0.999
+
+
 def test_inputs_without_valid_pixels_are_refused(scene, bundle, tmp_path):
     zeros = write_band(tmp_path / "z.tif", np.zeros((H, W), np.uint16), 10, nodata=0)
     mods = [ModalitySpec("optical", (BandSpec(zeros, "A"), BandSpec(scene["b"], "B"))),
