@@ -62,7 +62,8 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     with the highest validation OA from the first quarter of ``max_epochs`` on (not the last
     epoch's); ``metrics`` holds that epoch's figures of the last network, ``best_epoch``
     (0-based) and ``members``.
-    ``echo``, when given, receives one line per epoch (and per network).
+    ``echo``, when given, receives a line as each network starts (several) and, without the
+    progress bar, one per epoch.
     """
     t0 = time.perf_counter()
     import lightning.pytorch as pl
@@ -122,7 +123,7 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float |
             pass
     best = BestWeights("val_oa", fallback="val_loss", min_epoch=cfg.max_epochs // 4)
     callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience), best]
-    if echo is not None:
+    if echo is not None and not progress:  # the progress bar says as much
         callbacks.append(EpochLines(echo, max_epochs=cfg.max_epochs, budget_s=budget_s))
     with quiet_lightning():
         trainer = pl.Trainer(
@@ -221,7 +222,7 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
         return save_pixel_fit(out, fit, store, raw, overwrite)
     result, cnn_held, cnn_probs = score_result(
         fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress,
-                echo=None if progress else echo), store)
+                echo=echo), store)
     echo(f"cnn: {cnn_held.describe()}")
     if classifier == "auto":
         return _auto(store, cfg, result, cnn_probs, out, raw, overwrite, echo)
