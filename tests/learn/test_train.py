@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -87,6 +88,16 @@ def test_few_labels_train_a_mean_of_networks_that_a_bundle_keeps(synth, tmp_path
          for la in res.config.layers}
     with torch.no_grad():
         assert torch.equal(model(x), res.model.eval()(x))
+
+
+def test_the_time_budget_is_shared_by_the_networks(synth):
+    _, store = synth
+    cfg = replace(TINY, members=2, max_epochs=200, max_minutes=0.02, patience=500)
+    lines: list[str] = []
+    res = fit_cnn(store, cfg, progress=False, echo=lines.append)
+    assert res.metrics["members"] == 2  # both trained, in the budget
+    assert res.metrics["epochs"] < 200 and res.metrics["seconds"] < 60
+    assert any(re.search(r"of \d+ s budget", line) for line in lines)  # shown per epoch
 
 
 def test_tampered_bundle_is_refused_with_the_layer_named(synth, tmp_path):
