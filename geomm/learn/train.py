@@ -83,8 +83,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
         if echo is not None and n > 1:
             echo(f"  network {m + 1} of {n} (their mean is the model)")
         dm.member = m
-        budget = (None if not cfg.max_minutes else
-                  max(1.0, 60 * cfg.max_minutes - (time.perf_counter() - t0)) / (n - m))
+        budget = network_budget_s(cfg, time.perf_counter() - t0, n - m)
         net, metrics = _fit_network(dm, mcfg, cfg, budget, progress, echo,
                                     log_dir if log_dir is None or n == 1
                                     else log_dir / f"network-{m + 1}")
@@ -93,6 +92,15 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     metrics.update(members=float(n), seconds=time.perf_counter() - t0)
     return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
                        replace(cfg, patch_size=dm.patch_size), metrics, val_labels=dm.val_labels)
+
+
+def network_budget_s(cfg: TrainConfig, spent_s: float, left: int) -> float | None:
+    """Seconds of ``cfg.max_minutes`` for the next of ``left`` networks still to train after
+    ``spent_s`` (an equal share of what is left, at least a second between them); None
+    without a budget."""
+    if not cfg.max_minutes:
+        return None
+    return max(1.0, 60 * cfg.max_minutes - spent_s) / left
 
 
 def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float | None,

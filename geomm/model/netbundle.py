@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from geomm.model.bundle import FOREST_PREFIX, Bundle, BundleError, load_bundle
-from geomm.model.members import MemberMean, build_network
-from geomm.model.network import ModelConfig, MultiBranchNet
+from geomm.model.members import Network, build_network
+from geomm.model.network import ModelConfig
 from geomm.model.normstats import NormStats
 
 __all__ = ["load_cnn_bundle", "state_tensors"]
@@ -21,8 +21,7 @@ def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def load_cnn_bundle(path: str | Path
-                    ) -> tuple[MultiBranchNet | MemberMean, NormStats, Bundle]:
+def load_cnn_bundle(path: str | Path) -> tuple[Network, NormStats, Bundle]:
     """Rebuild a network from a "cnn" or "cnn+rf" bundle: (model in eval mode, stats, bundle).
 
     Raises:

@@ -91,6 +91,14 @@ def test_few_labels_train_a_mean_of_networks_that_a_bundle_keeps(synth, tmp_path
 
 
 def test_the_time_budget_is_shared_by_the_networks(synth):
+    from geomm.learn.train import network_budget_s
+
+    assert network_budget_s(TINY, 0.0, 3) is None  # no budget
+    three = replace(TINY, max_minutes=3.0)
+    assert network_budget_s(three, 0.0, 3) == 60.0  # an equal share each
+    assert network_budget_s(three, 120.0, 1) == 60.0  # the last one gets what is left
+    assert network_budget_s(three, 150.0, 2) == 15.0
+    assert network_budget_s(three, 200.0, 2) == 0.5  # overspent: a second between them
     _, store = synth
     cfg = replace(TINY, members=2, max_epochs=200, max_minutes=0.02, patience=500)
     lines: list[str] = []
