@@ -84,10 +84,6 @@ class TrainConfig:
     """Probability of leaving a sample's spatial logits out in training (with ``spectral``)."""
     spectral_aux: float = 0.5
     """Weight of the spectral pathway's own loss (deep supervision, with ``spectral``)."""
-    label_smoothing: float = 0.0
-    """Cross-entropy label smoothing of the training loss."""
-    cutmix: float = 0.0
-    """Probability per training step of pasting a box of another patch into each patch."""
     class_weights: str = "none"
     """Per-class loss weights: ``"none"`` (every labelled pixel counts the same: the loss
     that overall accuracy rewards), ``"sqrt"`` (inverse square root of the class's pixel

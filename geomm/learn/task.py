@@ -4,7 +4,6 @@ validation OA, kappa and macro-F1 from one confusion matrix per epoch."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -32,8 +31,7 @@ class FusionTask(BaseTask):
 
     def __init__(self, model_config: dict[str, Any], lr: float = 3e-3,
                  weight_decay: float = 1e-4, total_steps: int = 1000,
-                 ignore_index: int = 255, spectral_aux: float = 0.0,
-                 label_smoothing: float = 0.0, cutmix: float = 0.0) -> None:
+                 ignore_index: int = 255, spectral_aux: float = 0.0) -> None:
         super().__init__()
 
     def configure_models(self) -> None:
@@ -58,43 +56,18 @@ class FusionTask(BaseTask):
             return loss, logits
         labels = batch["labels"]
         safe = torch.where(labels == self.hparams["ignore_index"], 0, labels)
-        eps = float(self.hparams.get("label_smoothing", 0.0)) if self.training else 0.0
-        ce = torch.nn.functional.cross_entropy(logits, safe, reduction="none",
-                                               label_smoothing=eps)
+        ce = torch.nn.functional.cross_entropy(logits, safe, reduction="none")
         aux = float(self.hparams.get("spectral_aux", 0.0))
         if spectral is not None and aux > 0 and self.training:
             # deep supervision: the per-pixel pathway must classify on its own too
-            ce = ce + aux * torch.nn.functional.cross_entropy(spectral, safe, reduction="none",
-                                                              label_smoothing=eps)
+            ce = ce + aux * torch.nn.functional.cross_entropy(spectral, safe, reduction="none")
         w = batch["weight"]
         return (ce * w).sum() / w.sum().clamp_min(1e-6), logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        p = float(self.hparams.get("cutmix", 0.0))
-        if p > 0 and self.config.head == "segmentation" and float(torch.rand(())) < p:
-            batch = self._cutmix(batch)
         loss, logits = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
-
-    def _cutmix(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Paste a box of each patch's neighbour in the batch (inputs, labels and weights
-        alike) into it: a polygon's outline and surroundings stop predicting its class."""
-        lat = math.lcm(*(la.factor for la in self.config.layers))
-        size = batch["labels"].shape[-1] // lat  # patch side in lattice cells
-        side = int(torch.randint(max(1, size // 4), max(2, size // 2 + 1), ()))
-        r0, c0 = (int(torch.randint(0, size - side + 1, ())) for _ in range(2))
-        out = dict(batch)
-        for name, x in batch.items():
-            if x.ndim < 3:
-                continue
-            f = batch["labels"].shape[-1] // x.shape[-1]
-            a, b = r0 * lat // f, (r0 + side) * lat // f
-            c, d = c0 * lat // f, (c0 + side) * lat // f
-            y = x.clone()
-            y[..., a:b, c:d] = x.roll(1, dims=0)[..., a:b, c:d]
-            out[name] = y
-        return out
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)

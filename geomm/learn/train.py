@@ -116,8 +116,7 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float |
     task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                       total_steps=cfg.max_epochs * dm.steps,
                       ignore_index=int(dm.store.manifest["classes"]["ignore_value"]),
-                      spectral_aux=cfg.spectral_aux, label_smoothing=cfg.label_smoothing,
-                      cutmix=cfg.cutmix)
+                      spectral_aux=cfg.spectral_aux)
     loggers: list[Any] = []
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
