@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import need_program
@@ -48,3 +49,32 @@ def renames(args: list[str], cwd: Path, log: Path) -> list[tuple[int, str, str]]
     rows = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
     log.unlink(missing_ok=True)
     return [(int(n), src, dst) for n, src, dst in rows]
+
+
+def sampled(rows: list[tuple[int, str, str]],
+            alike: Callable[[str, str], str | None]) -> list[int]:
+    """Kill points among a run's renames: every rename for which ``alike(src, dst)`` is None,
+    and the first and the last of each group of renames it names (renames of one group do the
+    same thing to different files, so the ones between leave the output in a state the first
+    and the last already cover)."""
+    groups: dict[str, list[int]] = {}
+    keep = set()
+    for n, src, dst in rows:
+        group = alike(src, dst)
+        if group is None:
+            keep.add(n)
+        else:
+            groups.setdefault(group, []).append(n)
+    keep |= {n for ns in groups.values() for n in (ns[0], ns[-1])}
+    return sorted(keep)
+
+
+def staged_commit(src: str, dst: str) -> str | None:
+    """``sampled``'s groups for geomm._outputs' staged commit: the files finished inside the
+    private work folder, and the moves of the finished files into the output (the commit
+    journal's own rename, and anything else, is a kill point of its own)."""
+    if "/.geomm-work-" in dst:
+        return "finished in the work folder"
+    if "/.geomm-work-" in src and not dst.endswith("/.geomm-commit"):
+        return "moved into the output"
+    return None

@@ -1,6 +1,7 @@
-"""SIGKILL at every rename of ``vectorize``, ``sample-design``, ``evaluate``, ``train`` and
+"""SIGKILL at the renames of ``vectorize``, ``sample-design``, ``evaluate``, ``train`` and
 ``batch`` (an LD_PRELOAD rename wrapper, tests/killpoints.py; ``predict`` and ``stack`` are in
-test_killed_renames.py):
+test_killed_renames.py), every one or, where a run repeats one kind of rename, the first and
+the last of the kind:
 two runs A and B of a command alternate into one output; whichever rename the kill lands on,
 the output is afterwards A's complete result or B's (once the next look has finished an
 interrupted commit), and the rerun succeeds."""
@@ -19,7 +20,7 @@ import pytest
 
 from geomm._outputs import recover
 from tests._evaldata import write_class_map, write_points
-from tests.killpoints import renames, run
+from tests.killpoints import renames, run, sampled, staged_commit
 from tests.synthetic import H, W, cnn_bundle, write_band, write_recipe, write_scene
 
 RENAMES = "rename,renameat,renameat2"
@@ -42,9 +43,10 @@ def _features(p: Path) -> Any:
 
 def _alternate(args: Callable[[str], list[str]], digest: Callable[[], Any], cwd: Path,
                settle: Callable[[], None] = lambda: None,
-               keep: Callable[[str, str], bool] | None = None,
+               pick: Callable[[list[tuple[int, str, str]]], list[int]] | None = None,
                then: Callable[[], None] = lambda: None) -> int:
-    """Run A then B, then kill A/B (alternating) at each rename of a run; returns the count.
+    """Run A then B, then kill A/B (alternating) at each rename of a run (or those that
+    ``pick`` chooses from its (N, source, target) renames); returns the count.
     After each kill the output is the previous run's or the killed run's (``digest``); after
     each rerun it is the rerun's, with no hidden work file left beside it."""
     digests = {}
@@ -54,8 +56,8 @@ def _alternate(args: Callable[[str], list[str]], digest: Callable[[], Any], cwd:
         digests[v] = digest()
     assert digests["a"] != digests["b"] and None not in (digests["a"], digests["b"])
     then()  # e.g. a user's file put into the output
-    points = [n for n, src, dst in renames(args("a"), cwd, cwd / "renames.log")
-              if keep is None or keep(src, dst)]  # B's output replaced by A's
+    every = renames(args("a"), cwd, cwd / "renames.log")  # B's output replaced by A's
+    points = [n for n, *_ in every] if pick is None else pick(every)
     assert points
     before = "a"
     for i, point in enumerate(points, 1):
@@ -100,7 +102,7 @@ def test_sample_design_killed_at_every_rename(tmp_path, maps):
     assert sorted(p.name for p in out.parent.iterdir()) == ["points.gpkg"]
 
 
-def test_evaluate_killed_at_every_rename(tmp_path, maps):
+def test_evaluate_killed_at_its_renames(tmp_path, maps):
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(0, 96, 60), rng.integers(0, 128, 60)
     xy = [(500000 + 10 * c + 5, 5800000 - 10 * r - 5) for r, c in zip(rows, cols, strict=True)]
@@ -116,8 +118,10 @@ def test_evaluate_killed_at_every_rename(tmp_path, maps):
                 doc.get("map"), sorted(p.name for p in out.iterdir()
                                        if not p.name.startswith(".")))
 
-    _alternate(lambda v: ["evaluate", str(maps[v]), str(ref), "--column", "reference", "-o",
-                          str(out), "--overwrite"], digest, tmp_path, lambda: recover(out))
+    n = _alternate(lambda v: ["evaluate", str(maps[v]), str(ref), "--column", "reference",
+                              "-o", str(out), "--overwrite"], digest, tmp_path,
+                   lambda: recover(out), lambda rows: sampled(rows, staged_commit))
+    assert n >= 4  # written in the work folder, the journal, the first and the last move
     assert not [p.name for p in out.iterdir() if p.name.startswith(".geomm-work")]
 
 
@@ -184,7 +188,8 @@ def test_batch_killed_at_every_rename(tmp_path):
     n = _alternate(lambda v: ["batch", str(recipe), "--bundle", str(bundles[v]), "--grid",
                               "204", "-o", str(out), "--no-cluster", "--no-vector", "--quiet",
                               "--tile-size", "96", "--halo", "16", "--threads", "1"],
-                   digest, tmp_path, lambda: recover(out), keep)
+                   digest, tmp_path, lambda: recover(out),
+                   lambda rows: [n for n, src, dst in rows if keep(src, dst)])
     assert n >= 5 and mosaic_commits
     doc = json.loads((out / "geomm-batch.json").read_text())
     assert {b["status"] for b in doc["blocks"].values()} == {"done"} and len(doc["blocks"]) == 2

@@ -1,6 +1,8 @@
-"""SIGKILL at every rename of ``predict --overwrite`` and ``stack --overwrite`` (an LD_PRELOAD
-rename wrapper, tests/killpoints.py): afterwards the output is the old complete set or the new
-one (once the next look has finished an interrupted commit), and a rerun succeeds."""
+"""SIGKILL at the renames of ``predict --overwrite`` and ``stack --overwrite`` (an LD_PRELOAD
+rename wrapper, tests/killpoints.py): every kind of rename, the first and the last of each
+run of alike ones (files finished in the private work folder, moves into the output);
+afterwards the output is the old complete set or the new one (once the next look has
+finished an interrupted commit), and a rerun succeeds."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from geomm._outputs import recover
 from geomm.stack.store import read_manifest
-from tests.killpoints import renames, run
+from tests.killpoints import renames, run, sampled, staged_commit
 from tests.synthetic import cnn_bundle, write_recipe, write_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _geomm(args: list[str], *, inject: int | None = None) -> subprocess.CompletedProcess:
     return run(args, ROOT, kill_at=inject)
-
-
-def _count_renames(args: list[str], log: Path) -> int:
-    return len(renames(args, ROOT, log))
 
 
 def _digest(folder: Path, names: list[str]) -> dict[str, str | None]:
@@ -37,7 +35,7 @@ def _digest(folder: Path, names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def test_predict_killed_at_every_rename(tmp_path):
+def test_predict_killed_at_its_renames(tmp_path):
     bands = write_scene(tmp_path / "in")
     old_bundle = cnn_bundle(tmp_path / "b1", seed=1)
     new_bundle = cnn_bundle(tmp_path / "b2", seed=2)
@@ -53,10 +51,14 @@ def test_predict_killed_at_every_rename(tmp_path):
     assert _geomm(args(new_bundle)).returncode == 0
     digests[new_bundle] = _digest(out, names)
     assert digests[old_bundle] != digests[new_bundle]
-    n = _count_renames(args(new_bundle), tmp_path / "renames.log")
-    assert n >= len(names)
+    every = renames(args(new_bundle), ROOT, tmp_path / "renames.log")
+    points = sampled(every, staged_commit)
+    moved = [n for n, src, dst in every if staged_commit(src, dst) == "moved into the output"]
+    assert len(moved) >= len(names) and {moved[0], moved[-1]} < set(points) < {n for n, *_ in every}
+    assert any(dst.endswith("/.geomm-commit") for n, _, dst in every if n in points)
+    n = len(every)
     before = new_bundle  # the complete set in the folder now
-    for when in range(1, n + 1):
+    for when in points:
         target = old_bundle if before == new_bundle else new_bundle  # alternate the runs
         killed = _geomm(args(target), inject=when)
         assert killed.returncode != 0, f"rename {when} of {n} was not reached"
@@ -71,7 +73,7 @@ def test_predict_killed_at_every_rename(tmp_path):
         before = target
 
 
-def test_stack_killed_at_every_rename(tmp_path):
+def test_stack_killed_at_its_renames(tmp_path):
     write_scene(tmp_path)
     recipe = write_recipe(tmp_path)
     out = tmp_path / "store"
@@ -86,9 +88,7 @@ def test_stack_killed_at_every_rename(tmp_path):
     # Zarr writes each chunk and metadata file under a temporary name inside the private
     # staging folder (51 renames here): the first and the last of those stand for them; every
     # rename that touches the store's own name or a user's file is a kill point
-    inside = [n for n, _, dst in every if "/.store.tmp-" in dst]
-    points = sorted({inside[0], inside[-1]} | {n for n, _, dst in every
-                                                if "/.store.tmp-" not in dst})
+    points = sampled(every, lambda _, dst: "inside" if "/.store.tmp-" in dst else None)
     assert len(every) > len(points) >= 3, every
     for i, when in enumerate(points, 1):
         recipe.write_text(recipe.read_text().replace(f"name: s{i - 1}", f"name: s{i}"))
