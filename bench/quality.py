@@ -27,25 +27,29 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
 
-def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int = 0) -> None:
+def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int | None = 0,
+         over: dict | None = None, variant: str | None = None) -> None:
+    """Run the folds of each label budget not yet in ``log`` (rows of ``variant`` when
+    given), with ``TrainConfig`` fields ``over`` set; one row per method and fold."""
     from geomm.learn.config import TrainConfig
     from geomm.learn.crossval import crossval
     from geomm.learn.train import recipe_store
     from geomm.recipe import load_recipe
 
-    done = {(r["k"], r["fold"]) for r in _read(log)}
+    done = {(r["k"], r["fold"]) for r in _read(log) if r.get("variant") == variant}
     store = recipe_store(load_recipe(recipe))
     for k in ks:
         for fold in folds:
             if (k, fold) in done:
                 continue
             cfg = replace(TrainConfig(), polygons_per_class=None if k == "all" else int(k),
-                          erode_labels=erode)
+                          erode_labels=erode, **(over or {}))
             t0 = time.perf_counter()
             report = crossval(store, cfg, folds=[fold], echo=lambda s: print(s, flush=True))
             for r in report.results:
                 s = r.scores
-                row = {"k": k, "fold": fold, "method": r.method, "oa": s.overall_accuracy,
+                row = {**({"variant": variant} if variant else {}), "k": k, "fold": fold,
+                       "method": r.method, "oa": s.overall_accuracy,
                        "kappa": s.kappa, "macro_f1": s.macro_f1, "seconds": r.seconds,
                        "ece": r.extra.get("ece"), "ece_before": r.extra.get("ece_before"),
                        "val_oa": r.extra.get("val_oa"), "chose": r.extra.get("chose"),

@@ -78,3 +78,16 @@ def staged_commit(src: str, dst: str) -> str | None:
     if "/.geomm-work-" in src and not dst.endswith("/.geomm-commit"):
         return "moved into the output"
     return None
+
+
+def commit_points(rows: list[tuple[int, str, str]]) -> list[int]:
+    """``sampled`` kill points of a command that writes through geomm._outputs' staged commit;
+    checks that they hold the journal's rename and the first and the last move into the
+    output, and leave some alike renames out."""
+    points = sampled(rows, staged_commit)
+    moved = [n for n, src, dst in rows if staged_commit(src, dst) == "moved into the output"]
+    journal = [n for n, src, dst in rows if staged_commit(src, dst) is None
+               and dst.endswith("/.geomm-commit")]
+    assert moved and journal and {journal[0], moved[0], moved[-1]} <= set(points), rows
+    assert len(points) < len(rows), rows
+    return points

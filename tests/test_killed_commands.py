@@ -20,7 +20,7 @@ import pytest
 
 from geomm._outputs import recover
 from tests._evaldata import write_class_map, write_points
-from tests.killpoints import renames, run, sampled, staged_commit
+from tests.killpoints import commit_points, renames, run
 from tests.synthetic import H, W, cnn_bundle, write_band, write_recipe, write_scene
 
 RENAMES = "rename,renameat,renameat2"
@@ -120,7 +120,7 @@ def test_evaluate_killed_at_its_renames(tmp_path, maps):
 
     n = _alternate(lambda v: ["evaluate", str(maps[v]), str(ref), "--column", "reference",
                               "-o", str(out), "--overwrite"], digest, tmp_path,
-                   lambda: recover(out), lambda rows: sampled(rows, staged_commit))
+                   lambda: recover(out), commit_points)
     assert n >= 4  # written in the work folder, the journal, the first and the last move
     assert not [p.name for p in out.iterdir() if p.name.startswith(".geomm-work")]
 
