@@ -30,7 +30,7 @@ _TRAIN = [
                  help="Wall-time budget per model."),
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
                  help="Training batches per epoch (default: sized to the labelled pixels, "
-                      "8-60)."),
+                      "8-48)."),
     click.option("--patch-size", type=click.IntRange(min=6), default=None,
                  help="Training patch side, base pixels (default: about 72, a multiple of "
                       "the layers' lattice; 96 for scene classification)."),
@@ -41,6 +41,9 @@ _TRAIN = [
     click.option("--modality-dropout", type=click.FloatRange(0, 0.99), default=None,
                  help="Probability of dropping a modality per training sample."),
     click.option("--seed", type=int, default=None, help="Seed of split, patches and weights."),
+    click.option("--width", type=click.IntRange(min=1), default=None,
+                 help="Channels of each branch (default: 48 for a single network, 32 for "
+                      "each of several)."),
     click.option("--spectral", type=click.IntRange(min=0), default=None,
                  help="Width of the per-pixel spectral pathway (default 32; 0: none)."),
     click.option("--polygons-per-class", type=click.IntRange(min=1), default=None,
@@ -62,7 +65,8 @@ _TRAIN = [
                  help="Where the network trains (default auto: CUDA when torch sees a GPU; "
                       "deterministic on the CPU only)."),
     click.option("--amp/--no-amp", default=None,
-                 help="bf16 mixed precision when training on CUDA (default on)."),
+                 help="bf16 mixed precision when training on CUDA or on a CPU with native "
+                      "bf16 (AVX-512 BF16, AMX); default on."),
 ]
 
 

@@ -73,7 +73,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(store, cfg)
-    mcfg = model_config_for(store, cfg)
+    mcfg = model_config_for(store, cfg, dm.labelled_px)
     n = members_for(cfg, dm.labelled_px)
     nets: list[MultiBranchNet] = []
     metrics: dict[str, float] = {}
@@ -91,7 +91,8 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     model = nets[0] if n == 1 else MemberMean(nets)
     metrics.update(members=float(n), seconds=time.perf_counter() - t0)
     return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
-                       replace(cfg, patch_size=dm.patch_size), metrics, val_labels=dm.val_labels)
+                       replace(cfg, patch_size=dm.patch_size, width=mcfg.width), metrics,
+                       val_labels=dm.val_labels)
 
 
 def network_budget_s(cfg: TrainConfig, spent_s: float, left: int) -> float | None:

@@ -35,8 +35,8 @@ WORKERS = Opt("WORKERS", "--workers", "int", "Dask worker threads (default: all 
 DEVICE = Opt("DEVICE", "--device", "enum", "Device", choices=("auto", "cpu", "cuda"),
              default="auto", omit="auto", advanced=True,
              help="auto: CUDA when torch sees a GPU")
-AMP = Opt("AMP", None, "bool", "bf16 mixed precision on CUDA", default=True, off="--no-amp",
-          advanced=True)
+AMP = Opt("AMP", None, "bool", "bf16 mixed precision (CUDA; training also on a CPU with "
+          "native bf16)", default=True, off="--no-amp", advanced=True)
 BUNDLE_FOR_NAMES = Opt("BUNDLE", "--bundle", "folder", "Model bundle with the class names "
                        "(for a map that carries none)", advanced=True)
 
@@ -93,6 +93,8 @@ class TrainAlgorithm(GeommAlgorithm):
             Opt("MODALITY_DROPOUT", "--modality-dropout", "float", "Modality dropout "
                 "probability", minimum=0, maximum=0.99, advanced=True),
             Opt("SEED", "--seed", "int", "Seed of split, patches and weights", advanced=True),
+            Opt("WIDTH", "--width", "int", "Channels of each branch (default: 48 for one "
+                "network, 32 for each of several)", minimum=1, advanced=True),
             Opt("SPECTRAL", "--spectral", "int", "Width of the per-pixel spectral pathway "
                 "(default 32; 0: none)", minimum=0, advanced=True),
             Opt("POLYGONS_PER_CLASS", "--polygons-per-class", "int", "Train on only K "

@@ -13,6 +13,7 @@ from geomm.learn.config import (
     dropout_for,
     members_for,
     steps_for,
+    width_for,
 )
 
 
@@ -47,13 +48,27 @@ def test_members_follow_the_labelled_pixels_unless_given():
     assert members_for(TrainConfig(members=5), 222_000) == 5
 
 
+def test_width_follows_the_member_count_unless_given():
+    assert width_for(TrainConfig(), 222_000) == 48  # one network: the wide one
+    assert width_for(TrainConfig(), 38_000) == 32  # two networks: each narrow
+    assert width_for(TrainConfig(), 22_000) == 32  # three
+    assert width_for(TrainConfig(members=1), 22_000) == 48  # one asked for
+    assert width_for(TrainConfig(members=3), 222_000) == 32
+    assert width_for(TrainConfig(width=16), 222_000) == 16  # asked for
+    assert width_for(TrainConfig(), None) == 32  # labels not counted (scene classification)
+
+
 def test_trainer_device_cpu_is_deterministic_and_cuda_needs_a_gpu(monkeypatch):
     import torch
 
+    from geomm.learn import config
     from geomm.learn.config import trainer_device
 
-    assert trainer_device(TrainConfig(device="cpu")) == {
-        "accelerator": "cpu", "devices": 1, "deterministic": True}
+    for native, want in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(config, "cpu_bf16", lambda native=native: native)
+        assert trainer_device(TrainConfig(device="cpu")) == {
+            "accelerator": "cpu", "devices": 1, "deterministic": True, "precision": want}
+        assert trainer_device(TrainConfig(device="cpu", amp=False))["precision"] == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert trainer_device(TrainConfig())["accelerator"] == "cpu"  # auto without a GPU
     with pytest.raises(RecipeError, match="--device cuda: torch sees no CUDA GPU"):

@@ -67,17 +67,18 @@ def test_few_labels_train_a_mean_of_networks_that_a_bundle_keeps(synth, tmp_path
     from geomm.model.members import MemberMean
 
     _, store = synth
-    cfg = replace(TINY, members=None, max_epochs=1)
+    cfg = replace(TINY, members=None, max_epochs=1, width=None)
     want = members_for(cfg, StoreDataModule(store, cfg).labelled_px)
     assert want > 1  # the synthetic scene's labels fill few steps
     lines: list[str] = []
     res = fit_cnn(store, cfg, progress=False, echo=lines.append)
     assert isinstance(res.model, MemberMean) and res.metrics["members"] == want
     assert res.config.members == want and f"network {want} of {want}" in "\n".join(lines)
+    assert res.config.width == res.model.members[0].config.width == 32  # several: narrow
     first, second = (m.state_dict() for m in res.model.members[:2])
     assert any(not torch.equal(first[k], second[k]) for k in first)  # other starts, patches
     # the first network is the single network of the same settings, bit for bit
-    single = fit_cnn(store, replace(cfg, members=1), progress=False).model.state_dict()
+    single = fit_cnn(store, replace(cfg, members=1, width=32), progress=False).model.state_dict()
     assert all(torch.equal(first[k], single[k]) for k in single)
     res, held, _ = score_result(res, store)
     assert 0 <= held.test.overall_accuracy <= 1 and held.calibrated
