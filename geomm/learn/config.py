@@ -247,7 +247,13 @@ def model_config_for(store: TileStore, cfg: TrainConfig,
 
 
 def train_config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """JSON-able form of a training config."""
+    """JSON-able form of a training config, with the arithmetic it trains in on this machine
+    (``precision``: Lightning's ``bf16-mixed`` or ``32-true``; None for a device absent here),
+    since ``amp`` alone does not say (a CPU without native bf16 trains in float32)."""
     doc = asdict(cfg)
     doc["modalities"] = list(cfg.modalities) if cfg.modalities else None
+    try:
+        doc["precision"] = trainer_device(cfg).get("precision", "32-true")
+    except RecipeError:
+        doc["precision"] = None
     return doc

@@ -69,10 +69,13 @@ def test_trainer_device_cpu_is_deterministic_and_cuda_needs_a_gpu(monkeypatch):
         assert trainer_device(TrainConfig(device="cpu")) == {
             "accelerator": "cpu", "devices": 1, "deterministic": True, "precision": want}
         assert trainer_device(TrainConfig(device="cpu", amp=False))["precision"] == "32-true"
+        # what a bundle records: the arithmetic it trained in, not only the wish
+        assert config.train_config_dict(TrainConfig(device="cpu"))["precision"] == want
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert trainer_device(TrainConfig())["accelerator"] == "cpu"  # auto without a GPU
     with pytest.raises(RecipeError, match="--device cuda: torch sees no CUDA GPU"):
         trainer_device(TrainConfig(device="cuda"))
+    assert config.train_config_dict(TrainConfig(device="cuda"))["precision"] is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert trainer_device(TrainConfig()) == {"accelerator": "gpu", "devices": 1,
                                              "deterministic": False,
