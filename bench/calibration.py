@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geomm.model.calibrate import expected_calibration_error, fit_temperature, temper
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 HERE = Path(__file__).resolve().parent
 DUMPS = HERE / "out" / "calib"
@@ -74,10 +76,6 @@ def dump(ks: list[str], folds: list[int]) -> None:
                  None)
 
 
-def _nll(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean())
-
-
 def _brier(p: np.ndarray, y: np.ndarray) -> float:
     q = p.copy()
     q[np.arange(len(y)), y] -= 1
@@ -87,8 +85,6 @@ def _brier(p: np.ndarray, y: np.ndarray) -> float:
 def _fit(p: np.ndarray, y: np.ndarray, loss) -> float:  # type: ignore[no-untyped-def]
     from scipy.optimize import minimize_scalar
 
-    from geomm.model.calibrate import temper
-
     res = minimize_scalar(lambda lt: loss(temper(p, float(np.exp(lt))), y),
                           bounds=(np.log(0.05), np.log(20.0)), method="bounded",
                           options={"xatol": 1e-3})
@@ -96,28 +92,20 @@ def _fit(p: np.ndarray, y: np.ndarray, loss) -> float:  # type: ignore[no-untype
 
 
 def _by_grid(p: np.ndarray, y: np.ndarray, loss) -> float:  # type: ignore[no-untyped-def]
-    from geomm.model.calibrate import temper
-
     grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
     return float(grid[int(np.argmin([loss(temper(p, t), y) for t in grid]))])
 
 
-def _ece(p: np.ndarray, y: np.ndarray) -> float:
-    from geomm.model.calibrate import expected_calibration_error
-
-    return expected_calibration_error(p, y)
-
-
-OBJECTIVES = {"none": None, "nll": lambda p, y: _fit(p, y, _nll),
+OBJECTIVES = {"none": None, "nll": fit_temperature,
               "brier": lambda p, y: _fit(p, y, _brier),
-              "ece": lambda p, y: _by_grid(p, y, _ece)}
-"""Temperature fits compared: none (T = 1), negative log likelihood (the package's until
-now), Brier score, and the validation ECE itself (a grid of 61 temperatures)."""
+              "ece": lambda p, y: _by_grid(p, y, expected_calibration_error)}
+"""Temperature fits compared: none (T = 1), negative log likelihood (the package's own
+:func:`~geomm.model.calibrate.fit_temperature`), Brier score, and the validation ECE itself
+(a grid of 61 temperatures)."""
 
 
 def analyse() -> None:
     from geomm.learn.ensemble import WEIGHT
-    from geomm.model.calibrate import temper
 
     for path in sorted(DUMPS.glob("*.npz")):
         d = np.load(path)
@@ -130,8 +118,9 @@ def analyse() -> None:
             mt = WEIGHT * temper(pt[d["bt"]], t) + (1 - WEIGHT) * d["rt"]
             yvb, ytb = yv[d["bv"]], yt[d["bt"]]
             t2 = 1.0 if fit is None else fit(mv, yvb)
-            cells.append(f"{name} T {t:5.2f} ECE {_ece(temper(pt, t), yt):.3f} "
-                         f"mean ECE {_ece(temper(mt, t2), ytb):.3f}")
+            ece, ece_mean = (expected_calibration_error(temper(pt, t), yt),
+                             expected_calibration_error(temper(mt, t2), ytb))
+            cells.append(f"{name} T {t:5.2f} ECE {ece:.3f} mean ECE {ece_mean:.3f}")
         print(f"{path.stem:<12} OA val {100 * acc_v:4.1f} test {100 * acc_t:4.1f} | "
               + " | ".join(cells), flush=True)
 
