@@ -11,7 +11,7 @@ from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
 __all__ = ["CLASS_WEIGHT_POWERS", "TrainConfig", "class_weight_power", "cpu_bf16",
-           "dropout_for", "members_for", "model_config_for", "patch_for", "steps_for",
+           "dropout_for", "epochs_for", "members_for", "model_config_for", "patch_for", "steps_for",
            "train_config_dict", "trainer_device", "width_for"]
 
 PIXELS_PER_STEP = 3500
@@ -32,6 +32,9 @@ polygons per class), 1 from 13 steps (45 000 labelled training pixels) on."""
 NARROW, WIDE = 32, 48
 """Sized branch widths (:func:`width_for`). A 48-wide network costs about 2.2 times a 32-wide
 one per step, about what the three narrow networks of a label-scarce model cost together."""
+MEMBER_EPOCHS, SINGLE_EPOCHS = 12, 16
+"""Sized epochs (:func:`epochs_for`): ``MEMBER_EPOCHS`` for each of several networks (and for
+scene classification), ``SINGLE_EPOCHS`` where the labels train one wide network."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,10 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     """Random patches drawn per epoch = steps x batch size; None sizes it to the labelled
     training pixels (:func:`steps_for`): 48 on the sample scene, 8 for a few polygons."""
-    max_epochs: int = 12
-    """Epochs; the one-cycle schedule spans them (early stopping may end sooner)."""
+    max_epochs: int | None = None
+    """Epochs; the one-cycle schedule spans them (early stopping may end sooner). None sizes
+    them to the labels (:func:`epochs_for`): 16 for a single network, 12 for each of
+    several."""
     max_minutes: float | None = None
     """Wall-time budget of the training, shared by the members; training stops cleanly
     when it is spent."""
@@ -183,6 +188,19 @@ def width_for(cfg: TrainConfig, labelled_px: int | None) -> int:
     if labelled_px is None:
         return NARROW
     return WIDE if members_for(cfg, labelled_px) == 1 else NARROW
+
+
+def epochs_for(cfg: TrainConfig, labelled_px: int | None) -> int:
+    """Epochs of each network: ``cfg.max_epochs``, or ``SINGLE_EPOCHS`` where the labels train
+    a single network (:func:`members_for`) and ``MEMBER_EPOCHS`` where they train several (or
+    are not counted, as for scene classification). One wide network with many labels keeps
+    learning past 12 epochs (bench/quality.md: +1.7 points of OA and a better-calibrated map
+    on the mean of the sample's 5 folds); several narrow ones on few labels stop earlier."""
+    if cfg.max_epochs is not None:
+        return int(cfg.max_epochs)
+    if labelled_px is None:
+        return MEMBER_EPOCHS
+    return SINGLE_EPOCHS if members_for(cfg, labelled_px) == 1 else MEMBER_EPOCHS
 
 
 def patch_for(store: TileStore, cfg: TrainConfig) -> int:

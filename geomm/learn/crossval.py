@@ -85,6 +85,11 @@ class CrossvalReport:
         return "\n".join(lines)
 
 
+def _prefixed(echo: Callable[[str], object], head: str) -> Callable[[str], object]:
+    """``echo`` with ``head`` before each line (whose own indent it drops)."""
+    return lambda line: echo(head + line.lstrip())
+
+
 def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
          withhold: Sequence[str], echo: Callable[[str], object] | None = None
          ) -> tuple[dict[str, tuple[Scores, dict[str, float]]], np.ndarray]:
@@ -158,10 +163,8 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         cnn_seconds = 0.0
         for name, vcfg in variants:
             t0 = time.perf_counter()
-            echo(f"fold {fold} {name}: training (at most {vcfg.max_epochs} epochs"
-                 + (f", {vcfg.max_minutes:g} min" if vcfg.max_minutes else "") + ")")
             by_gone, probs = _cnn(store, replace(vcfg, test_fold=fold), progress, withhold,
-                                  None if progress else echo)
+                                  _prefixed(echo, f"fold {fold} {name}: "))
             seconds = time.perf_counter() - t0
             if name == "cnn":
                 cnn_probs, cnn_seconds = probs, seconds

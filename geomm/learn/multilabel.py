@@ -19,7 +19,13 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from geomm.errors import RecipeError
 from geomm.learn.callbacks import quiet_lightning
-from geomm.learn.config import SCENE_PATCH_PX, TrainConfig, model_config_for, trainer_device
+from geomm.learn.config import (
+    SCENE_PATCH_PX,
+    TrainConfig,
+    epochs_for,
+    model_config_for,
+    trainer_device,
+)
 from geomm.learn.dataset import StorePatchDataset
 from geomm.learn.normalize import compute_norm_stats
 from geomm.learn.task import FusionTask
@@ -104,6 +110,8 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
         test: scene ids held out; val: scene ids for validation (default: the last training).
     """
     t0 = time.perf_counter()
+    epochs = epochs_for(cfg, None)
+    cfg = replace(cfg, max_epochs=epochs)  # recorded as trained
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ids = list(stores)
     train = [s for s in ids if s not in test and s not in val]
@@ -123,9 +131,9 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
 
     train_ds, val_ds = make(train, True), make(val, False)
     task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                      total_steps=cfg.max_epochs * max(1, -(-len(train) // cfg.batch_size)))
+                      total_steps=epochs * max(1, -(-len(train) // cfg.batch_size)))
     with quiet_lightning():
-        trainer = pl.Trainer(max_epochs=cfg.max_epochs, **trainer_device(cfg), logger=False,
+        trainer = pl.Trainer(max_epochs=epochs, **trainer_device(cfg), logger=False,
                              enable_checkpointing=False,
                              enable_progress_bar=progress, enable_model_summary=False,
                              num_sanity_val_steps=0)

@@ -21,6 +21,7 @@ import torch
 from geomm.errors import RecipeError
 from geomm.learn.config import (
     TrainConfig,
+    epochs_for,
     members_for,
     model_config_for,
     train_config_dict,
@@ -73,8 +74,11 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(store, cfg)
+    cfg = replace(cfg, max_epochs=epochs_for(cfg, dm.labelled_px))
     mcfg = model_config_for(store, cfg, dm.labelled_px)
     n = members_for(cfg, dm.labelled_px)
+    if echo is not None:
+        echo(training_plan(n, cfg, mcfg.width, dm.steps))
     nets: list[MultiBranchNet] = []
     metrics: dict[str, float] = {}
     for m in range(n):
@@ -93,6 +97,16 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
                        replace(cfg, patch_size=dm.patch_size, width=mcfg.width), metrics,
                        val_labels=dm.val_labels)
+
+
+def training_plan(networks: int, cfg: TrainConfig, width: int, steps: int) -> str:
+    """The line that says what :func:`fit_cnn` trains (a GUI reads its progress from it)."""
+    def n(count: int | None, noun: str) -> str:
+        return f"{count} {noun}" + ("" if count == 1 else "s")
+
+    return (f"training {n(networks, 'network')} of width {width}: at most "
+            f"{n(cfg.max_epochs, 'epoch')} of {n(steps, 'step')} each"
+            + (f", {cfg.max_minutes:g} min in all" if cfg.max_minutes else ""))
 
 
 def network_budget_s(cfg: TrainConfig, spent_s: float, left: int) -> float | None:
@@ -114,8 +128,10 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float |
     from geomm.learn.callbacks import BestWeights, EpochLines, quiet_lightning
     from geomm.learn.task import FusionTask
 
+    epochs = cfg.max_epochs
+    assert epochs is not None, "fit_cnn sizes the epochs"
     task = FusionTask(mcfg.to_dict(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                      total_steps=cfg.max_epochs * dm.steps,
+                      total_steps=epochs * dm.steps,
                       ignore_index=int(dm.store.manifest["classes"]["ignore_value"]),
                       spectral_aux=cfg.spectral_aux)
     loggers: list[Any] = []
@@ -130,13 +146,13 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float |
             loggers.append(TensorBoardLogger(str(log_dir), name="", version="tb"))
         except ImportError:
             pass
-    best = BestWeights("val_oa", fallback="val_loss", min_epoch=cfg.max_epochs // 4)
+    best = BestWeights("val_oa", fallback="val_loss", min_epoch=epochs // 4)
     callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience), best]
     if echo is not None and not progress:  # the progress bar says as much
-        callbacks.append(EpochLines(echo, max_epochs=cfg.max_epochs, budget_s=budget_s))
+        callbacks.append(EpochLines(echo, max_epochs=epochs, budget_s=budget_s))
     with quiet_lightning():
         trainer = pl.Trainer(
-            max_epochs=cfg.max_epochs, **trainer_device(cfg), logger=loggers or False,
+            max_epochs=epochs, **trainer_device(cfg), logger=loggers or False,
             enable_checkpointing=False, enable_progress_bar=progress,
             enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
             callbacks=callbacks, log_every_n_steps=min(50, dm.steps),

@@ -74,7 +74,8 @@ class TrainAlgorithm(GeommAlgorithm):
                 labels=("fusion CNN", "random forest (per pixel)", "SVM (per pixel)",
                         "auto (CNN and RF, keep the better)")),
             Opt("OUTPUT", "--out", "out_folder", "Model bundle folder", optional=False),
-            Opt("MAX_EPOCHS", "--max-epochs", "int", "Epochs (default 12)", minimum=1),
+            Opt("MAX_EPOCHS", "--max-epochs", "int", "Epochs (default: sized to the labels)",
+                minimum=1),
             Opt("MAX_MINUTES", "--max-minutes", "float", "Wall-time budget per model, minutes",
                 minimum=0.1),
             Opt("FOLD", "--fold", "int", "Spatial fold held out for testing (default 0)",
@@ -110,7 +111,7 @@ class TrainAlgorithm(GeommAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, label))
 
     def epochs(self, values: dict[str, Any]) -> int | None:
-        return int(values.get("MAX_EPOCHS") or 12)
+        return int(values.get("MAX_EPOCHS") or 0) or None  # else geomm's plan line says
 
     def outputs_written(self, values: dict[str, Any]) -> list[Path]:
         out = Path(values["OUTPUT"])

@@ -43,6 +43,8 @@ _PERCENT = re.compile(r"(\d{1,3})%\|")
 _COUNT = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
 _BAR = re.compile(r"\d%\||\|\s*\d+/(?:\d+|\?)\s*\[")
 _EPOCH = re.compile(r"^Epoch (\d+)\b")
+_PLAN = re.compile(r"^training (\d+) networks? of width \d+: at most (\d+) epochs?\b")
+_NETWORK = re.compile(r"^\s*network (\d+) of \d+\b")
 _STEP = re.compile(r"^\[(\d+)/(\d+)\]")
 
 
@@ -119,12 +121,19 @@ class _Progress:
     def __init__(self, epochs: int | None, span: tuple[float, float]) -> None:
         self.epochs = epochs
         self.epoch = 0
+        self.networks, self.network = 1, 0
         self.lo, self.hi = span
 
     def parse(self, line: str) -> float | None:
         m = _STEP.match(line)
         if m and int(m[2]):
             return self.lo + (self.hi - self.lo) * (int(m[1]) - 1) / int(m[2])
+        plan = _PLAN.match(line)  # geomm's own count: the epochs sized to the labels
+        if plan:
+            self.networks, self.epochs, self.network = int(plan[1]), int(plan[2]), 0
+        net = _NETWORK.match(line)
+        if net:
+            self.network = int(net[1]) - 1
         e = _EPOCH.match(line)
         if e:
             self.epoch = int(e[1])
@@ -135,7 +144,8 @@ class _Progress:
         frac = (int(count[1]) / int(count[2]) if count and int(count[2])
                 else int(pct[1]) / 100 if pct else 0.0)
         if e and self.epochs:
-            frac = (self.epoch + frac) / self.epochs
+            frac = (self.network * self.epochs + self.epoch + frac) / (self.networks
+                                                                       * self.epochs)
         return self.lo + (self.hi - self.lo) * max(0.0, min(1.0, frac))
 
 
@@ -185,7 +195,8 @@ def run_geomm(args: Sequence[str], feedback: Any, *, outputs: Sequence[Path] = (
         feedback: a QgsProcessingFeedback (or anything with its methods).
         outputs: the files or folders the run writes: a cancelled run's leftovers around them
             are removed, and a folder it created is removed again if empty.
-        epochs: training epochs, to read Lightning's per-epoch bars as one progress.
+        epochs: training epochs, to read Lightning's per-epoch bars as one progress (until
+            geomm's own "training N networks ...: at most E epochs" line says otherwise).
         span: the part of 0-100 % that geomm's bars cover (the rest: work before and after).
         executable: the geomm command (default :func:`find_geomm`).
 

@@ -11,6 +11,7 @@ from geomm.learn.config import (
     TrainConfig,
     class_weight_power,
     dropout_for,
+    epochs_for,
     members_for,
     steps_for,
     width_for,
@@ -56,6 +57,16 @@ def test_width_follows_the_member_count_unless_given():
     assert width_for(TrainConfig(members=3), 222_000) == 32
     assert width_for(TrainConfig(width=16), 222_000) == 16  # asked for
     assert width_for(TrainConfig(), None) == 32  # labels not counted (scene classification)
+
+
+def test_epochs_follow_the_member_count_unless_given():
+    assert epochs_for(TrainConfig(), 222_000) == 16  # one wide network: longer
+    assert epochs_for(TrainConfig(), 38_000) == 12  # two networks: 12 each
+    assert epochs_for(TrainConfig(), 22_000) == 12  # three
+    assert epochs_for(TrainConfig(members=1), 22_000) == 16  # one asked for
+    assert epochs_for(TrainConfig(members=3), 222_000) == 12
+    assert epochs_for(TrainConfig(max_epochs=3), 222_000) == 3  # asked for
+    assert epochs_for(TrainConfig(), None) == 12  # labels not counted (scene classification)
 
 
 def test_trainer_device_cpu_is_deterministic_and_cuda_needs_a_gpu(monkeypatch):

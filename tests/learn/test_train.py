@@ -213,6 +213,9 @@ def test_crossval_under_a_label_budget_scores_the_same_test_pixels(synth):
         assert sum(a.scores.support) == sum(b.scores.support)  # same test pixels
     assert any(line.startswith("fold 0 (1 of 1)") for line in lines)
     assert any("epoch 1/1" in line for line in lines)  # per-epoch progress
+    # what each fold trains, as fit_cnn sized it
+    assert any(line.startswith("fold 0 cnn: training ") and ": at most 1 epoch of " in line
+               for line in lines)
 
 
 def test_crossval_scores_both_methods_on_the_same_folds(synth):

@@ -121,6 +121,21 @@ def test_training_progress_counts_epochs_not_validation(fake_geomm):
     assert fb.info == ["cnn: held-out test blocks: OA 50 %"]  # no bars, no escapes
 
 
+def test_training_progress_follows_geomm_s_plan_line():
+    """Without --max-epochs the epochs are sized to the labels: geomm's plan line says how
+    many, and how many networks, and the progress spans them all."""
+    p = runner._Progress(None, (0.0, 100.0))
+    assert p.parse("training 2 networks of width 32: at most 4 epochs of 8 steps each") is None
+    assert p.parse("Epoch 0: 100%|##| 8/8 [00:01<00:00]") == 100 * 1 / 8
+    assert p.parse("Epoch 3: 100%|##| 8/8 [00:01<00:00]") == 100 * 4 / 8
+    assert p.parse("  network 2 of 2 (their mean is the model)") is None
+    assert p.parse("Epoch 0: 50%|##| 4/8 [00:01<00:00]") == 100 * 4.5 / 8
+    assert p.parse("Epoch 3: 100%|##| 8/8 [00:01<00:00]") == 100.0
+    one = runner._Progress(12, (0.0, 100.0))  # a plan line overrides the caller's guess
+    one.parse("training 1 network of width 48: at most 16 epochs of 48 steps each")
+    assert one.parse("Epoch 11: 100%|##| 48/48 [00:01<00:00]") == 100 * 12 / 16
+
+
 def test_a_failed_run_reports_geomm_s_error_line(fake_geomm):
     fb = Feedback()
     res = runner.run_geomm(["fail"], fb, executable=fake_geomm)
