@@ -25,8 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _TRAIN = [
     click.option("--max-epochs", type=click.IntRange(min=1), default=None,
-                 help="Epochs of each network (default: 16 for one network, 12 each for "
-                      "several; early stopping may end sooner)."),
+                 help="Epochs of each network (default: 16 where the labels fill 32 steps "
+                      "per epoch or more, else 12; early stopping may end sooner)."),
     click.option("--max-minutes", type=click.FloatRange(min=0.1), default=None,
                  help="Wall-time budget per model."),
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,

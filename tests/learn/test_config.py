@@ -59,12 +59,13 @@ def test_width_follows_the_member_count_unless_given():
     assert width_for(TrainConfig(), None) == 32  # labels not counted (scene classification)
 
 
-def test_epochs_follow_the_member_count_unless_given():
-    assert epochs_for(TrainConfig(), 222_000) == 16  # one wide network: longer
-    assert epochs_for(TrainConfig(), 38_000) == 12  # two networks: 12 each
-    assert epochs_for(TrainConfig(), 22_000) == 12  # three
-    assert epochs_for(TrainConfig(members=1), 22_000) == 16  # one asked for
-    assert epochs_for(TrainConfig(members=3), 222_000) == 12
+def test_epochs_follow_the_labelled_pixels_unless_given():
+    assert epochs_for(TrainConfig(), 222_000) == 16  # every label of the sample: 48 steps
+    assert epochs_for(TrainConfig(), 112_000) == 16  # 32 steps
+    assert epochs_for(TrainConfig(), 108_000) == 12  # 31 steps: fewer new patches an epoch
+    assert epochs_for(TrainConfig(), 22_000) == 12  # a few polygons per class
+    # the labels decide, not the steps asked for
+    assert epochs_for(TrainConfig(steps_per_epoch=8), 222_000) == 16
     assert epochs_for(TrainConfig(max_epochs=3), 222_000) == 3  # asked for
     assert epochs_for(TrainConfig(), None) == 12  # labels not counted (scene classification)
 
