@@ -1,0 +1,149 @@
+"""Which weights of a trained network to map with, one training per fold scored four ways:
+
+- ``best``: the epoch with the best validation OA from a quarter of the epochs on (the
+  package's default, :class:`geomm.learn.callbacks.BestWeights`);
+- ``last``: the last epoch's weights;
+- ``swa``: the mean of the weights of the epochs from half-way on (stochastic weight
+  averaging), with the batch-norm statistics recomputed over one epoch of training patches;
+- ``snapshots``: the mean of the probabilities of the epochs at half, three quarters and the
+  end (a snapshot ensemble; three maps).
+
+Each is calibrated on the validation labels and scored on the test blocks, as
+``geomm crossval`` does. Rows go to ``bench/out/weightchoice-<recipe>.jsonl`` (resumable)::
+
+    .venv/bin/python bench/weightchoice.py [--k all] [--folds 0 1 2 3 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def _hooks() -> tuple[list[tuple[int, dict[str, Any]]], list[Any]]:
+    """Record every validated epoch's weights, and the data module fit_cnn builds."""
+    from geomm.learn import callbacks, datamodule
+
+    snaps: list[tuple[int, dict[str, Any]]] = []
+    dms: list[Any] = []
+    plain = callbacks.BestWeights.on_validation_end
+
+    def on_validation_end(self: Any, trainer: Any, pl_module: Any) -> None:
+        plain(self, trainer, pl_module)
+        snaps.append((int(trainer.current_epoch),
+                      {k: t.detach().clone() for k, t in pl_module.model.state_dict().items()}))
+
+    class Recorded(datamodule.StoreDataModule):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            dms.append(self)
+
+    callbacks.BestWeights.on_validation_end = on_validation_end  # type: ignore[method-assign]
+    datamodule.StoreDataModule = Recorded  # type: ignore[misc]
+    return snaps, dms
+
+
+def _mean_state(states: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: (sum(s[k].float() for s in states) / len(states)).to(v.dtype)
+            if v.is_floating_point() else v for k, v in states[-1].items()}
+
+
+def _recompute_bn(model: Any, dm: Any) -> None:
+    """Batch-norm statistics of ``model`` over one epoch of ``dm``'s training patches."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative mean over the pass
+    model.train()
+    with torch.no_grad():
+        for batch in dm.train_dataloader():
+            model({k: v.contiguous(memory_format=torch.channels_last)
+                   for k, v in batch.items() if "/" in k})
+    model.eval()
+
+
+def _mapped(res: Any, store: Any, state: dict[str, Any], bn_from: Any = None) -> np.ndarray:
+    """The scene's class probabilities from ``res.model`` with ``state`` loaded (and its
+    batch-norm statistics recomputed over ``bn_from``'s training patches); 0 where no data."""
+    import copy
+
+    from geomm.predict.infer import predict_store
+
+    net = copy.deepcopy(res.model)
+    net.load_state_dict(state)
+    if bn_from is not None:
+        _recompute_bn(net, bn_from)
+    pred, p = predict_store(net.eval(), store, res.stats)
+    p[:, pred == store.ignore_value] = 0
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="s2-landcover")
+    ap.add_argument("--k", nargs="+", default=["all"])
+    ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--over", default="{}", help="TrainConfig overrides, as JSON")
+    ap.add_argument("--log", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from geomm.learn.config import TrainConfig
+    from geomm.learn.heldout import score_probs
+    from geomm.learn.train import fit_cnn, recipe_store
+    from geomm.recipe import load_recipe
+
+    snaps, dms = _hooks()
+    store = recipe_store(load_recipe(args.recipe))
+    log = args.log or OUT / f"weightchoice-{args.recipe}.jsonl"
+    done = ({(r["k"], r["fold"]) for r in map(json.loads, log.read_text().splitlines())}
+            if log.exists() else set())
+    for k in args.k:
+        for fold in args.folds:
+            if (k, fold) in done:
+                continue
+            snaps.clear()
+            dms.clear()
+            cfg = replace(TrainConfig(), test_fold=fold,
+                          polygons_per_class=None if k == "all" else int(k),
+                          **json.loads(args.over))
+            t0 = time.perf_counter()
+            res = fit_cnn(store, cfg, progress=False, echo=lambda s: print(s, flush=True))
+            if res.metrics.get("members", 1.0) != 1.0:
+                print(f"k={k} fold {fold}: a mean of networks; skipped")
+                continue
+            train_s = time.perf_counter() - t0
+            by_epoch = dict(snaps)
+            last = max(by_epoch)
+            best = int(res.metrics["best_epoch"])
+            swa = _mean_state([s for e, s in snaps if e >= (last + 1) // 2])
+            thirds = sorted({(last + 1) // 2, 3 * (last + 1) // 4 - 1, last})
+            probs = {e: _mapped(res, store, by_epoch[e]) for e in {best, *thirds}}
+            picks = {"best": probs[best], "last": probs[last],
+                     "swa": _mapped(res, store, swa, dms[-1]),
+                     "snapshots": np.mean([probs[e] for e in thirds], axis=0)}
+            for name, p in picks.items():
+                held, _, _ = score_probs(store, p, res.val_labels, res.test_mask)
+                row = {"k": k, "fold": fold, "method": name,
+                       "oa": held.test.overall_accuracy, "kappa": held.test.kappa,
+                       "macro_f1": held.test.macro_f1, "ece": held.ece_test[1],
+                       "ece_before": held.ece_test[0], "val_oa": held.val_oa,
+                       "best_epoch": best, "epochs": last + 1, "train_s": train_s}
+                print(f"k={k} fold {fold} {name:9s} OA {100 * row['oa']:.1f} "
+                      f"ECE {row['ece']:.3f} val OA {100 * row['val_oa']:.1f}", flush=True)
+                with log.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
