@@ -11,8 +11,8 @@ from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
 __all__ = ["CLASS_WEIGHT_POWERS", "TrainConfig", "class_weight_power", "cpu_bf16",
-           "dropout_for", "epochs_for", "members_for", "model_config_for", "patch_for", "steps_for",
-           "train_config_dict", "trainer_device", "width_for"]
+           "dropout_for", "epochs_for", "members_for", "model_config_for", "patch_for",
+           "steps_for", "train_config_dict", "trainer_device", "width_for"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
@@ -164,6 +164,12 @@ def steps_for(cfg: TrainConfig, labelled_px: int) -> int:
     return int(min(MAX_STEPS, max(MIN_STEPS, round(labelled_px / PIXELS_PER_STEP))))
 
 
+def _label_steps(cfg: TrainConfig, labelled_px: int) -> int:
+    """The steps per epoch that ``labelled_px`` fill, whatever ``cfg.steps_per_epoch`` asks:
+    what the sized members and epochs follow."""
+    return steps_for(replace(cfg, steps_per_epoch=None), labelled_px)
+
+
 def members_for(cfg: TrainConfig, labelled_px: int) -> int:
     """Networks to train and average: ``cfg.members``, or ``MEMBER_STEPS`` // the steps per
     epoch that ``labelled_px`` training pixels fill (:func:`steps_for`, whatever
@@ -172,7 +178,7 @@ def members_for(cfg: TrainConfig, labelled_px: int) -> int:
     steadier and better (bench/quality.md); with many, one is as good and maps faster."""
     if cfg.members is not None:
         return int(cfg.members)
-    sized = steps_for(replace(cfg, steps_per_epoch=None), labelled_px)
+    sized = _label_steps(cfg, labelled_px)
     return int(min(MAX_MEMBERS, max(1, MEMBER_STEPS // sized)))
 
 
@@ -201,7 +207,7 @@ def epochs_for(cfg: TrainConfig, labelled_px: int | None) -> int:
         return int(cfg.max_epochs)
     if labelled_px is None:
         return EPOCHS
-    sized = steps_for(replace(cfg, steps_per_epoch=None), labelled_px)
+    sized = _label_steps(cfg, labelled_px)
     return LONG_EPOCHS if sized >= LONG_STEPS else EPOCHS
 
 

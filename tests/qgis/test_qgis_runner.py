@@ -124,15 +124,20 @@ def test_training_progress_counts_epochs_not_validation(fake_geomm):
 def test_training_progress_follows_geomm_s_plan_line():
     """Without --max-epochs the epochs are sized to the labels: geomm's plan line says how
     many, and how many networks, and the progress spans them all."""
+    from geomm.learn.config import TrainConfig
+    from geomm.learn.train import training_plan
+
     p = runner._Progress(None, (0.0, 100.0))
-    assert p.parse("training 2 networks of width 32: at most 4 epochs of 8 steps each") is None
+    plan = training_plan(2, TrainConfig(max_epochs=4), 32, 8)  # the line geomm prints
+    assert plan == "training 2 networks of width 32: at most 4 epochs of 8 steps each"
+    assert p.parse(plan) is None
     assert p.parse("Epoch 0: 100%|##| 8/8 [00:01<00:00]") == 100 * 1 / 8
     assert p.parse("Epoch 3: 100%|##| 8/8 [00:01<00:00]") == 100 * 4 / 8
     assert p.parse("  network 2 of 2 (their mean is the model)") is None
     assert p.parse("Epoch 0: 50%|##| 4/8 [00:01<00:00]") == 100 * 4.5 / 8
     assert p.parse("Epoch 3: 100%|##| 8/8 [00:01<00:00]") == 100.0
     one = runner._Progress(12, (0.0, 100.0))  # a plan line overrides the caller's guess
-    one.parse("training 1 network of width 48: at most 16 epochs of 48 steps each")
+    one.parse(training_plan(1, TrainConfig(max_epochs=16), 48, 48))
     assert one.parse("Epoch 11: 100%|##| 48/48 [00:01<00:00]") == 100 * 12 / 16
 
 
