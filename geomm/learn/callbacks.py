@@ -1,7 +1,7 @@
 """Lightning callbacks of geomm's training loops, and quieting what is not ours to say.
 
 - :class:`BestWeights` keeps a copy of the weights of the best validation epoch (highest
-  validation OA; lowest loss where no OA is logged) and puts them back when training ends
+  validation OA; lowest loss where no OA is logged) and puts them back when told to
   (early stopping otherwise leaves the last, possibly worse, epoch's weights).
 - :class:`EpochLines` prints one line per epoch (losses, validation OA, time against the
   budget) through the caller's ``echo``, flushed, for logs and non-interactive runs.
@@ -49,7 +49,7 @@ def quiet_lightning() -> Iterator[None]:
 
 
 class BestWeights(pl.Callback):
-    """Keep the weights of the epoch with the best ``monitor`` and restore them at the end.
+    """Keep the weights of the epoch with the best ``monitor``; :meth:`restore` puts them back.
 
     Args:
         monitor: the logged figure to compare, higher is better (e.g. ``val_oa``).
@@ -87,9 +87,12 @@ class BestWeights(pl.Callback):
             self.metrics = {k: float(x) for k, x in trainer.callback_metrics.items()}
             self._state = {k: t.detach().clone() for k, t in pl_module.state_dict().items()}
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._state is not None:
-            pl_module.load_state_dict(self._state)
+    def restore(self, pl_module: pl.LightningModule) -> bool:
+        """Load the best epoch's weights into ``pl_module``; False when none was kept."""
+        if self._state is None:
+            return False
+        pl_module.load_state_dict(self._state)
+        return True
 
 
 class EpochLines(pl.Callback):

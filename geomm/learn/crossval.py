@@ -105,6 +105,7 @@ def _cnn(store: TileStore, cfg: TrainConfig, progress: bool,
     out = {"": (held.test, {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
                             "temperature": held.temperature,
                             "best_epoch": res.metrics.get("best_epoch", -1.0),
+                            "kept_epoch": res.metrics.get("kept_epoch", -1.0),
                             "members": res.metrics.get("members", 1.0),
                             "val_oa": held.val_oa})}
     for gone in withhold:

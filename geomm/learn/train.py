@@ -22,6 +22,7 @@ from geomm.errors import RecipeError
 from geomm.learn.config import (
     TrainConfig,
     epochs_for,
+    keep_for,
     members_for,
     model_config_for,
     train_config_dict,
@@ -59,10 +60,12 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
 
     With few labels (:func:`~geomm.learn.config.members_for`) several networks are trained
     alike, each from other starting weights and patches, and the model is their
-    :class:`~geomm.model.members.MemberMean`. Each network keeps the weights of its epoch
-    with the highest validation OA from the first quarter of ``max_epochs`` on (not the last
-    epoch's); ``metrics`` holds that epoch's figures of the last network, ``best_epoch``
-    (0-based) and ``members``.
+    :class:`~geomm.model.members.MemberMean`. A single network keeps the weights its
+    schedule ends with, each of several those of its epoch with the highest validation OA
+    from the first quarter of ``max_epochs`` on (:func:`~geomm.learn.config.keep_for`; the
+    best epoch's too where early stopping or the budget ended a schedule sooner);
+    ``metrics`` holds the kept epoch's figures of the last network, ``kept_epoch`` and
+    ``best_epoch`` (0-based) and ``members``.
     ``echo``, when given, receives a line as each network starts (several) and, without the
     progress bar, one per epoch.
     """
@@ -79,6 +82,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     n = members_for(cfg, dm.labelled_px)
     if echo is not None:
         echo(training_plan(n, cfg, mcfg.width, dm.steps))
+    keep = keep_for(cfg, n)
     nets: list[MultiBranchNet] = []
     metrics: dict[str, float] = {}
     for m in range(n):
@@ -88,7 +92,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
             echo(f"  network {m + 1} of {n} (their mean is the model)")
         dm.member = m
         budget = network_budget_s(cfg, time.perf_counter() - t0, n - m)
-        net, metrics = _fit_network(dm, mcfg, cfg, budget, progress, echo,
+        net, metrics = _fit_network(dm, mcfg, cfg, keep, budget, progress, echo,
                                     log_dir if log_dir is None or n == 1
                                     else log_dir / f"network-{m + 1}")
         nets.append(net)
@@ -118,10 +122,11 @@ def network_budget_s(cfg: TrainConfig, spent_s: float, left: int) -> float | Non
     return max(1.0, 60 * cfg.max_minutes - spent_s) / left
 
 
-def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float | None,
-                 progress: bool, echo: Callable[[str], object] | None, log_dir: Path | None
-                 ) -> tuple[MultiBranchNet, dict[str, float]]:
-    """Train one network on ``dm``'s patches; return it (CPU, eval mode) and its metrics."""
+def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, keep: str,
+                 budget_s: float | None, progress: bool, echo: Callable[[str], object] | None,
+                 log_dir: Path | None) -> tuple[MultiBranchNet, dict[str, float]]:
+    """Train one network on ``dm``'s patches; return it (CPU, eval mode) with the weights
+    ``keep`` says (:func:`~geomm.learn.config.keep_for`) and its metrics."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -159,11 +164,16 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, budget_s: float |
             max_time=timedelta(seconds=budget_s) if budget_s else None,
             num_sanity_val_steps=0)
         trainer.fit(task, datamodule=dm)
+    ended = trainer.current_epoch >= epochs  # else early stopping or the budget cut it short
+    restored = (keep == "best" or not ended) and best.restore(task)
     # back to the default layout: what a bundle loads into (same logits, bit for bit)
     model = task.model.eval().cpu().to(memory_format=torch.contiguous_format)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics.update(best.metrics)
-    metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # the last epoch's
+    if restored:
+        metrics.update(best.metrics)
+    kept = best.best_epoch if restored else trainer.current_epoch - 1
+    metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch),
+                   kept_epoch=float(kept))
     return model, metrics
 
 
@@ -200,7 +210,7 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
                  echo: Callable[[str], object] = print) -> Path:
     """Train on ``recipe``'s tile store (stacked first if needed) and write a model bundle.
 
-    A network ends with the weights of its best validation epoch, its temperature fitted on
+    A network ends with the weights :func:`fit_cnn` keeps, its temperature fitted on
     the validation labels, and its score on the held-out test blocks (said through ``echo``
     and kept in the bundle's metrics).
 

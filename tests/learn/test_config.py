@@ -101,3 +101,15 @@ def test_class_weights_name_a_power_and_a_bad_name_is_refused():
     assert class_weight_power(TrainConfig(class_weights="inverse")) == 1.0
     with pytest.raises(RecipeError, match="class_weights 'balanced': use one of none, sqrt"):
         class_weight_power(TrainConfig(class_weights="balanced"))
+
+
+def test_a_single_network_keeps_its_last_epoch_several_their_best():
+    from geomm.errors import RecipeError
+    from geomm.learn.config import keep_for
+
+    assert keep_for(TrainConfig(), 1) == "last"
+    assert keep_for(TrainConfig(), 3) == "best"
+    assert keep_for(TrainConfig(keep="best"), 1) == "best"
+    assert keep_for(TrainConfig(keep="last"), 3) == "last"
+    with pytest.raises(RecipeError, match="keep 'mean'"):
+        keep_for(TrainConfig(keep="mean"), 1)

@@ -167,14 +167,37 @@ def test_the_model_keeps_its_best_validation_epoch(synth, tmp_path):
     import pandas as pd
 
     _, store = synth
-    res = fit_cnn(store, replace(TINY, max_epochs=4, lr=0.05), log_dir=tmp_path / "logs",
-                  progress=False)
+    res = fit_cnn(store, replace(TINY, max_epochs=4, lr=0.05, keep="best"),
+                  log_dir=tmp_path / "logs", progress=False)
     val_oa = pd.read_csv(tmp_path / "logs" / "metrics.csv").dropna(subset=["val_oa"])[
         "val_oa"].to_numpy()
     assert len(val_oa) == 4
     best = 1 + int(val_oa[1:].argmax())  # epoch 0 is warm-up (max_epochs // 4), not a candidate
     assert res.metrics["best_epoch"] == best
     assert res.metrics["val_oa"] == pytest.approx(float(val_oa[best]), rel=1e-6)
+
+
+def test_a_single_network_keeps_the_end_of_its_schedule(synth, tmp_path):
+    import pandas as pd
+
+    _, store = synth
+    cfg = replace(TINY, max_epochs=4, lr=0.02)  # its best validation epoch is not the last
+    res = fit_cnn(store, cfg, log_dir=tmp_path / "logs", progress=False)
+    val_oa = pd.read_csv(tmp_path / "logs" / "metrics.csv").dropna(subset=["val_oa"])[
+        "val_oa"].to_numpy()
+    assert res.metrics["kept_epoch"] == 3 and res.metrics["epochs"] == 4
+    assert res.metrics["val_oa"] == pytest.approx(float(val_oa[3]), rel=1e-6)
+    best = fit_cnn(store, replace(cfg, keep="best"), progress=False)
+    assert best.metrics["kept_epoch"] == best.metrics["best_epoch"] != 3  # another epoch
+    a, b = res.model.state_dict(), best.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_schedule_cut_short_keeps_its_best_epoch(synth):
+    _, store = synth
+    res = fit_cnn(store, replace(TINY, max_epochs=12, lr=0.02, patience=2), progress=False)
+    assert res.metrics["epochs"] < 12  # early stopping ended it
+    assert res.metrics["kept_epoch"] == res.metrics["best_epoch"] < res.metrics["epochs"] - 1
 
 
 def test_train_ends_with_the_held_out_score_and_auto_picks_by_validation(synth, tmp_path,
