@@ -57,7 +57,7 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
         train_recipe(recipe, out=model, cfg=cfg, workers=workers, progress=False,
                      echo=echo)
     metrics = load_bundle(model).meta.metrics
-    keep = ("test_oa", "test_kappa", "test_macro_f1", "test_ece", "temperature", "best_epoch",
+    keep = ("test_oa", "test_kappa", "test_macro_f1", "test_ece", "temperature", "kept_epoch",
             "epochs", "seconds")
     shown = {k: v for k, v in metrics.items() if k in keep and isinstance(v, float | int)}
     echo(f"{model}: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(shown.items())))

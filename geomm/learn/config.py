@@ -65,12 +65,14 @@ class TrainConfig:
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     patience: int = 8
-    """Early stopping: epochs without a better validation loss."""
+    """Early stopping of a network that keeps its best epoch (:attr:`keep`): epochs without
+    a better validation loss."""
     keep: str = "auto"
     """Which weights a network maps with: ``"last"`` (the end of the one-cycle schedule,
-    where its learning rate has annealed; the best epoch's where early stopping or the time
-    budget ended it sooner), ``"best"`` (the epoch of the best validation OA from the first
-    quarter on) or ``"auto"`` (:func:`keep_for`: the last for a single network, the best
+    where its learning rate has annealed: the schedule runs to its end, without early
+    stopping; the best epoch's where the time budget ends it sooner), ``"best"`` (the epoch
+    of the best validation OA from the first quarter on; early stopping on the validation
+    loss) or ``"auto"`` (:func:`keep_for`: the last for a single network, the best
     for each of several)."""
     block_size: float = 2000.0
     """Side of the spatial blocks of the split, CRS units."""

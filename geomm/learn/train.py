@@ -63,7 +63,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     :class:`~geomm.model.members.MemberMean`. A single network keeps the weights its
     schedule ends with, each of several those of its epoch with the highest validation OA
     from the first quarter of ``max_epochs`` on (:func:`~geomm.learn.config.keep_for`; the
-    best epoch's too where early stopping or the budget ended a schedule sooner);
+    best epoch's too where the time budget ended a schedule sooner);
     ``metrics`` holds the kept epoch's figures of the last network, ``kept_epoch`` and
     ``best_epoch`` (0-based) and ``members``.
     ``echo``, when given, receives a line as each network starts (several) and, without the
@@ -152,7 +152,9 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, keep: str,
         except ImportError:
             pass
     best = BestWeights("val_oa", fallback="val_loss", min_epoch=epochs // 4)
-    callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience), best]
+    callbacks: list[Any] = [best]
+    if keep == "best":  # a network that keeps its last epoch runs its schedule to the end
+        callbacks.insert(0, EarlyStopping("val_loss", patience=cfg.patience))
     if echo is not None and not progress:  # the progress bar says as much
         callbacks.append(EpochLines(echo, max_epochs=epochs, budget_s=budget_s))
     with quiet_lightning():
@@ -164,7 +166,7 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, keep: str,
             max_time=timedelta(seconds=budget_s) if budget_s else None,
             num_sanity_val_steps=0)
         trainer.fit(task, datamodule=dm)
-    ended = trainer.current_epoch >= epochs  # else early stopping or the budget cut it short
+    ended = trainer.current_epoch >= epochs  # else the time budget cut it short
     restored = (keep == "best" or not ended) and best.restore(task)
     # back to the default layout: what a bundle loads into (same logits, bit for bit)
     model = task.model.eval().cpu().to(memory_format=torch.contiguous_format)

@@ -193,11 +193,14 @@ def test_a_single_network_keeps_the_end_of_its_schedule(synth, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_schedule_cut_short_keeps_its_best_epoch(synth):
+def test_only_a_network_that_keeps_its_best_epoch_stops_early(synth):
     _, store = synth
-    res = fit_cnn(store, replace(TINY, max_epochs=12, lr=0.02, patience=2), progress=False)
-    assert res.metrics["epochs"] < 12  # early stopping ended it
-    assert res.metrics["kept_epoch"] == res.metrics["best_epoch"] < res.metrics["epochs"] - 1
+    cfg = replace(TINY, max_epochs=12, lr=0.02, patience=2)
+    best = fit_cnn(store, replace(cfg, keep="best"), progress=False)
+    assert best.metrics["epochs"] < 12  # early stopping ended it
+    assert best.metrics["kept_epoch"] == best.metrics["best_epoch"] < best.metrics["epochs"] - 1
+    last = fit_cnn(store, cfg, progress=False)  # the schedule runs to its end
+    assert last.metrics["epochs"] == 12 and last.metrics["kept_epoch"] == 11
 
 
 def test_train_ends_with_the_held_out_score_and_auto_picks_by_validation(synth, tmp_path,
