@@ -250,11 +250,12 @@ KEEPS = ("auto", "last", "best")
 def keep_for(cfg: TrainConfig, members: int) -> str:
     """``"last"`` or ``"best"``: what each of ``members`` networks maps with
     (:attr:`TrainConfig.keep`). The epoch the validation blocks rank best is not the one
-    that maps the test blocks best: on the sample, a single network's last epoch scored
-    66.9 % against 66.1 with every label, 56.2 against 56.6 with 25 polygons per class, and
-    was better calibrated with both (ECE 0.043 against 0.049, 0.045 against 0.054;
-    bench/quality.md, "Which weights to map with"). Each of several networks (few labels)
-    keeps its best epoch, as measured there: their mean already smooths one network's luck.
+    that maps the test blocks best: on the sample with every label, a single network's last
+    weights scored 66.9 % against 66.1 on one CPU and 64.2 against 62.4 on another (ahead on
+    four folds of five on each), with 25 polygons per class 56.2 against 56.5, better
+    calibrated (ECE 0.045 against 0.054; bench/quality.md, "What this curve changed: a single
+    network maps with its last weights"). Each of several networks (few labels) keeps its
+    best epoch, as measured before: their mean already smooths one network's luck.
 
     Raises:
         RecipeError: an unknown value.
