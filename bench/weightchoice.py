@@ -1,8 +1,11 @@
 """Which weights of a trained network to map with, one training per fold scored four ways:
 
-- ``best``: the epoch with the best validation OA from a quarter of the epochs on (the
-  package's default, :class:`geomm.learn.callbacks.BestWeights`);
-- ``last``: the last epoch's weights;
+- ``best``: the epoch with the best validation OA from a quarter of the epochs on
+  (:class:`geomm.learn.callbacks.BestWeights`; the package's choice for each of several
+  networks);
+- ``last``: the last epoch's weights (the package's choice for a single network since
+  commit 06bb4e9, which then runs its schedule to the end: rows from before it may end
+  early, where early stopping fired);
 - ``swa``: the mean of the weights of the epochs from half-way on (stochastic weight
   averaging), with the batch-norm statistics recomputed over one epoch of training patches;
 - ``snapshots``: the mean of the probabilities of the epochs at half, three quarters and the

@@ -80,5 +80,6 @@ def test_cancel_stops_geomm_and_leaves_no_output(qgis, rf_bundle, tmp_path):
     assert doc["ok"] and doc["results"] == {}
     assert doc["stop_seconds"] < 6
     assert any("cancelled: geomm predict was stopped" in ln for ln in doc["log"]), doc["log"]
-    assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no lock, no partial file
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert not out.exists(), f"left after the cancel: {left}; log {doc['log']}"
+    assert left == []  # no lock, no partial file
