@@ -97,12 +97,10 @@ def _by_grid(p: np.ndarray, y: np.ndarray, loss) -> float:  # type: ignore[no-un
 
 
 OBJECTIVES = {"none": None, "nll": fit_temperature,
-              "nll>=1": lambda p, y: max(1.0, fit_temperature(p, y)),
               "brier": lambda p, y: _fit(p, y, _brier),
               "ece": lambda p, y: _by_grid(p, y, expected_calibration_error)}
 """Temperature fits compared: none (T = 1), negative log likelihood (the package's own
-:func:`~geomm.model.calibrate.fit_temperature`), the same never below 1 (it may soften the
-network, never sharpen it), Brier score, and the validation ECE itself
+:func:`~geomm.model.calibrate.fit_temperature`), Brier score, and the validation ECE itself
 (a grid of 61 temperatures)."""
 
 
