@@ -275,6 +275,9 @@ class GeommAlgorithm(QgsProcessingAlgorithm):
         if result.returncode:
             raise QgsProcessingException(f"geomm {self.command} failed: "
                                          + " | ".join(result.errors))
+        if result.finished_first:
+            feedback.pushInfo(f"geomm {self.command} had finished when the cancel came: "
+                              "its outputs are complete and kept")
         feedback.setProgress(100)
         return self.finish(values, context, feedback)
 

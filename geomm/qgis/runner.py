@@ -6,7 +6,9 @@ The standard library only (no qgis): ``feedback`` is anything with QgsProcessing
 progress bars become ``setProgress``, other lines ``pushInfo`` (``geomm: warning:`` lines
 ``pushWarning``). While it runs, a cancelled feedback stops it: SIGINT to its whole process
 group (geomm's Ctrl-C: it removes its work files and exits 130), then SIGTERM, then SIGKILL
-for anything left; what the killed run left beside its outputs is then removed.
+for anything left; what the killed run left beside its outputs is then removed. A cancel
+that comes after geomm has finished (its output not read yet) or while it exits 0 stops
+nothing: the run succeeded and its outputs are complete (``finished_first``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class RunResult:
     """``geomm: error:`` lines (and, after a failure, the last lines of stderr)."""
     removed: list[Path] = field(default_factory=list)
     """What a cancelled run had left and was removed."""
+    finished_first: bool = False
+    """A cancel came, but geomm had already ended (or ended with success as it was being
+    stopped): the run is not ``cancelled``, and a 0 ``returncode`` means complete outputs."""
 
 
 def _usable(path: str) -> bool:
@@ -222,10 +227,13 @@ def run_geomm(args: Sequence[str], feedback: Any, *, outputs: Sequence[Path] = (
     tail: list[str] = []
     try:
         while open_streams:
-            if feedback.isCanceled():
-                result.cancelled = True
-                _stop(proc)
-                break
+            if not result.finished_first and feedback.isCanceled():
+                if _exited(proc, 0):  # too late: it ended; read what it said, as for any run
+                    result.finished_first = True
+                else:
+                    result.cancelled = True
+                    _stop(proc)
+                    break
             try:
                 name, text, bar = lines.get(timeout=poll)
             except queue.Empty:  # geomm has exited, but something it started holds a pipe
@@ -267,6 +275,8 @@ def run_geomm(args: Sequence[str], feedback: Any, *, outputs: Sequence[Path] = (
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+    if result.cancelled and result.returncode == 0:  # it finished as the signal came
+        result.cancelled, result.finished_first = False, True
     if result.cancelled:
         for path, snap in before.items():
             result.removed += _clear_leftovers(path, snap)

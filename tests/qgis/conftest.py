@@ -38,25 +38,51 @@ def qgis(tmp_path_factory: pytest.TempPathFactory) -> Qgis:
 
 
 @pytest.fixture(scope="session")
-def rf_bundle(s2_sample: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random forest (8 trees, depth 10) on the sample's labels: maps the scene in
-    seconds (``geomm train --classifier rf`` grows 200 full trees, ~40 s, and maps in ~80 s)."""
+def rf_fit(s2_sample: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """A small random forest (8 trees, depth 10) fitted on the sample's labels, and the
+    sample's store."""
     import numpy as np
     from sklearn.ensemble import RandomForestClassifier
 
-    from geomm.learn.baseline import pixel_features, sample_training_pixels, save_classifier
+    from geomm.learn.baseline import pixel_features, sample_training_pixels
     from geomm.recipe import load_recipe
     from geomm.stack.build import stack
     from geomm.stack.store import open_store
 
-    root = tmp_path_factory.mktemp("rf")
-    (summary,) = stack(load_recipe("s2-landcover"), out=root / "store", workers=2)
+    (summary,) = stack(load_recipe("s2-landcover"), out=tmp_path_factory.mktemp("rf-store"),
+                       workers=2)
     store = open_store(summary.path)
     labels = np.asarray(store.base()["labels"])
     px = sample_training_pixels(store, labels != store.ignore_value, max_per_class=5000)
     X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
     model = RandomForestClassifier(n_estimators=8, max_depth=10, random_state=0)
-    return save_classifier(root / "rf", model.fit(X, px.labels), store)
+    return model.fit(X, px.labels), store
+
+
+@pytest.fixture(scope="session")
+def rf_bundle(rf_fit: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small forest as a bundle: maps the scene in seconds (``geomm train --classifier
+    rf`` grows 200 full trees, ~40 s, and maps in ~80 s)."""
+    from geomm.learn.baseline import save_classifier
+
+    model, store = rf_fit
+    return save_classifier(tmp_path_factory.mktemp("rf") / "rf", model, store)
+
+
+@pytest.fixture(scope="session")
+def slow_rf_bundle(rf_fit: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory
+                   ) -> Path:
+    """The small forest with each tree 64 times (the same map), so that mapping takes
+    tens of seconds: a run a cancel can always reach before it ends."""
+    import copy
+
+    from geomm.learn.baseline import save_classifier
+
+    model, store = rf_fit
+    slow = copy.deepcopy(model)
+    slow.estimators_ = slow.estimators_ * 64
+    slow.n_estimators = len(slow.estimators_)
+    return save_classifier(tmp_path_factory.mktemp("rf-slow") / "rf", slow, store)
 
 
 @pytest.fixture(scope="session")

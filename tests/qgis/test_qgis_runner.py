@@ -39,6 +39,20 @@ FAKE = textwrap.dedent("""\
             sys.stderr.flush()
             time.sleep(0.05)
         print("cnn: held-out test blocks: OA 50 %", flush=True)
+    elif mode == "done":  # a quick run: its whole output, then exit 0
+        os.makedirs(sys.argv[2])
+        open(os.path.join(sys.argv[2], "classes.tif"), "w").close()
+        print(f"pid {os.getpid()}", flush=True)
+        print("done: wrote map", flush=True)
+    elif mode == "ends-on-int":  # a run that completes its output as the SIGINT comes
+        def commit(*_):
+            os.makedirs(sys.argv[2])
+            open(os.path.join(sys.argv[2], "classes.tif"), "w").close()
+            sys.exit(0)
+        signal.signal(signal.SIGINT, commit)
+        sys.stderr.write("\\r  0%|      | 0/9 [00:00<?, ?tile/s]")
+        sys.stderr.flush()
+        time.sleep(60)
     elif mode == "fail":
         print("geomm: error: in.tif: not a raster; give a GeoTIFF", file=sys.stderr)
         sys.exit(1)
@@ -181,6 +195,30 @@ def test_cancel_keeps_what_was_there_before(fake_geomm, tmp_path):
                            executable=fake_geomm)
     assert res.cancelled
     assert sorted(p.name for p in out.iterdir()) == [".hidden-before", "notes.txt"]
+
+
+class LateCancel(Feedback):
+    """Cancels once geomm has said "done" and exited (a QGIS that reads its output late)."""
+
+    def pushInfo(self, text: str) -> None:  # noqa: N802
+        super().pushInfo(text)
+        if text.startswith("done"):
+            pid = int(next(ln for ln in self.info if ln.startswith("pid ")).split()[1])
+            while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.02)
+            self.canceled = True
+
+
+@pytest.mark.parametrize("mode", ["done", "ends-on-int"])
+def test_a_cancel_after_geomm_finished_keeps_its_complete_output(fake_geomm, tmp_path, mode):
+    """Cancelled after geomm exited 0 (its last lines not read yet), or while it exits 0 on
+    the SIGINT: nothing is stopped or removed, the run is reported as finished."""
+    out = tmp_path / "map"
+    fb = LateCancel() if mode == "done" else Feedback(cancel_at=0)
+    res = runner.run_geomm([mode, str(out)], fb, outputs=[out], executable=fake_geomm)
+    assert fb.canceled
+    assert res.finished_first and not res.cancelled and res.returncode == 0
+    assert res.removed == [] and [p.name for p in out.iterdir()] == ["classes.tif"]
 
 
 def test_the_geomm_executable_comes_from_the_env_var_then_the_install_then_path(
