@@ -62,10 +62,10 @@ _TRAIN = [
     click.option("--members", type=click.IntRange(min=1), default=None,
                  help="Networks trained alike and averaged (default: 3 when the labels fill "
                       "few training steps, else 1; each one adds its mapping time)."),
-    click.option("--keep", type=click.Choice(["auto", "last", "best"]), default=None,
-                 help="Which weights a network maps with: the end of its schedule's (last), "
-                      "its best validation epoch's (best); default auto: the last for a "
-                      "single network, the best for each of several."),
+    click.option("--keep", type=click.Choice(["last", "best"]), default=None,
+                 help="Which weights each network maps with: the end of its schedule's "
+                      "(default, last) or its best validation epoch's (best, with early "
+                      "stopping)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                  help="Where the network trains (default auto: CUDA when torch sees a GPU; "
                       "deterministic on the CPU only)."),

@@ -60,10 +60,10 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
 
     With few labels (:func:`~geomm.learn.config.members_for`) several networks are trained
     alike, each from other starting weights and patches, and the model is their
-    :class:`~geomm.model.members.MemberMean`. A single network keeps the weights its
-    schedule ends with, each of several those of its epoch with the highest validation OA
-    from the first quarter of ``max_epochs`` on (:func:`~geomm.learn.config.keep_for`; the
-    best epoch's too where the time budget ended a schedule sooner);
+    :class:`~geomm.model.members.MemberMean`. Each network keeps the weights its schedule
+    ends with, or those of its epoch with the highest validation OA from the first quarter
+    of ``max_epochs`` on (:func:`~geomm.learn.config.keep_for`; the best epoch's too where
+    the time budget ended a schedule sooner);
     ``metrics`` holds the kept epoch's figures of the last network, ``kept_epoch`` and
     ``best_epoch`` (0-based) and ``members``.
     ``echo``, when given, receives a line as each network starts (several) and, without the
@@ -82,7 +82,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     n = members_for(cfg, dm.labelled_px)
     if echo is not None:
         echo(training_plan(n, cfg, mcfg.width, dm.steps))
-    keep = keep_for(cfg, n)
+    keep = keep_for(cfg)
     nets: list[MultiBranchNet] = []
     metrics: dict[str, float] = {}
     for m in range(n):

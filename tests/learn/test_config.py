@@ -103,13 +103,11 @@ def test_class_weights_name_a_power_and_a_bad_name_is_refused():
         class_weight_power(TrainConfig(class_weights="balanced"))
 
 
-def test_a_single_network_keeps_its_last_epoch_several_their_best():
+def test_every_network_keeps_its_last_epoch_unless_told():
     from geomm.errors import RecipeError
     from geomm.learn.config import keep_for
 
-    assert keep_for(TrainConfig(), 1) == "last"
-    assert keep_for(TrainConfig(), 3) == "best"
-    assert keep_for(TrainConfig(keep="best"), 1) == "best"
-    assert keep_for(TrainConfig(keep="last"), 3) == "last"
-    with pytest.raises(RecipeError, match="keep 'mean'"):
-        keep_for(TrainConfig(keep="mean"), 1)
+    assert keep_for(TrainConfig()) == "last"
+    assert keep_for(TrainConfig(keep="best")) == "best"
+    with pytest.raises(RecipeError, match="keep 'auto': use one of last, best"):
+        keep_for(TrainConfig(keep="auto"))

@@ -201,6 +201,8 @@ def test_only_a_network_that_keeps_its_best_epoch_stops_early(synth):
     assert best.metrics["kept_epoch"] == best.metrics["best_epoch"] < best.metrics["epochs"] - 1
     last = fit_cnn(store, cfg, progress=False)  # the schedule runs to its end
     assert last.metrics["epochs"] == 12 and last.metrics["kept_epoch"] == 11
+    several = fit_cnn(store, replace(cfg, members=2), progress=False)  # each of them too
+    assert several.metrics["epochs"] == 12 and several.metrics["kept_epoch"] == 11
 
 
 def test_train_ends_with_the_held_out_score_and_auto_picks_by_validation(synth, tmp_path,
