@@ -250,16 +250,16 @@ def keep_for(cfg: TrainConfig) -> str:
     """``"last"`` or ``"best"``: what each network maps with (:attr:`TrainConfig.keep`).
 
     The epoch the validation blocks rank best is not the one that maps the test blocks
-    best, and the last is the default for every network (bench/quality.md, "Which weights
-    to map with"; one training per fold scored both ways, CNN OA % on the mean of 5 folds
-    of the sample). A single network, every label: 66.9 against 66.1 on one CPU, 64.2
-    against 62.4 on another (ahead on four folds of five on each); 25 polygons per class
-    56.2 against 56.5, ECE 0.045 against 0.054. The mean of three networks: 10 polygons
-    per class 44.2 against 43.5, 5 per class 36.4 against 35.4, 3 per class 29.1 against
-    29.1, the calibration error lower at each (0.14-0.20 against 0.15-0.22); on a 30 m
-    two-modality scene (three networks) 61.6 against 61.5 with every label, 35.6 against
-    35.2 with 5 polygons per class. A validation set of a few polygons ranks the epochs by
-    luck.
+    best, and the last is the default for every network (bench/quality.md, "What this
+    curve changed" and "And each of several networks"; one training per fold scored both
+    ways, CNN OA % on the mean of 5 folds of the sample). A single network, every label:
+    66.9 against 66.1 on one CPU, 64.2 against 62.4 on another (ahead on four folds of
+    five on each); 25 polygons per class 56.2 against 56.5, ECE 0.045 against 0.054. The
+    mean of three networks: 10 polygons per class 44.2 against 43.5, 5 per class 36.4
+    against 35.4, 3 per class 29.1 against 29.1, the calibration error lower at each
+    (0.14-0.20 against 0.15-0.22); on a 30 m two-modality scene (three networks) 61.6
+    against 61.5 with every label, 35.6 against 35.2 with 5 polygons per class. A
+    validation set of a few polygons ranks the epochs by luck.
 
     Raises:
         RecipeError: an unknown value.
