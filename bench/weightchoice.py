@@ -1,11 +1,11 @@
 """Which weights of a trained network to map with, one training per fold scored four ways:
 
 - ``best``: the epoch with the best validation OA from a quarter of the epochs on
-  (:class:`geomm.learn.callbacks.BestWeights`; the package's choice for each of several
-  networks);
+  (:class:`geomm.learn.callbacks.BestWeights`; ``--keep best``, the package's choice for
+  each of several networks until commit 32875d0);
 - ``last``: the last epoch's weights (the package's choice for a single network since
-  commit 06bb4e9, which then runs its schedule to the end: rows from before it may end
-  early, where early stopping fired);
+  commit 06bb4e9, for every network since 32875d0; the schedule runs to its end: rows from
+  before 06bb4e9 may end early, where early stopping fired);
 - ``swa``: the mean of the weights of the epochs from half-way on (stochastic weight
   averaging), with the batch-norm statistics recomputed over one epoch of training patches;
 - ``snapshots``: the mean of the probabilities of the epochs at half, three quarters and the
@@ -14,9 +14,9 @@
 With few labels (a mean of several networks, :func:`geomm.learn.config.members_for`) the
 networks are trained to the end of their schedules and two choices are scored: ``best``,
 each network's best validation epoch where early stopping (``val_loss``, the package's
-patience) would have ended it (what the package keeps for several networks, emulated from
-the logged epochs: training is deterministic, so the epochs before the stop are the same),
-and ``last``.
+patience) would have ended it (what ``--keep best`` keeps, emulated from the logged
+epochs: training is deterministic, so the epochs before the stop are the same), and
+``last``.
 
 Each is calibrated on the validation labels and scored on the test blocks, as
 ``geomm crossval`` does. Rows go to ``bench/out/weightchoice-<recipe>.jsonl`` (resumable)::
