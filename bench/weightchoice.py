@@ -49,8 +49,6 @@ def _hooks() -> tuple[list[tuple[int, dict[str, Any], dict[str, float]]], list[A
 
     def on_validation_end(self: Any, trainer: Any, pl_module: Any) -> None:
         plain(self, trainer, pl_module)
-        if trainer.sanity_checking:
-            return
         snaps.append((int(trainer.current_epoch),
                       {k: t.detach().clone() for k, t in pl_module.model.state_dict().items()},
                       {k: float(v) for k, v in trainer.callback_metrics.items()}))
@@ -168,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             dms.clear()
             cfg = replace(TrainConfig(), test_fold=fold,
                           polygons_per_class=None if k == "all" else int(k),
-                          **json.loads(args.over))
+                          **{**json.loads(args.over), "keep": "last"})  # to the end
             t0 = time.perf_counter()
-            cfg = replace(cfg, keep="last")  # every schedule to its end
             res = fit_cnn(store, cfg, progress=False, echo=lambda s: print(s, flush=True))
             train_s = time.perf_counter() - t0
             best: int | list[int]

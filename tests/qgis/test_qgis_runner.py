@@ -204,7 +204,9 @@ class LateCancel(Feedback):
         super().pushInfo(text)
         if text.startswith("done"):
             pid = int(next(ln for ln in self.info if ln.startswith("pid ")).split()[1])
+            end = time.monotonic() + 10
             while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                assert time.monotonic() < end, "geomm did not exit after saying done"
                 time.sleep(0.02)
             self.canceled = True
 
