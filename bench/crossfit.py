@@ -1,7 +1,7 @@
 """Cross-fitted networks with few labels: does calibrating on every labelled region carry?
 
-    .venv/bin/python bench/crossfit.py run --k 5 --folds 0 1 2 3 4 [--recipe ...]
-    .venv/bin/python bench/crossfit.py analyse [--dir bench/out/crossfit]
+    .venv/bin/python bench/crossfit.py run --k 5 --folds 0 1 2 3 4 [--recipe ...] [--seed 1]
+    .venv/bin/python bench/crossfit.py analyse [--dir bench/out/crossfit] [--log ROWS.jsonl]
 
 Today, with few labels, three networks train on the same training blocks (3 of the 4 blocks
 that are not the test fold's) and the temperature is fitted on the fourth (validation) fold's
@@ -38,7 +38,7 @@ def _labelled(store, probs, mask):  # type: ignore[no-untyped-def]
     return _pixels(store, probs, mask)
 
 
-def run(ks: list[str], folds: list[int], recipe_path: Path, out: Path) -> None:
+def run(ks: list[str], folds: list[int], recipe_path: Path, out: Path, seed: int = 0) -> None:
     import lightning.pytorch as pl
 
     from geomm.errors import RecipeError
@@ -60,7 +60,7 @@ def run(ks: list[str], folds: list[int], recipe_path: Path, out: Path) -> None:
             saved: dict[str, np.ndarray] = {}
             t0 = time.perf_counter()
             for m, j in enumerate(others):
-                cfg = TrainConfig(test_fold=f, val_fold=j, members=len(others),
+                cfg = TrainConfig(test_fold=f, val_fold=j, members=len(others), seed=seed,
                                   polygons_per_class=None if k == "all" else int(k))
                 try:
                     dm = StoreDataModule(store, cfg)
@@ -160,10 +160,11 @@ def main() -> None:
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--recipe", type=Path, default=HERE.parent / "recipes" / "s2-landcover.yaml")
     ap.add_argument("--dir", type=Path, default=OUT)
+    ap.add_argument("--seed", type=int, default=0, help="run: of split, budget and networks")
     ap.add_argument("--log", type=Path, default=None, help="analyse: write the rows here")
     a = ap.parse_args()
     if a.what == "run":
-        run(a.k, a.folds, a.recipe, a.dir)
+        run(a.k, a.folds, a.recipe, a.dir, a.seed)
     else:
         analyse(a.dir, a.log)
 

@@ -6,7 +6,8 @@
 a radiometric augmentation the package does not have: each training patch's reflectances
 multiplied by exp(N(0, 0.1)) for the whole patch and exp(N(0, 0.03)) per band (illumination
 and calibration differences between places of a scene). Rows (bench/quality.py's, with the
-variant's name) go to ``bench/out/quality-s2-landcover-variants.jsonl`` (resumable);
+variant's name) go to ``bench/out/quality-<recipe>-variants.jsonl`` (resumable; ``--recipe``
+another recipe than the sample's);
 compare them with ``bench/results/quality-s2-landcover.jsonl``.
 """
 
@@ -58,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--over", default="{}", help="TrainConfig overrides, as JSON")
     ap.add_argument("--jitter", action="store_true")
+    ap.add_argument("--recipe", default="s2-landcover", help="a bundled recipe or a file")
     args = ap.parse_args(argv)
     if args.jitter:
         jitter()
     quality.OUT.mkdir(exist_ok=True)
-    log = quality.OUT / "quality-s2-landcover-variants.jsonl"
-    quality._run("s2-landcover", args.k, args.folds, log, None, json.loads(args.over),
+    log = quality.OUT / f"quality-{Path(args.recipe).stem}-variants.jsonl"
+    quality._run(args.recipe, args.k, args.folds, log, None, json.loads(args.over),
                  args.name)
     return 0
 
