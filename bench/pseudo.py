@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/pseudo.py --k 5 --folds 0 1 2 3 4 [--recipe R] [--seed S]
 
+Runs against the package of commit 1f71355, which had self-training (``git worktree add
+/tmp/st 1f71355`` and run it there); it was measured, not kept, and removed in the next
+commit (bench/quality.md, "Self-training with few labels").
+
 With a handful of polygons per class, the training blocks hold hundreds of thousands of
 pixels that no label covers. ``geomm.learn.selftrain``
 trains a teacher (what the package trained before: the mean of several networks on the

@@ -62,10 +62,6 @@ _TRAIN = [
     click.option("--members", type=click.IntRange(min=1), default=None,
                  help="Networks trained alike and averaged (default: 3 when the labels fill "
                       "few training steps, else 1; each one adds its mapping time)."),
-    click.option("--self-train/--no-self-train", default=None,
-                 help="Train as many networks again on the first ones' most confident "
-                      "unlabelled pixels of the training blocks, and map with the mean of "
-                      "all (default: where the labels train several networks, i.e. few)."),
     click.option("--keep", type=click.Choice(["last", "best"]), default=None,
                  help="Which weights each network maps with: the end of its schedule's "
                       "(default, last) or its best validation epoch's (best, with early "

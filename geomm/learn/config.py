@@ -116,11 +116,6 @@ class TrainConfig:
     least 60 % of the training labels (large polygons against the pixel), else none
     (:func:`~geomm.learn.labelbudget.auto_eroded_labels`). Validation and test labels are
     never eroded."""
-    self_train: bool | None = None
-    """Self-training (:mod:`geomm.learn.selftrain`): the trained networks pseudo-label their
-    most confident unlabelled pixels of the training blocks and as many again train on
-    those and the labels; the model is the mean of all. None: where the labels train
-    several networks (few labels, :func:`members_for`)."""
     modalities: tuple[str, ...] | None = None
     """Train on these modalities only (ablations); default all."""
     weights: dict[str, str] = field(default_factory=dict)

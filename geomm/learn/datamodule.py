@@ -30,7 +30,7 @@ class StoreDataModule(pl.LightningDataModule):
         # statistics over every pixel of the training blocks; labels only where allowed
         self.stats: NormStats = compute_norm_stats(store, self.train_mask)
         train_labels, val_labels = label_masks(store, cfg, self.train_mask, self.val_mask)
-        self.train_labels, self.val_labels = train_labels, val_labels
+        self.val_labels = val_labels
         self.class_weights = class_weights(store, train_labels, class_weight_power(cfg))
         self.labelled_px = int(self._labelled(store, train_labels))
         """Labelled training pixels (erosion and label budget applied)."""
@@ -45,17 +45,6 @@ class StoreDataModule(pl.LightningDataModule):
         self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), patch,
                                         self.stats, val_labels, augment=False,
                                         weights=self.class_weights, seed=cfg.seed)
-
-    def relabel(self, labels: np.ndarray, allowed: np.ndarray, seed: int) -> None:
-        """Train from now on with ``labels`` (a label raster of the store's grid) where
-        ``allowed`` (self-training's pseudo-labels); the steps per epoch stay those of the
-        user's labels, the augmentations draw from ``seed``."""
-        p = self.patch_size
-        self.train_sampler = PatchSampler(self.store, allowed, p, min_labelled=p,
-                                          labels=labels)
-        self.train_ds = StorePatchDataset(self.store, self._draw(0), p, self.stats, allowed,
-                                          augment=True, weights=self.class_weights, seed=seed,
-                                          labels=labels)
 
     @staticmethod
     def _labelled(store: TileStore, mask: np.ndarray) -> int:

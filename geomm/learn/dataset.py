@@ -51,7 +51,7 @@ class PatchSampler:
     """Patch origins on the lattice whose patch holds enough labelled, allowed pixels."""
 
     def __init__(self, store: TileStore, allowed: np.ndarray, patch_size: int, *,
-                 min_labelled: int = 1, labels: np.ndarray | None = None) -> None:
+                 min_labelled: int = 1) -> None:
         """Count the labelled, valid, allowed pixels of every candidate patch.
 
         Args:
@@ -59,7 +59,6 @@ class PatchSampler:
             allowed: (H, W) bool mask of the pixels whose labels may be used.
             patch_size: patch side in base pixels, a multiple of every layer factor.
             min_labelled: a patch is eligible with at least this many such pixels (0: all).
-            labels: (H, W) class ids that replace the store's labels (e.g. pseudo-labels).
 
         Raises:
             RecipeError: a bad patch size or mask.
@@ -68,13 +67,12 @@ class PatchSampler:
         self.patch_size, self.step = patch_size, patch_lattice(store, patch_size)
         self.min_labelled = min_labelled
         allowed = _check_mask(store, allowed, "allowed")
-        labels = _check_labels(store, labels)
         reader, s = _TileReader(store.path), self.step
         n_classes, _ = _classes(store, reader)
         h, w = store.grid.shape
         cells = np.zeros((h // s, w // s), dtype=np.int64)
         for r0, r1 in _row_bands(store, s):
-            _, _, usable = _window(reader, n_classes, labels, r0, r1, 0, w)
+            _, _, usable = _usable(reader, n_classes, r0, r1, 0, w)
             usable &= allowed[r0:r1]
             cells[r0 // s:r1 // s] = usable.reshape((r1 - r0) // s, s, w // s, s).sum((1, 3))
         n = patch_size // s
@@ -127,7 +125,7 @@ class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
     def __init__(self, store: TileStore, origins: np.ndarray | Sequence[tuple[int, int]],
                  patch_size: int, stats: NormStats, allowed_mask: np.ndarray, *,
                  augment: bool, weights: np.ndarray | None = None, seed: int = 0,
-                 cache_bytes: int = 256 * 2**20, labels: np.ndarray | None = None) -> None:
+                 cache_bytes: int = 256 * 2**20) -> None:
         """Set up the patches.
 
         Args:
@@ -140,7 +138,6 @@ class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
             weights: (K,) per-class loss weights (:func:`class_weights`); default 1.
             seed: seed of the augmentations (each item draws from ``(seed, epoch, index)``).
             cache_bytes: decoded tiles kept per worker (least recently used go first).
-            labels: (H, W) class ids that replace the store's labels (e.g. pseudo-labels).
 
         Raises:
             RecipeError: a bad patch size, origin, mask, weights, or statistics that do not
@@ -151,7 +148,6 @@ class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
         self.factors = {k: store.factor(k) for k in self.keys}
         self.shape = store.grid.shape
         self.allowed = _check_mask(store, allowed_mask, "allowed_mask")
-        self.labels = _check_labels(store, labels)
         have = {s.key: s.bands for s in stats.layers}
         want = {k: layer_bands(store, k) for k in self.keys}
         if have != want:
@@ -210,7 +206,7 @@ class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
             x = (raw.astype(np.float32) - mean) * inv
             x[:, invalid] = 0.0
             arrays[key] = x
-        labels, valid, usable = _window(rd, self.n_classes, self.labels, r, r + p, c, c + p)
+        labels, valid, usable = _usable(rd, self.n_classes, r, r + p, c, c + p)
         usable &= self.allowed[r:r + p, c:c + p]
         cls = np.where(usable, labels, self.n_classes).astype(np.int64)
         arrays["weight"] = self.weights[cls]
@@ -223,23 +219,6 @@ class StorePatchDataset(Dataset[dict[str, torch.Tensor]]):
         out = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in arrays.items()}
         out["origin"] = torch.tensor([r, c], dtype=torch.int64)
         return out
-
-
-def _check_labels(store: TileStore, labels: np.ndarray | None) -> np.ndarray | None:
-    if labels is not None and labels.shape != store.grid.shape:
-        raise RecipeError(f"labels of shape {labels.shape} do not match the grid "
-                          f"{store.grid.shape} of {store.path}")
-    return labels
-
-
-def _window(reader: _TileReader, n_classes: int, labels: np.ndarray | None, r0: int, r1: int,
-            c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, valid mask and where labels count of a window: the store's, or ``labels``'."""
-    if labels is None:
-        return _usable(reader, n_classes, r0, r1, c0, c1)
-    valid = reader.read("base/valid", r0, r1, c0, c1).astype(bool, copy=False)
-    lab = labels[r0:r1, c0:c1]
-    return lab, valid, valid & (lab < n_classes)
 
 
 def _dihedral(a: np.ndarray, k: int, flip_h: bool, flip_v: bool) -> np.ndarray:

@@ -31,7 +31,6 @@ from geomm.learn.config import (
 from geomm.learn.heldout import HeldOutScores, score_network_probs
 from geomm.learn.pixelfit import PixelFit, fit_pixel_classifier, save_pixel_fit
 from geomm.learn.result import TrainResult, save_cnn_bundle
-from geomm.learn.selftrain import self_train_for
 from geomm.model.netbundle import state_tensors
 from geomm.model.network import ModelConfig, MultiBranchNet
 from geomm.stack.store import TileStore
@@ -61,10 +60,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
 
     With few labels (:func:`~geomm.learn.config.members_for`) several networks are trained
     alike, each from other starting weights and patches, and the model is their
-    :class:`~geomm.model.members.MemberMean`; with self-training
-    (:func:`~geomm.learn.selftrain.self_train_for`: few labels, by default) as many networks
-    again then train on the labels and the first ones' pseudo-labels, and the model is the
-    mean of all (``metrics["pseudo_labelled_px"]``). Each network keeps the weights its schedule
+    :class:`~geomm.model.members.MemberMean`. Each network keeps the weights its schedule
     ends with, or those of its epoch with the highest validation OA from the first quarter
     of ``max_epochs`` on (:func:`~geomm.learn.config.keep_for`; the best epoch's too where
     the time budget ended a schedule sooner);
@@ -84,32 +80,22 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     cfg = replace(cfg, max_epochs=epochs_for(cfg, dm.labelled_px))
     mcfg = model_config_for(store, cfg, dm.labelled_px)
     n = members_for(cfg, dm.labelled_px)
-    students = n if self_train_for(cfg, dm.labelled_px) else 0
     if echo is not None:
-        echo(training_plan(n + students, cfg, mcfg.width, dm.steps, students))
+        echo(training_plan(n, cfg, mcfg.width, dm.steps))
     keep = keep_for(cfg)
     nets: list[MultiBranchNet] = []
     metrics: dict[str, float] = {}
-    pseudo_px = 0
-    for m in range(n + students):
-        student = m >= n
-        j = m - n if student else m
-        if m == n:  # the teacher's pseudo-labels from here on
-            pseudo_px = _pseudo_label(dm, nets, cfg, echo)
+    for m in range(n):
         if m:  # the first member is what a single network always was, bit for bit
-            pl.seed_everything(cfg.seed + 1000 * j + (STUDENT_SEED if student else 0),
-                               workers=True, verbose=False)
-        if echo is not None and n + students > 1:
-            echo(f"  network {m + 1} of {n + students} (their mean is the model)")
-        dm.member = STUDENT_DRAWS + j if student else j
-        budget = network_budget_s(cfg, time.perf_counter() - t0, n + students - m)
+            pl.seed_everything(cfg.seed + 1000 * m, workers=True, verbose=False)
+        if echo is not None and n > 1:
+            echo(f"  network {m + 1} of {n} (their mean is the model)")
+        dm.member = m
+        budget = network_budget_s(cfg, time.perf_counter() - t0, n - m)
         net, metrics = _fit_network(dm, mcfg, cfg, keep, budget, progress, echo,
-                                    log_dir if log_dir is None or n + students == 1
+                                    log_dir if log_dir is None or n == 1
                                     else log_dir / f"network-{m + 1}")
         nets.append(net)
-    if students:
-        metrics["pseudo_labelled_px"] = float(pseudo_px)
-    n += students
     model = nets[0] if n == 1 else MemberMean(nets)
     metrics.update(members=float(n), seconds=time.perf_counter() - t0)
     return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
@@ -117,46 +103,14 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
                        val_labels=dm.val_labels)
 
 
-STUDENT_SEED, STUDENT_DRAWS, STUDENT_AUGMENT = 500, 50, 77
-"""Self-training's students start from other weights (seed + 1000 j + ``STUDENT_SEED``),
-draw other patches (as member ``STUDENT_DRAWS`` + j) and other augmentations (seed +
-``STUDENT_AUGMENT``) than the teacher's networks."""
-
-
-def _pseudo_label(dm: Any, nets: list[MultiBranchNet], cfg: TrainConfig,
-                  echo: Callable[[str], object] | None) -> int:
-    """Map the store with the mean of ``nets`` (calibrated on the validation labels) and
-    train ``dm`` from now on with its pseudo-labels beside the user's; their count."""
-    from geomm.learn.selftrain import PSEUDO_TOP, student_labels
-    from geomm.model.members import MemberMean
-
-    teacher = nets[0] if len(nets) == 1 else MemberMean(nets)
-    _, _, probs = score_network_probs(teacher, dm.store, dm.stats, dm.val_labels,
-                                      dm.test_mask)
-    n_classes = len(dm.store.manifest["classes"]["classes"])
-    labels, allowed = student_labels(dm.store.labels(), probs, dm.train_labels,
-                                     dm.train_mask, n_classes)
-    dm.relabel(labels, allowed, seed=cfg.seed + STUDENT_AUGMENT)
-    count = int((allowed & ~dm.train_labels).sum())
-    if echo is not None:
-        echo(f"  self-training: {count} pixels of the training blocks without a label take the "
-             f"{len(nets)} networks' labels (their most confident {100 * PSEUDO_TOP:.0f} % "
-             "per class)")
-    return count
-
-
-def training_plan(networks: int, cfg: TrainConfig, width: int, steps: int,
-                  students: int = 0) -> str:
-    """The line that says what :func:`fit_cnn` trains (a GUI reads its progress from it):
-    ``networks`` in all, the last ``students`` of them self-trained."""
+def training_plan(networks: int, cfg: TrainConfig, width: int, steps: int) -> str:
+    """The line that says what :func:`fit_cnn` trains (a GUI reads its progress from it)."""
     def n(count: int | None, noun: str) -> str:
         return f"{count} {noun}" + ("" if count == 1 else "s")
 
     return (f"training {n(networks, 'network')} of width {width}: at most "
             f"{n(cfg.max_epochs, 'epoch')} of {n(steps, 'step')} each"
-            + (f", {cfg.max_minutes:g} min in all" if cfg.max_minutes else "")
-            + (f" ({networks - students} on the labels, then {students} on their "
-               "pseudo-labels too)" if students else ""))
+            + (f", {cfg.max_minutes:g} min in all" if cfg.max_minutes else ""))
 
 
 def network_budget_s(cfg: TrainConfig, spent_s: float, left: int) -> float | None:

@@ -22,8 +22,7 @@ from geomm.recipe import load_recipe
 from geomm.stack.store import open_store
 
 TINY = TrainConfig(patch_size=48, batch_size=4, steps_per_epoch=3, max_epochs=2,
-                   block_size=600.0, n_folds=3, width=8, seed=3, members=1,
-                   self_train=False)
+                   block_size=600.0, n_folds=3, width=8, seed=3, members=1)
 
 
 def test_fit_save_load_gives_identical_logits_in_a_fresh_process(synth, tmp_path):
