@@ -16,9 +16,10 @@ pixels), then as many students on labels and pseudo-labels. This script trains w
 ``self_train=True`` and scores the teacher's networks, the students' and the mean of all
 (the model) on the same test pixels, each calibrated on the same validation labels; and
 how often the pseudo-labels agree with the labels the user did not give. Rows go to
-``bench/out/pseudo-<recipe>.jsonl``. The first rows (``top`` 0.2 and 0.05 at k = 5, with
-``mean_oa`` the mean of the two calibrated maps) came from an earlier form of this script
-that trained the student itself (commit history).
+``bench/out/pseudo-<recipe>.jsonl``. The rows in ``bench/results/pseudo-self-training.jsonl``
+came from a first form of this script (not committed) that trained the students itself
+with the package's pieces, the same seeds and ``top`` 0.2 or 0.05, before the package had
+self-training.
 """
 
 from __future__ import annotations
