@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 OUT = HERE / "out"
 
 
@@ -45,6 +46,7 @@ def run(recipe: str, ks: list[str], folds: list[int], seed: int, log: Path) -> N
     from geomm.learn.train import fit_cnn, recipe_store
     from geomm.model.members import MemberMean
     from geomm.recipe import load_recipe
+    from quality import _read
 
     store = recipe_store(load_recipe(recipe))
     n_classes = len(store.manifest["classes"]["classes"])
@@ -86,12 +88,6 @@ def run(recipe: str, ks: list[str], folds: list[int], seed: int, log: Path) -> N
             print(json.dumps(row), flush=True)
             with log.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
-
-
-def _read(log: Path) -> list[dict]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
 def main() -> int:
