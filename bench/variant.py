@@ -1,14 +1,16 @@
 """One training variant on bench/quality.py's protocol, beside the defaults' rows:
 
-    .venv/bin/python bench/variant.py NAME [--k all ...] [--folds 0 1 2] [--over JSON] [--jitter]
+    .venv/bin/python bench/variant.py NAME [--k all ...] [--folds 0 1 2] [--over JSON]
+                                           [--jitter] [--log]
 
 ``--over`` overrides fields of ``TrainConfig`` (e.g. ``'{"width": 48}'``); ``--jitter`` adds
 a radiometric augmentation the package does not have: each training patch's reflectances
 multiplied by exp(N(0, 0.1)) for the whole patch and exp(N(0, 0.03)) per band (illumination
-and calibration differences between places of a scene). Rows (bench/quality.py's, with the
-variant's name) go to ``bench/out/quality-<recipe>-variants.jsonl`` (resumable; ``--recipe``
-another recipe than the sample's);
-compare them with ``bench/results/quality-s2-landcover.jsonl``.
+and calibration differences between places of a scene); ``--log`` feeds the network log
+reflectances, training and mapping alike (:func:`log_inputs`). Rows (bench/quality.py's,
+with the variant's name) go to ``bench/out/quality-<recipe>-variants.jsonl`` (resumable;
+``--recipe`` another recipe than the sample's); compare them with
+``bench/results/quality-s2-landcover.jsonl``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,45 @@ def jitter(common: float = 0.1, band: float = 0.03) -> None:
     StorePatchDataset.__getitem__ = getitem  # type: ignore[method-assign]
 
 
+def log_inputs(floor: float = 0.02) -> None:
+    """Patch training and mapping to feed the network log reflectances: each band's
+    ``(raw - mean) / std`` becomes ``log(raw / mean) * mean / std`` (the same scale near the
+    mean, but band ratios become differences), raw floored at ``floor * mean``."""
+    import torch
+
+    from geomm.learn.dataset import StorePatchDataset
+    from geomm.predict.engine import EngineLayer
+
+    def logz(z: np.ndarray, mean: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        nodata = (z == 0).all(axis=0)
+        raw = np.maximum(z / inv + mean, floor * mean)
+        y = np.log(raw / mean) * mean * inv
+        y[:, nodata] = 0
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    plain = StorePatchDataset.__getitem__
+
+    def getitem(self: StorePatchDataset, index: int) -> dict[str, torch.Tensor]:
+        out = plain(self, index)
+        for key in self.keys:
+            mean, inv = self._norm[key]
+            out[key] = torch.from_numpy(logz(out[key].numpy(), mean, inv))
+        return out
+
+    prepare = EngineLayer.prepare
+
+    def prep(self: EngineLayer, raw: np.ndarray) -> np.ndarray:
+        x = prepare(self, raw)
+        if self.physical:
+            return x
+        mean = np.asarray(self.shift, np.float32)[:, None, None]
+        inv = 1 / np.asarray([s if s > 0 else 1.0 for s in self.scale], np.float32)[:, None, None]
+        return logz(x, mean, inv)
+
+    StorePatchDataset.__getitem__ = getitem  # type: ignore[method-assign]
+    EngineLayer.prepare = prep  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     import quality
 
@@ -59,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--over", default="{}", help="TrainConfig overrides, as JSON")
     ap.add_argument("--jitter", action="store_true")
+    ap.add_argument("--log", action="store_true", help="log reflectances (log_inputs)")
     ap.add_argument("--recipe", default="s2-landcover", help="a bundled recipe or a file")
     args = ap.parse_args(argv)
     if args.jitter:
         jitter()
+    if args.log:
+        log_inputs()
     quality.OUT.mkdir(exist_ok=True)
     log = quality.OUT / f"quality-{Path(args.recipe).stem}-variants.jsonl"
     quality._run(args.recipe, args.k, args.folds, log, None, json.loads(args.over),
