@@ -1,15 +1,17 @@
 """One training variant on bench/quality.py's protocol, beside the defaults' rows:
 
     .venv/bin/python bench/variant.py NAME [--k all ...] [--folds 0 1 2] [--over JSON]
-                                           [--jitter] [--log]
+                                           [--jitter] [--log] [--light-gate]
 
 ``--over`` overrides fields of ``TrainConfig`` (e.g. ``'{"width": 48}'``); ``--jitter`` adds
 a radiometric augmentation the package does not have: each training patch's reflectances
 multiplied by exp(N(0, 0.1)) for the whole patch and exp(N(0, 0.03)) per band (illumination
 and calibration differences between places of a scene); ``--log`` feeds the network log
-reflectances, training and mapping alike (:func:`log_inputs`). Rows (bench/quality.py's,
-with the variant's name) go to ``bench/out/quality-<recipe>-variants.jsonl`` (resumable;
-``--recipe`` another recipe than the sample's); compare them with
+reflectances, training and mapping alike (:func:`log_inputs`); ``--light-gate`` gives
+attention fusion one gate weight per branch and pixel (:func:`light_gate`). Rows
+(bench/quality.py's, with the variant's name) go to
+``bench/out/quality-<recipe>-variants.jsonl`` (resumable; ``--recipe`` another recipe than
+the sample's); compare them with
 ``bench/results/quality-s2-landcover.jsonl``.
 """
 
@@ -91,6 +93,39 @@ def log_inputs(floor: float = 0.02) -> None:
     EngineLayer.prepare = prep  # type: ignore[method-assign]
 
 
+def light_gate() -> None:
+    """Patch attention fusion to gate with one weight per branch and pixel (a 1x1
+    convolution from every branch's channels to one per branch, softmax over the branches)
+    instead of one per branch, channel and pixel."""
+    import torch
+    from torch import nn
+
+    from geomm.model.network import MultiBranchNet
+
+    init, fuse = MultiBranchNet.__init__, MultiBranchNet._fuse
+
+    def new_init(self: MultiBranchNet, config, **kw) -> None:  # type: ignore[no-untyped-def]
+        init(self, config, **kw)
+        if config.fusion == "attention":
+            self.gate = nn.Conv2d(len(self.branches) * config.width, len(self.branches), 1)
+
+    def new_fuse(self: MultiBranchNet, feats: list[torch.Tensor], mask: torch.Tensor
+                 ) -> torch.Tensor:
+        if self.config.fusion != "attention":
+            return fuse(self, feats, mask)
+        cat = torch.cat(feats, dim=1)
+        b, _, h, w_ = cat.shape
+        gate = self.gate(cat)  # (B, n, H, W)
+        present = torch.stack([mask[:, mi] if mi >= 0 else mask.amax(dim=1)
+                               for mi in self._mod_of], dim=1)
+        gate = gate.masked_fill(present[:, :, None, None] == 0, float("-inf"))
+        weight = torch.softmax(gate, dim=1)[:, :, None]
+        return self.fuse((cat.reshape(b, len(feats), -1, h, w_) * weight).sum(dim=1))
+
+    MultiBranchNet.__init__ = new_init  # type: ignore[method-assign]
+    MultiBranchNet._fuse = new_fuse  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     import quality
 
@@ -101,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--over", default="{}", help="TrainConfig overrides, as JSON")
     ap.add_argument("--jitter", action="store_true")
     ap.add_argument("--log", action="store_true", help="log reflectances (log_inputs)")
+    ap.add_argument("--light-gate", action="store_true",
+                    help="attention fusion with one gate weight per branch (light_gate)")
     ap.add_argument("--recipe", default="s2-landcover", help="a bundled recipe or a file")
     args = ap.parse_args(argv)
     if args.jitter:
         jitter()
     if args.log:
         log_inputs()
+    if args.light_gate:
+        light_gate()
     quality.OUT.mkdir(exist_ok=True)
     log = quality.OUT / f"quality-{Path(args.recipe).stem}-variants.jsonl"
     quality._run(args.recipe, args.k, args.folds, log, None, json.loads(args.over),
