@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics as st
 import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import _read  # noqa: E402  (bench/quality.py's row reader)
+
 
 def rows(spec: str, k: str, method: str) -> dict[int, dict]:
     """The rows of ``spec`` (FILE[@VARIANT[@RECIPE]]) at budget ``k`` for ``method``, by fold."""
     parts = spec.split("@")
     path, variant, recipe = (parts + ["-", "s2-landcover"][len(parts) - 1:])[:3]
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: no such rows file (give FILE[@VARIANT[@RECIPE]])")
     out = {}
-    for line in Path(path).read_text().splitlines():
-        r = json.loads(line)
+    for r in _read(Path(path)):
         if ((r.get("variant") or "-") == variant and str(r["k"]) == k
                 and r["method"] == method and r.get("recipe", recipe) == recipe):
             out[int(r["fold"])] = r
