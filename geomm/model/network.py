@@ -442,4 +442,7 @@ class MultiBranchNet(nn.Module):
         absent = present == 0
         absent &= ~absent.all(dim=1, keepdim=True)  # a cell without any data: weights stay finite
         weight = torch.softmax(self.gate(cat).masked_fill(absent, float("-inf")), dim=1)
-        return (cat.reshape(b, len(feats), -1, h, w_) * weight[:, :, None]).sum(dim=1)
+        out = feats[0] * weight[:, :1]
+        for i in range(1, len(feats)):  # cheaper on CPU than one broadcast product and sum
+            out = out + feats[i] * weight[:, i:i + 1]
+        return out
