@@ -26,7 +26,7 @@ from geomm.model.branches import LightBranch, ResBlock, ResNetBranch, conv_bn_re
 __all__ = ["LayerSpec", "ModelConfig", "ModelInputError", "MultiBranchNet"]
 
 Head = Literal["segmentation", "classification"]
-Fusion = Literal["concat", "weighted", "attention", "gated", "early"]
+Fusion = Literal["concat", "weighted", "attention", "early"]
 HEADS: tuple[str, ...] = Head.__args__  # type: ignore[attr-defined]
 FUSIONS: tuple[str, ...] = Fusion.__args__  # type: ignore[attr-defined]
 EARLY_KEY = "early"
@@ -74,9 +74,7 @@ class ModelConfig:
     multilabel: bool = False
     """Classification with independent labels (the caller applies a sigmoid)."""
     fusion: Fusion = "concat"
-    """How branch features are combined: ``concat``; ``weighted`` (one learned weight per
-    modality); ``attention`` (a softmax weight per branch, channel and pixel); ``gated`` (one
-    per branch and pixel); ``early`` stacks all bands into one branch."""
+    """How branch features are combined; ``early`` stacks all bands into one branch."""
     backbone: str = "light"
     """Branch encoder: ``light`` (small CNN) or a timm ResNet name (``resnet18``, ...)."""
     width: int = 32
@@ -214,9 +212,6 @@ class MultiBranchNet(nn.Module):
             self.fuse = conv_bn_relu(w, cf, k=1)
         elif config.fusion == "attention":
             self.gate = nn.Conv2d(n * w, n * w, 1)
-            self.fuse = conv_bn_relu(w, cf, k=1)
-        elif config.fusion == "gated":
-            self.gate = nn.Conv2d(n * w, n, 1)
             self.fuse = conv_bn_relu(w, cf, k=1)
         else:
             self.fuse = conv_bn_relu(n * w, cf, k=1)
@@ -372,7 +367,7 @@ class MultiBranchNet(nn.Module):
                 feats.append(feat)
                 if use_skip:
                     skips.append(skip)
-        fused = self._fuse(feats, mask, cell)
+        fused = self._fuse(feats, mask)
         ctx = resize(self.context(fused), fgrid)
         x = self.refine(fused + ctx)
         if self.config.head == "classification":
@@ -403,10 +398,8 @@ class MultiBranchNet(nn.Module):
             out.append(up)
         return out
 
-    def _fuse(self, feats: list[Tensor], mask: Tensor,
-              cell: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Combine the aligned branch features on the fusion grid (``cell``: per-pixel data
-        masks of modalities on that grid, which ``gated`` fusion leaves out of its weights)."""
+    def _fuse(self, feats: list[Tensor], mask: Tensor) -> Tensor:
+        """Combine the aligned branch features on the fusion grid."""
         fusion = self.config.fusion
         if fusion == "weighted":
             per_mod = [proj(torch.cat([f for f, mi in zip(feats, self._mod_of, strict=True)
@@ -425,24 +418,4 @@ class MultiBranchNet(nn.Module):
             gate = gate.masked_fill(present[:, :, None, None, None] == 0, float("-inf"))
             weight = torch.softmax(gate, dim=1)
             return self.fuse((cat.reshape(b, n, -1, h, w_) * weight).sum(dim=1))
-        if fusion == "gated":
-            return self.fuse(self._gated(feats, mask, cell or {}))
         return self.fuse(cat)
-
-    def _gated(self, feats: list[Tensor], mask: Tensor, cell: Mapping[str, Tensor]) -> Tensor:
-        """Average the branches with one softmax weight per branch and pixel, over the
-        branches whose modality is kept and has data there."""
-        cat = torch.cat(feats, dim=1)
-        b, _, h, w_ = cat.shape
-        mods = self.modalities
-        present = torch.stack(
-            [(mask[:, mi] if mi >= 0 else mask.amax(dim=1))[:, None, None].expand(b, h, w_)
-             * (cell[mods[mi]][:, 0] if mi >= 0 and mods[mi] in cell else 1)
-             for mi in self._mod_of], dim=1)
-        absent = present == 0
-        absent &= ~absent.all(dim=1, keepdim=True)  # a cell without any data: weights stay finite
-        weight = torch.softmax(self.gate(cat).masked_fill(absent, float("-inf")), dim=1)
-        out = feats[0] * weight[:, :1]
-        for i in range(1, len(feats)):  # cheaper on CPU than one broadcast product and sum
-            out = out + feats[i] * weight[:, i:i + 1]
-        return out

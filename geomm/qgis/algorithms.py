@@ -89,7 +89,7 @@ class TrainAlgorithm(GeommAlgorithm):
             Opt("BLOCK_SIZE", "--block-size", "float", "Spatial block side, CRS units "
                 "(default 2000)", minimum=1, advanced=True),
             Opt("FUSION", "--fusion", "enum", "Fusion of the modality branches",
-                choices=("concat", "weighted", "attention", "gated", "early"), default="concat",
+                choices=("concat", "weighted", "attention", "early"), default="concat",
                 omit="concat", advanced=True),
             Opt("MODALITY_DROPOUT", "--modality-dropout", "float", "Modality dropout "
                 "probability", minimum=0, maximum=0.99, advanced=True),

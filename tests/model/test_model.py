@@ -53,7 +53,7 @@ def make_net(**kwargs: object) -> MultiBranchNet:
     return MultiBranchNet(ModelConfig(S2_LAYERS, num_classes=5, **kwargs))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("fusion", ["concat", "weighted", "attention", "gated", "early"])
+@pytest.mark.parametrize("fusion", ["concat", "weighted", "attention", "early"])
 def test_each_fusion_gives_base_grid_logits_and_trains_every_parameter(fusion: str) -> None:
     net = make_net(fusion=fusion).train()
     logits = net(make_inputs())
@@ -110,9 +110,8 @@ def test_modality_dropout_never_drops_every_modality_and_is_off_in_eval() -> Non
     assert torch.equal(net(x), net(x))  # eval is deterministic: nothing dropped
 
 
-@pytest.mark.parametrize("fusion", ["attention", "gated"])
-def test_missing_modality_still_gives_a_map_without_its_inputs(fusion: str) -> None:
-    net = make_net(fusion=fusion).eval()
+def test_missing_modality_still_gives_a_map_without_its_inputs() -> None:
+    net = make_net(fusion="attention").eval()
     full = make_inputs()
     without = {k: v for k, v in full.items() if not k.startswith("infrared")}
     with torch.no_grad():
@@ -122,28 +121,6 @@ def test_missing_modality_still_gives_a_map_without_its_inputs(fusion: str) -> N
     assert out.shape == (2, 5, P, P) and torch.isfinite(out).all()
     assert torch.equal(out, ignored)  # infrared values are not used at all
     assert not torch.allclose(out, normal)
-
-
-def test_gated_fusion_weights_only_the_branches_with_data_in_each_cell() -> None:
-    net = make_net(fusion="gated").eval()
-    torch.nn.init.zeros_(net.gate.weight)  # equal gate logits: a plain mean of what is there
-    torch.nn.init.zeros_(net.gate.bias)
-    ir = [la.modality == "infrared" for la in S2_LAYERS]
-    # each branch's features constant: 100 for the infrared branches, 1, 4, 5 for the others
-    feats = [torch.full((1, 32, 4, 4), 100.0 if is_ir else float(i + 1))
-             for i, is_ir in enumerate(ir)]
-    mask = torch.ones(1, 3)
-    no_ir = torch.ones(1, 1, 4, 4)
-    no_ir[..., :2] = 0  # infrared has no data in the left half of the cells
-    nothing = {m: torch.zeros(1, 1, 4, 4) for m in net.modalities}
-    with torch.no_grad():
-        out = net._gated(feats, mask, {"infrared": no_ir})
-        dropped = net._gated(feats, torch.tensor([[1.0, 0.0, 1.0]]), {})
-        empty = net._gated(feats, mask, nothing)
-    torch.testing.assert_close(out[..., :2], torch.full((1, 32, 4, 2), 10 / 3))
-    torch.testing.assert_close(out[..., 2:], torch.full((1, 32, 4, 2), 210 / 5))
-    torch.testing.assert_close(dropped, torch.full((1, 32, 4, 4), 10 / 3))  # per sample too
-    torch.testing.assert_close(empty, torch.full((1, 32, 4, 4), 210 / 5))  # finite, no NaN
 
 
 def test_absent_or_malformed_layer_is_refused_by_name() -> None:
