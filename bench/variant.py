@@ -11,8 +11,8 @@ reflectances, training and mapping alike (:func:`log_inputs`); ``--light-gate`` 
 attention fusion one gate weight per branch and pixel (:func:`light_gate`). Rows
 (bench/quality.py's, with the variant's name) go to
 ``bench/out/quality-<recipe>-variants.jsonl`` (resumable; ``--recipe`` another recipe than
-the sample's); compare them with
-``bench/results/quality-s2-landcover.jsonl``.
+the sample's); compare them fold by fold with
+``bench/results/quality-s2-landcover.jsonl`` (``bench/compare.py``).
 """
 
 from __future__ import annotations
