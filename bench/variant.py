@@ -1,9 +1,11 @@
 """One training variant on bench/quality.py's protocol, beside the defaults' rows:
 
     .venv/bin/python bench/variant.py NAME [--k all ...] [--folds 0 1 2] [--over JSON]
-                                           [--jitter] [--log] [--light-gate]
+                                           [--model JSON] [--jitter] [--log] [--light-gate]
 
-``--over`` overrides fields of ``TrainConfig`` (e.g. ``'{"width": 48}'``); ``--jitter`` adds
+``--over`` overrides fields of ``TrainConfig`` (e.g. ``'{"width": 48}'``);
+``--model`` overrides fields of ``ModelConfig`` that ``TrainConfig`` does not
+set (e.g. ``'{"fusion_factor": 4}'``, :func:`model_over`); ``--jitter`` adds
 a radiometric augmentation the package does not have: each training patch's reflectances
 multiplied by exp(N(0, 0.1)) for the whole patch and exp(N(0, 0.03)) per band (illumination
 and calibration differences between places of a scene); ``--log`` feeds the network log
@@ -126,6 +128,22 @@ def light_gate() -> None:
     MultiBranchNet._fuse = new_fuse  # type: ignore[method-assign]
 
 
+def model_over(over: dict[str, object]) -> None:
+    """Patch every :class:`~geomm.model.network.ModelConfig` built from here on (training,
+    the bundle read back for mapping) to take ``over``'s fields, e.g. ``fusion_factor``, a
+    field that ``TrainConfig`` does not set."""
+    from geomm.model.network import ModelConfig
+
+    post = ModelConfig.__post_init__
+
+    def new_post(self: ModelConfig) -> None:
+        for key, value in over.items():
+            object.__setattr__(self, key, value)
+        post(self)
+
+    ModelConfig.__post_init__ = new_post  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     import quality
 
@@ -138,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", action="store_true", help="log reflectances (log_inputs)")
     ap.add_argument("--light-gate", action="store_true",
                     help="attention fusion with one gate weight per branch (light_gate)")
+    ap.add_argument("--model", default="{}",
+                    help="ModelConfig overrides, as JSON (model_over), e.g. fusion_factor")
     ap.add_argument("--recipe", default="s2-landcover", help="a bundled recipe or a file")
     args = ap.parse_args(argv)
     if args.jitter:
@@ -146,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         log_inputs()
     if args.light_gate:
         light_gate()
+    if json.loads(args.model):
+        model_over(json.loads(args.model))
     quality.OUT.mkdir(exist_ok=True)
     log = quality.OUT / f"quality-{Path(args.recipe).stem}-variants.jsonl"
     quality._run(args.recipe, args.k, args.folds, log, None, json.loads(args.over),
