@@ -54,10 +54,18 @@ def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int | N
                        "ece": r.extra.get("ece"), "ece_before": r.extra.get("ece_before"),
                        "val_oa": r.extra.get("val_oa"), "chose": r.extra.get("chose"),
                        "absent": list(report.absent.get(fold, ())),
-                       "members": r.extra.get("members")}
+                       "members": r.extra.get("members"),
+                       "support": [int(v) for v in s.support],
+                       "recall": [_num(v) for v in s.recall],
+                       "precision": [_num(v) for v in s.precision]}
                 with log.open("a") as f:
                     f.write(json.dumps(row) + "\n")
             print(f"k={k} fold {fold}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _num(v: float) -> float | None:
+    """A per-class figure for JSON (None where a class has no pixels)."""
+    return None if not np.isfinite(v) else round(float(v), 4)
 
 
 def _read(log: Path) -> list[dict]:
