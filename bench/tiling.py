@@ -30,16 +30,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def _edges(store, pred: np.ndarray, test_mask: np.ndarray) -> dict:  # type: ignore[no-untyped-def]
     """OA on the test pixels inside a polygon (their 3 x 3 neighbourhood one class) and on
-    its edge (next to another class or to unlabelled pixels), and the share of the edge."""
+    its edge (next to another class or to unlabelled pixels), the share of the edge, and the
+    test pixels' confusion matrix (rows reference, columns prediction, the last column for
+    pixels not predicted)."""
     from scipy import ndimage
+
+    from geomm.metrics import confusion_matrix
 
     labels = store.labels()
     test = test_mask & (labels != store.ignore_value)
     inside = test & (ndimage.minimum_filter(labels, 3) == ndimage.maximum_filter(labels, 3))
     edge = test & ~inside
     right = pred == labels
+    n = len(store.manifest["classes"]["classes"])
+    cm = confusion_matrix(labels, np.where(pred == store.ignore_value, n, pred), n + 1,
+                          ignore_value=store.ignore_value, mask=test)[:n]
     return {"oa_inside": float(right[inside].mean()), "oa_edge": float(right[edge].mean()),
-            "edge_share": float(edge.sum() / max(1, test.sum()))}
+            "edge_share": float(edge.sum() / max(1, test.sum())),
+            "cm": cm.astype(int).tolist()}
 
 
 def main(argv: list[str] | None = None) -> int:
