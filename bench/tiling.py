@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles", nargs="+", default=["192:48", "72:36", "384:96"])
     ap.add_argument("--recipe", default="s2-landcover", help="a bundled recipe or a file")
     ap.add_argument("--variant", default="tiling", help="the rows' variant name (resumable)")
+    ap.add_argument("--save-maps", action="store_true",
+                    help="save each fold's class map of the first tiling and its test mask "
+                         "(bench/out/tiling-maps/<variant>-k<K>-fold<F>.npz)")
     args = ap.parse_args(argv)
     tilings = [tuple(int(v) for v in t.split(":")) for t in args.tiles]
     quality.OUT.mkdir(exist_ok=True)
@@ -84,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"ECE {held.ece_test[1]:.3f} ({seconds:.0f} s)", flush=True)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+            if args.save_maps and (tile, overlap) == tilings[0]:
+                maps = quality.OUT / "tiling-maps"
+                maps.mkdir(exist_ok=True)
+                np.savez_compressed(maps / f"{args.variant}-k{where['k']}-fold{where['fold']}.npz",
+                                    pred=pred, test=test_mask, labels=store.labels())
         return plain(model, store, stats, val_labels, test_mask)
 
     plain_ens = crossval.score_ensemble
