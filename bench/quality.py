@@ -34,6 +34,7 @@ def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int | N
     from geomm.learn.config import TrainConfig
     from geomm.learn.crossval import crossval
     from geomm.learn.train import recipe_store
+    from geomm.metrics import _num
     from geomm.recipe import load_recipe
 
     done = {(r["k"], r["fold"]) for r in _read(log) if r.get("variant") == variant}
@@ -61,11 +62,6 @@ def _run(recipe: str, ks: list[str], folds: list[int], log: Path, erode: int | N
                 with log.open("a") as f:
                     f.write(json.dumps(row) + "\n")
             print(f"k={k} fold {fold}: {time.perf_counter() - t0:.0f} s", flush=True)
-
-
-def _num(v: float) -> float | None:
-    """A per-class figure for JSON (None where a class has no pixels)."""
-    return None if not np.isfinite(v) else round(float(v), 4)
 
 
 def _read(log: Path) -> list[dict]:

@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         log_inputs()
     if args.light_gate:
         light_gate()
-    if json.loads(args.model):
-        model_over(json.loads(args.model))
+    model = json.loads(args.model)
+    if model:
+        model_over(model)
     quality.OUT.mkdir(exist_ok=True)
     log = quality.OUT / f"quality-{Path(args.recipe).stem}-variants.jsonl"
     quality._run(args.recipe, args.k, args.folds, log, None, json.loads(args.over),
