@@ -104,9 +104,25 @@ OBJECTIVES = {"none": None, "nll": fit_temperature,
 (a grid of 61 temperatures)."""
 
 
+def map_prior(pv: np.ndarray, yv: np.ndarray, pt: np.ndarray) -> float:
+    """NLL temperature with the validation pixels weighted so that their classes have the
+    shares the *map* predicts on the test blocks (argmax of ``pt``, no test labels used):
+    calibrating for the mapped area's class mix instead of the validation regions'."""
+    k = pv.shape[1]
+    target = np.bincount(pt.argmax(axis=1), minlength=k) / len(pt)
+    own = np.bincount(yv, minlength=k) / len(yv)
+    w = target[yv] / own[yv]
+
+    def nll(p: np.ndarray, y: np.ndarray) -> float:
+        return float(-(w * np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1))).sum() / w.sum())
+
+    return _fit(pv, yv, nll)
+
+
 def analyse(folder: Path = DUMPS) -> None:
     """Each objective's temperature, fitted on the validation pixels, on the test blocks; and
-    the temperature that minimises the test blocks' own ECE (an oracle: the best any single
+    the NLL fit weighted to the map's predicted class mix (:func:`map_prior`); and the
+    temperature that minimises the test blocks' own ECE (an oracle: the best any single
     temperature could do there). The CNN + RF mean where the dump has the forest's."""
     from geomm.learn.ensemble import WEIGHT
 
@@ -126,6 +142,9 @@ def analyse(folder: Path = DUMPS) -> None:
                 t2 = 1.0 if fit is None else fit(mv, yv[d["bv"]])
                 cell += f" mean ECE {expected_calibration_error(temper(mt, t2), yt[d['bt']]):.3f}"
             cells.append(cell)
+        t = map_prior(pv, yv, pt)
+        cells.append(f"map-prior T {t:5.2f} ECE "
+                     f"{expected_calibration_error(temper(pt, t), yt):.3f}")
         t = oracle(pt, yt)
         cells.append(f"test's own T {t:5.2f} ECE "
                      f"{expected_calibration_error(temper(pt, t), yt):.3f}")
