@@ -298,7 +298,7 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
         load_missing(target, {"mosaic": root / map_name} if mosaic else {
             b.id: block_dir(root, b, False) / map_name for b in job.blocks
             if b.id in summary.reused}, again=["mosaic"] if summary.final else [])
-    elif mosaic:
+    elif mosaic and summary.failed:
         echo(f"geomm batch: no mosaic: {len(summary.failed)} block(s) failed; fix the inputs "
              "and rerun the same command (finished blocks are kept)")
     if not summary.failed:  # a STAC Collection of the job's Items, for a catalogue to index

@@ -23,6 +23,22 @@ from geomm.stack.grid import GridSpec
 __all__ = ["SpatialSplit", "block_ids", "block_pixels", "make_folds", "train_val_test"]
 
 
+_DEGREES = ("the grid's CRS is geographic (degrees), where spatial blocks of a size in metres "
+            "cannot be cut: put the scene on a projected grid, e.g. `grid: {crs: EPSG:32633, "
+            "resolution: 10}` in the recipe (its UTM zone)")
+
+
+def _geographic(grid: GridSpec) -> bool:
+    """Whether the grid's CRS is geographic (units of degrees)."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return bool(CRS.from_user_input(grid.crs).is_geographic)
+    except (ValueError, TypeError, CRSError):  # unreadable: say what we said before
+        return False
+
+
 def block_pixels(grid: GridSpec, block_size: float, *, align: int = 1) -> int:
     """Side of a block in base pixels: ``block_size`` rounded to a multiple of ``align``.
 
@@ -189,8 +205,9 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
     n_blocks = nby * nbx
     if n_blocks < n_folds:
         raise RecipeError(f"the scene holds {n_blocks} blocks of {side * grid.resolution:g} "
-                          f"units ({grid.width} x {grid.height} px); use a smaller block_size "
-                          f"or fewer folds than {n_folds}")
+                          f"units ({grid.width} x {grid.height} px); "
+                          + (_DEGREES if _geographic(grid) else
+                             f"use a smaller block_size or fewer folds than {n_folds}"))
     if labels_present is None:
         counts = np.zeros(n_blocks, dtype=np.int64)
     else:
@@ -203,7 +220,8 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
         if n_lab < n_folds:
             raise RecipeError(f"only {n_lab} of the {n_blocks} blocks of "
                               f"{side * grid.resolution:g} units hold labels, fewer than the "
-                              f"{n_folds} folds; use a smaller block_size or fewer folds")
+                              f"{n_folds} folds; " + (_DEGREES if _geographic(grid) else
+                                                      "use a smaller block_size or fewer folds"))
     rng = np.random.default_rng(seed)
     tie = rng.permutation(n_blocks)
     fold_rank = rng.permutation(n_folds)

@@ -11,6 +11,7 @@ the store directly: ``xr.open_zarr(store, group=LAYER)`` carries the CRS as a CF
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
+from geomm.classes import ClassTable
 from geomm.errors import StoreError
 from geomm.stack.store import open_store
 
@@ -34,7 +36,9 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
     for the label raster) to the COG ``out``.
 
     The valid mask becomes the COG's mask band (and nodata where the layer has one); band
-    names become band descriptions; the layer's scale and offset are kept. Written under a
+    names become band descriptions; the layer's scale and offset are kept. The label raster
+    carries the class table (``GEOMM_CLASSES`` tag, ``class_<id>`` band tags and a colour
+    table), so ``geomm evaluate`` and a GIS name its classes. Written under a
     temporary name and renamed when complete.
 
     Raises:
@@ -52,6 +56,12 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         nodata: float | None = float(st.ignore_value)
         names: list[str] = ["labels"]
         scale, offset = 1.0, 0.0
+        # the class table, as a map's classes.tif carries it: `geomm evaluate` and GIS read it
+        table = ClassTable.from_dict(st.manifest["classes"])
+        tags = {"GEOMM_CLASSES": json.dumps(table.to_dict())}
+        band_tags = {f"class_{i}": n for i, n in enumerate(table.names)}
+        colormap: dict[int, tuple[int, ...]] | None = {
+            i: (*table.colours[i], 255) for i in range(len(table))}
     else:
         if layer not in st.layer_keys:
             raise StoreError(f"{st.path}: no layer {layer!r}; layers are "
@@ -61,6 +71,7 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         nodata = attrs.get("nodata")
         names = [str(b) for b in ds["band"].values]
         scale, offset = float(attrs.get("scale", 1.0)), float(attrs.get("offset", 0.0))
+        tags, band_tags, colormap = {}, {}, None
     data = ds[var]
     if data.ndim == 2:
         data = data.expand_dims("band")
@@ -87,7 +98,11 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
             for i, name in enumerate(names, 1):
                 dst.set_band_description(i, name)
             dst.scales, dst.offsets = (scale,) * count, (offset,) * count
-            dst.update_tags(geomm_store=str(st.path), geomm_layer=layer)
+            dst.update_tags(geomm_store=str(st.path), geomm_layer=layer, **tags)
+            if band_tags:
+                dst.update_tags(1, **band_tags)
+            if colormap is not None:
+                dst.write_colormap(1, colormap)
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
             rasterio.shutil.copy(plain, part, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
                                  OVERVIEWS="AUTO", RESAMPLING="NEAREST")

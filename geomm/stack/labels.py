@@ -262,8 +262,9 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
             names' first appearance. Default: every code in the raster, named ``str(code)``
             in ascending order (this reads the raster once).
         tile_size: chunk side in base pixels; a multiple of the raster's factor.
-        ignore_value: value of unlabelled pixels: codes not in ``values``, the raster's
-            nodata, and pixels outside it.
+        ignore_value: value of unlabelled pixels: codes not in ``values`` (noted in the
+            report), the raster's nodata, pixels outside it, and pixels holding this value
+            (a raster without a nodata tag that marks unlabelled pixels 255).
         band: 1-based band of the file holding the codes.
 
     Returns:
@@ -281,15 +282,25 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
     stack = coregister([spec], grid=grid, tile_size=tile_size, chunk_size=tile_size)
     layer = next(iter(stack.layers.values()))
     codes, valid = layer.data.data[0], layer.valid.data
+    # the raster's codes (one read of the label band); its ignore value is unlabelled
+    found = np.unique(da.unique(codes[valid]).compute())
+    found = found[found != ignore_value]
+    notes: list[str] = []
     if values is None:
-        found = np.unique(da.unique(codes[valid]).compute())
         if not len(found):
-            raise LabelError(f"{path}: no valid label pixel on the grid (all nodata or "
-                             "outside); check the file and the grid bounds")
+            raise LabelError(f"{path}: no valid label pixel on the grid (all nodata, "
+                             f"{ignore_value} (the ignore value) or outside); check the file "
+                             "and the grid bounds")
         if len(found) > 255:
             raise LabelError(f"{path}: {len(found)} distinct codes, more than a class table "
                              "holds; is it a class raster? Map its codes with `values`")
         values = {c.item(): _code_name(c) for c in found}
+    else:
+        unmapped = [c.item() for c in found if c.item() not in values]
+        if unmapped:
+            shown = ", ".join(map(str, unmapped[:10])) + (", ..." if len(unmapped) > 10 else "")
+            notes.append(f"{path}: codes {shown} are not in `labels.values`: their pixels are "
+                         "unlabelled (add them to `values` to use them)")
     names = list(dict.fromkeys(values.values()))
     table = ClassTable.from_names(names, ignore_value=ignore_value)
     keys = np.array(sorted(values), dtype=np.result_type(codes.dtype, np.array(list(values))))
@@ -301,7 +312,7 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
     note = (f"{path} band {band}: {layer.data.attrs['resolution']:g}-unit pixels, "
             f"{how}, repeated {layer.factor}x{layer.factor}; {len(table)} classes")
     return LabelResult(_labels_array(upsample(mapped, layer.factor), grid, table), table,
-                       LabelReport(str(path), notes=(note,)))
+                       LabelReport(str(path), notes=(note, *notes)))
 
 
 def label_counts(labels: xr.DataArray, table: ClassTable) -> dict[str, int]:

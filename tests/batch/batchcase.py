@@ -57,10 +57,12 @@ def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 def run_single(job):
     """The grid job (12 blocks of 96 px) run in one process, no Dask."""
     out = job["root"] / "single"
+    said: list[str] = []
     res = run_batch(grid_job(load_recipe(job["recipe"]), 96), job["bundle"], out,
                     predict=OPTS, options=BatchOptions(in_process=True, progress=False),
-                    echo=lambda s: None)
+                    echo=said.append)
     assert res.ok and len(res.computed) == 12 and res.final
+    assert not [s for s in said if "no mosaic" in s], said  # it made one: say nothing else
     return out
 
 

@@ -111,6 +111,14 @@ def test_bad_fold_requests_say_how_to_fix_them(kwargs, words):
     assert all(w in str(info.value) for w in words), str(info.value)
 
 
+def test_a_scene_in_degrees_is_told_to_use_a_projected_grid():
+    deg = GridSpec(to_crs("EPSG:4326"), 0.0001, (13.0, 52.0, 13.015, 52.012))
+    with pytest.raises(RecipeError) as info:
+        make_folds(deg, None, block_size=2000.0)
+    msg = str(info.value)
+    assert "geographic" in msg and "grid: {crs:" in msg and "smaller block_size" not in msg
+
+
 def test_too_few_labelled_blocks_and_bad_masks_are_refused():
     g = grid(120, 150)
     lab = np.zeros((120, 150), dtype=bool)

@@ -72,3 +72,27 @@ def test_export_command(store, tmp_path):
     with rasterio.open(tmp_path / "opt.tif") as src:
         assert src.count == 2 and src.descriptions == ("A", "B")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".opt.tif")]
+
+
+def test_exported_labels_carry_the_class_table(tmp_path):
+    from geomm.assess._classmap import open_class_map
+
+    write_scene(tmp_path)
+    with rasterio.open(tmp_path / "A.tif") as src:
+        profile = {**src.profile, "count": 1, "dtype": "uint8", "nodata": 0}
+        shape = src.shape
+    with rasterio.open(tmp_path / "L.tif", "w", **profile) as dst:
+        dst.write((np.arange(shape[0] * shape[1]).reshape(shape) % 3 + 1).astype(np.uint8), 1)
+    recipe = write_recipe(tmp_path)
+    recipe.write_text(recipe.read_text()
+                      + "labels:\n  raster: L.tif\n  values: {1: crop, 2: forest, 3: water}\n")
+    (summary,) = stack(load_recipe(recipe), out=tmp_path / "store")
+    store = summary.path
+    st = open_store(store)
+    out = export_layer(store, "labels", tmp_path / "labels.tif")
+    names = tuple(c["name"] for c in st.manifest["classes"]["classes"])
+    cmap = open_class_map(out)  # what `geomm evaluate` reads a reference raster with
+    assert tuple(cmap.table.names) == names and len(names) >= 2
+    with rasterio.open(out) as src:
+        assert src.tags(1)["class_0"] == names[0] and src.colormap(1)[0][3] == 255
+        np.testing.assert_array_equal(src.read(1), st.labels())

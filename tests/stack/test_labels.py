@@ -217,3 +217,30 @@ def test_label_raster_smaller_than_grid_leaves_the_rest_unlabelled(tmp_path):
     lab = res.labels.values
     np.testing.assert_array_equal(lab[:2, 2:], codes)  # bare -> 0, crop -> 1
     assert (lab[2:] == 255).all() and (lab[:, :2] == 255).all()
+
+
+def test_label_raster_ignore_value_is_unlabelled_without_a_nodata_tag(tmp_path):
+    codes = np.array([[10, 10, 20, 255], [30, 255, 20, 10]] * 2, np.uint8)  # 255: unlabelled
+    path = tmp_path / "codes255.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+                       crs=UTM, transform=Affine(10, 0, LEFT, 0, -10, TOP)) as dst:
+        dst.write(codes, 1)
+    grid = GridSpec(UTM, RES, (LEFT, TOP - 40, LEFT + 40, TOP))
+    res = burn_raster_labels(path, grid, tile_size=4)
+    assert res.classes.names == ("10", "20", "30")  # 255, the ignore value, is no class
+    np.testing.assert_array_equal(res.labels.values[:2], [[0, 0, 1, 255], [2, 255, 1, 0]])
+
+
+def test_label_raster_codes_missing_from_values_are_noted(tmp_path):
+    codes = np.array([[1, 2, 3, 4]] * 4, np.uint8)
+    path = tmp_path / "codes.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+                       crs=UTM, transform=Affine(10, 0, LEFT, 0, -10, TOP)) as dst:
+        dst.write(codes, 1)
+    grid = GridSpec(UTM, RES, (LEFT, TOP - 40, LEFT + 40, TOP))
+    res = burn_raster_labels(path, grid, values={1: "crop", 2: "forest"}, tile_size=4)
+    assert (res.labels.values[:, 2:] == 255).all()
+    notes = " ".join(res.report.messages())
+    assert "codes 3, 4 are not in `labels.values`" in notes and str(path) in notes
+    full = burn_raster_labels(path, grid, values={1: "a", 2: "b", 3: "c", 4: "d"}, tile_size=4)
+    assert "not in `labels.values`" not in " ".join(full.report.messages())
