@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +44,7 @@ class MapWriter:
         self.sinks["classes.tif"] = StreamedRaster(
             work / "classes.tif", work, **common, layout=RasterLayout(
                 1, "uint8", self.nodata, "mode", "DEFLATE", descriptions=("class",),
-                tags={"GEOMM_CLASSES": classes_json, "CLASS_NAMES": ",".join(names)},
+                tags={"GEOMM_CLASSES": classes_json, "CLASS_NAMES": _csv_row(names)},
                 band_tags={1: {f"class_{i}": n for i, n in enumerate(names)}},
                 colormap=cmap))
         self.prob_kind = probabilities
@@ -195,6 +197,13 @@ def _raster_bands(path: Path, layout: RasterLayout | None) -> tuple[dict[str, An
         return raster_bands(src.dtypes[0], src.count, src.nodata,
                             None if categorical else src.scales[0],
                             None if categorical else src.offsets[0])
+
+
+def _csv_row(names: list[str]) -> str:
+    """Class names as one CSV row: a name holding a comma or a quote is quoted."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(names)
+    return buf.getvalue()
 
 
 def _argmax(probs: np.ndarray) -> np.ndarray:

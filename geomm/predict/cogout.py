@@ -98,7 +98,10 @@ class StreamedRaster:
                    "count": layout.count, "dtype": layout.dtype, "crs": crs,
                    "transform": transform, "nodata": layout.nodata, "tiled": True,
                    "blockxsize": BLOCK, "blockysize": BLOCK, "interleave": "band",
-                   "BIGTIFF": "IF_SAFER"}
+                   "BIGTIFF": "IF_SAFER",
+                   # 3 or 4 bytes per pixel are not a colour image here (a 4-class map's
+                   # probabilities would read as RGB + alpha): grey and undefined bands
+                   "photometric": "MINISBLACK"}
         with rasterio.open(self._full, "w", **profile) as dst:
             self._describe(dst)
         for f, p in zip(self.factors, self._levels, strict=True):

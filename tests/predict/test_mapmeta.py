@@ -392,3 +392,32 @@ def test_a_stac_composite_notes_its_items_range(tmp_path, monkeypatch):
     assert acquisition(s.modalities, recipe=resolved).properties() == {
         "datetime": None, "start_datetime": "2021-06-01T10:00:00Z",
         "end_datetime": "2021-06-21T10:00:00Z", "geomm:datetime_source": "stac"}
+
+
+@pytest.mark.parametrize("count", [3, 4])
+def test_probability_bands_are_not_read_as_a_colour_image(tmp_path, count):
+    # 3 or 4 byte bands default to RGB(A) in GeoTIFF: a 4-class map's last probability band
+    # would become an alpha channel in a GIS
+    from rasterio.transform import from_origin
+
+    from geomm.predict.cogout import RasterLayout, StreamedRaster
+
+    out = StreamedRaster(tmp_path / "p.tif", tmp_path, height=600, width=600, crs="EPSG:32633",
+                         transform=from_origin(0, 600, 1, 1),
+                         layout=RasterLayout(count, "uint8", None, "average", "ZSTD", 1,
+                                             scale=1 / 255))
+    out.write(np.full((count, 600, 600), 60, np.uint8), 0, 0)
+    out.finish()
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert [c.name for c in src.colorinterp] == ["gray"] + ["undefined"] * (count - 1)
+        assert src.overviews(1) == [2]
+
+
+def test_class_names_tag_is_one_csv_row_even_with_commas():
+    import csv
+
+    from geomm.predict._mapfiles import _csv_row
+
+    names = ["bâti, dense", "eau douce", 'say "hi"', "farm"]
+    assert next(csv.reader([_csv_row(names)])) == names
+    assert _csv_row(["farm", "forest"]) == "farm,forest"  # plain names as before
