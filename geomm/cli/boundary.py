@@ -42,6 +42,12 @@ def _os_line(exc: OSError) -> str:
     where = exc.filename if exc.filename is not None else None
     what = exc.strerror or _message(exc)
     name = f" {str(where)!r}" if where is not None else ""
+    if exc.errno == errno.EROFS or (isinstance(exc, PermissionError) and where is not None
+                                    and Path(str(where)).name.startswith(".")):
+        # the first write of a command is often a hidden lock or temporary file: name the
+        # folder the user chose, not that file
+        folder = repr(str(Path(str(where)).parent)) if where is not None else "the output folder"
+        return f"cannot write to {folder}: {what}; write the output to a folder you can write to"
     if exc.errno in _NO_SPACE:
         return (f"no space left on the device while writing{name or ' the output'}; free some "
                 "space or write the output elsewhere (nothing partial was kept)")
@@ -74,6 +80,8 @@ def _gdal_line(chain: list[BaseException]) -> str | None:
                                            r"parquet|fgb|geojson|json)\b", t, re.I)]
     text = (named or texts)[-1] if texts else _message(chain[0])
     text = text.replace("See previous exception", "").strip(" .;")
+    if re.search(r"read-only file system|permission denied|attempt to create", text, re.I):
+        return (f"writing failed: {text}; write the output to a folder you can write to")
     if re.search(r"read|decode|stream too short|TIFFRead|IReadBlock|truncat|corrupt",
                  text, re.I):
         return (f"reading a raster failed: {text}; the file is probably truncated or corrupt: "

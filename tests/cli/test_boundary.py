@@ -25,6 +25,23 @@ def test_no_space_names_the_file_and_says_what_to_do():
     assert "no space left" in line and "/out/classes.tif" in line and "elsewhere" in line
 
 
+def test_a_read_only_output_names_the_folder_not_a_hidden_lock_file():
+    line = explain(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/.tiles.geomm-lock"))
+    assert "cannot write to '/mnt/ro'" in line and "geomm-lock" not in line
+    line = explain(PermissionError(errno.EACCES, "Permission denied", "/srv/out/.x.partial"))
+    assert "cannot write to '/srv/out'" in line and "folder you can write to" in line
+
+
+def test_a_gdal_write_failure_is_not_blamed_on_the_input():
+    import rasterio.errors
+
+    exc = rasterio.errors.RasterioIOError(
+        "Attempt to create new tiff file 'ro/.x.tif.9719.plain.tif' failed: Read-only file "
+        "system")
+    line = explain(exc)
+    assert line.startswith("writing failed") and "corrupt" not in line
+
+
 def test_an_output_under_a_file_says_the_path_holds_a_file():
     line = explain(NotADirectoryError(errno.ENOTDIR, "Not a directory", "notes.txt/out"))
     assert "notes.txt/out" in line and "is a file" in line
