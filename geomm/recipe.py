@@ -427,7 +427,14 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{p}: no such recipe file; give a path to a YAML recipe or a "
                           f"bundled recipe name ({names})") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{p}: not valid YAML{at} ({problem})") from None
+    if not isinstance(doc, Mapping):
+        what = "empty" if doc is None else f"a {type(doc).__name__}, not a mapping"
+        raise RecipeError(f"{p}: the recipe is {what}; a recipe is a YAML mapping with `name:` "
+                          "and `modalities:` (see recipes/s2-landcover.yaml)")
     try:
         return parse_recipe(doc, base_dir=p.resolve().parent, source=str(p))
     except RecipeError as exc:

@@ -75,8 +75,13 @@ def test_missing_and_malformed_files(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(RecipeError, match="not valid YAML"):
+    with pytest.raises(RecipeError, match="not valid YAML at line 2"):
         load_recipe(bad)
+    for text, words in (("", "is empty"), ("- a\n- b\n", "a list, not a mapping")):
+        bad.write_text(text)
+        with pytest.raises(RecipeError, match=words) as info:
+            load_recipe(bad)
+        assert str(info.value).count("bad.yaml") == 1 and "modalities" in str(info.value)
 
 
 def test_bundled_recipes_load_by_name():

@@ -104,7 +104,8 @@ def _read_vector(path: AnyPath, layer: str | None) -> Any:
     from pyogrio.errors import DataLayerError, DataSourceError
 
     if not path.exists():
-        raise LabelError(f"{path}: no such label file; check the labels `file:` path")
+        raise LabelError(f"{path}: no such label file; check `labels.vector` in the recipe "
+                         "(relative paths are taken from the recipe's data root)")
     try:
         with remote_vector_env(path):
             return gpd.read_file(gdal_path(path), layer=layer, engine="pyogrio")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from geomm._remote import AnyPath, RemotePath, remote_env, why_unreadable
 from geomm.errors import CRSMissingError, RasterReadError, RecipeError
@@ -70,7 +71,9 @@ def _open(path: AnyPath) -> rasterio.DatasetReader:
         raise RasterReadError(f"{path}: no such file; check the band's `file:` in the recipe "
                               "(relative paths are taken from the recipe's data root)")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():  # a file without georeferencing: sources() says so
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
     except RasterioIOError as exc:
         raise RasterReadError(f"{path}: GDAL cannot open it as a raster ({exc}); give a "
                               "GeoTIFF, JPEG2000, VRT or other GDAL raster") from None
@@ -116,7 +119,7 @@ def inspect_modality(modality: ModalitySpec) -> tuple[BandSource, ...]:
 
     Raises:
         RasterReadError: a file is missing or not a raster.
-        CRSMissingError: a file has no CRS.
+        CRSMissingError: a file has no CRS or no geotransform.
         RecipeError: a band index or description does not exist in its file.
     """
     out = []
@@ -127,6 +130,11 @@ def inspect_modality(modality: ModalitySpec) -> tuple[BandSource, ...]:
                     f"{band.path}: raster has no CRS; assign one first, e.g. "
                     "`gdal_edit.py -a_srs EPSG:32633 FILE`, or give the modality's files "
                     "a .prj/.aux.xml with the CRS")
+            if src.transform.is_identity and not src.gcps[0]:
+                raise CRSMissingError(
+                    f"{band.path}: raster has a CRS but no geotransform (pixel size and "
+                    "origin); georeference it first, e.g. `gdal_edit.py -a_ullr ULX ULY LRX "
+                    "LRY FILE`")
             index = _resolve_index(src, band, modality.name)
             nodata = modality.nodata if modality.nodata is not None else src.nodatavals[index - 1]
             if nodata is not None and np.isnan(nodata) and not np.issubdtype(

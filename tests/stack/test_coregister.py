@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject, transform, transform_bounds
 
 from geomm.errors import CRSMissingError, GridError, RasterReadError, RecipeError
@@ -220,8 +223,8 @@ def test_explicit_grid_in_another_crs(make_raster, rng):
     assert st.layers["a/10m"].warped
 
 
-@pytest.mark.parametrize("case", ["no_overlap", "no_crs", "bad_index", "bad_description",
-                                  "tile_size", "halo", "missing_file"])
+@pytest.mark.parametrize("case", ["no_overlap", "no_crs", "no_transform", "bad_index",
+                                  "bad_description", "tile_size", "halo", "missing_file"])
 def test_bad_input_is_one_clear_error(case, make_raster, rng):
     arr = rng.integers(0, 9, (60, 60), dtype=np.uint16)
     a = make_raster("a.tif", arr)
@@ -234,6 +237,12 @@ def test_bad_input_is_one_clear_error(case, make_raster, rng):
     elif case == "no_crs":
         nocrs = make_raster("nocrs.tif", arr, crs=None)
         mods, err, words = [mod("n", (nocrs, "N"))], CRSMissingError, ["nocrs.tif", "no CRS"]
+    elif case == "no_transform":
+        with warnings.catch_warnings():  # rasterio: "the given matrix is ... identity"
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            bare = make_raster("bare.tif", arr, transform=Affine.identity())
+        mods, err, words = [mod("n", (bare, "N"))], CRSMissingError, ["bare.tif",
+                                                                     "no geotransform"]
     elif case == "bad_index":
         mods = [ModalitySpec("a", (BandSpec(a, "A", index=3),))]
         err, words = RecipeError, ["a.tif", "index 3", "1 band"]
