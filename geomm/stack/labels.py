@@ -300,8 +300,11 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
         unmapped = [c.item() for c in found if c.item() not in values]
         if unmapped:
             shown = ", ".join(map(str, unmapped[:10])) + (", ..." if len(unmapped) > 10 else "")
-            notes.append(f"{path}: codes {shown} are not in `labels.values`: their pixels are "
-                         "unlabelled (add them to `values` to use them)")
+            one = len(unmapped) == 1
+            notes.append(f"{path}: code{'' if one else 's'} {shown} {'is' if one else 'are'} "
+                         f"not in `labels.values`: {'its' if one else 'their'} pixels are "
+                         f"unlabelled (add {'it' if one else 'them'} to `values` to use "
+                         f"{'it' if one else 'them'})")
     names = list(dict.fromkeys(values.values()))
     table = ClassTable.from_names(names, ignore_value=ignore_value)
     keys = np.array(sorted(values), dtype=np.result_type(codes.dtype, np.array(list(values))))
