@@ -80,8 +80,10 @@ def _gdal_line(chain: list[BaseException]) -> str | None:
                                            r"parquet|fgb|geojson|json)\b", t, re.I)]
     text = (named or texts)[-1] if texts else _message(chain[0])
     text = text.replace("See previous exception", "").strip(" .;")
-    if re.search(r"read-only file system|permission denied|attempt to create", text, re.I):
-        return (f"writing failed: {text}; write the output to a folder you can write to")
+    if re.search(r"read-only file system|attempt to create", text, re.I):
+        return f"writing failed: {text}; write the output to a folder you can write to"
+    if re.search(r"permission denied", text, re.I):
+        return f"{text}; check the permissions of that file or folder"
     if re.search(r"read|decode|stream too short|TIFFRead|IReadBlock|truncat|corrupt",
                  text, re.I):
         return (f"reading a raster failed: {text}; the file is probably truncated or corrupt: "
