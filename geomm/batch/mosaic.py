@@ -21,9 +21,9 @@ _SOURCES = ("SimpleSource", "ComplexSource", "Overview")
 def mosaic_cog(blocks: Sequence[tuple[Region, Path]], grid: Any, out: Path) -> Path:
     """Write the COG ``out`` covering ``grid`` from block files placed at their regions.
 
-    Band descriptions, metadata, colour table, nodata, scale and compression are taken from
-    the first block; pixels no block covers are nodata. Overviews: mode for a colour-table
-    (class) raster, average otherwise.
+    Band descriptions, metadata, colour table, nodata, mask, scale and compression are taken
+    from the first block; pixels no block covers are nodata (masked). Overviews: mode for a
+    colour-table (class) raster, average otherwise.
     """
     import rasterio
 
@@ -38,13 +38,16 @@ def mosaic_cog(blocks: Sequence[tuple[Region, Path]], grid: Any, out: Path) -> P
     gt = root.find("GeoTransform")
     assert gt is not None
     gt.text = ", ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+    # a per-dataset mask (uint8 probabilities) is mosaicked like a band: no block, no data
+    masks = [b for m in root.iter("MaskBand") for b in m.iter("VRTRasterBand")]
     for band in root.iter("VRTRasterBand"):
         for child in [c for c in band if c.tag in _SOURCES]:
             band.remove(child)
         for region, path in blocks:
             src = ET.SubElement(band, "SimpleSource")
             ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = str(path.resolve())
-            ET.SubElement(src, "SourceBand").text = band.get("band", "1")
+            ET.SubElement(src, "SourceBand").text = ("mask,1" if band in masks
+                                                     else band.get("band", "1"))
             ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(region.width),
                           ySize=str(region.height))
             ET.SubElement(src, "DstRect", xOff=str(region.col), yOff=str(region.row),

@@ -26,7 +26,8 @@ class MapWriter:
         work: folder the files are made in.
         grid: the base grid (:class:`~geomm.stack.grid.GridSpec`).
         table: the model's class table (names, colours, ignore value = nodata).
-        probabilities: ``"uint8"`` (0-255, scale 1/255), ``"float32"`` or ``"none"``.
+        probabilities: ``"uint8"`` (0-255, scale 1/255, a mask band where nothing was
+            predicted), ``"float32"`` (NaN there) or ``"none"``.
     """
 
     def __init__(self, work: Path, grid: Any, table: ClassTable, probabilities: str) -> None:
@@ -55,7 +56,7 @@ class MapWriter:
                     self.k, "float32" if f32 else "uint8", float("nan") if f32 else None,
                     "average", "ZSTD", 1, descriptions=tuple(names),
                     tags={"GEOMM_CLASSES": classes_json},
-                    scale=None if f32 else 1 / 255))
+                    scale=None if f32 else 1 / 255, mask=not f32))
         self.sinks["confidence.tif"] = StreamedRaster(
             work / "confidence.tif", work, **common, layout=RasterLayout(
                 1, "uint8", 0, "average", "ZSTD", 1, descriptions=("confidence",),
@@ -78,8 +79,8 @@ class MapWriter:
             self.sinks["probabilities.tif"].write(p, r0, c0)
         elif self.prob_kind == "uint8":
             q = (probs * 255 + 0.5).astype(np.uint8)  # probabilities are in [0, 1]
-            q[:, ~valid] = 0
-            self.sinks["probabilities.tif"].write(q, r0, c0)
+            q[:, ~valid] = 0  # and masked: 0 to 255 are all probabilities
+            self.sinks["probabilities.tif"].write(q, r0, c0, valid)
         if last_in_row:
             self.rows_done(win.out[1])
 

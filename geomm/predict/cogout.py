@@ -71,6 +71,9 @@ class RasterLayout:
     """Colour table of band 1."""
     scale: float | None = None
     """Band scale (physical value = stored * scale), e.g. 1/255 for probabilities."""
+    mask: bool = False
+    """Write a per-dataset mask band (0 where no pixel was predicted): for data that has no
+    spare value to be nodata (probabilities 0-255)."""
 
 
 class StreamedRaster:
@@ -102,14 +105,20 @@ class StreamedRaster:
                    # 3 or 4 bytes per pixel are not a colour image here (a 4-class map's
                    # probabilities would read as RGB + alpha): grey and undefined bands
                    "photometric": "MINISBLACK"}
-        with rasterio.open(self._full, "w", **profile) as dst:
+        with self._env(), rasterio.open(self._full, "w", **profile) as dst:
             self._describe(dst)
         for f, p in zip(self.factors, self._levels, strict=True):
-            with rasterio.open(p, "w", **{**profile, "height": math.ceil(height / f),
-                                          "width": math.ceil(width / f),
-                                          "transform": transform * transform.scale(f)}):
+            with self._env(), rasterio.open(p, "w", **{
+                    **profile, "height": math.ceil(height / f), "width": math.ceil(width / f),
+                    "transform": transform * transform.scale(f)}):
                 pass
-        self._dst = rasterio.open(self._full, "r+")
+        with self._env():
+            self._dst = rasterio.open(self._full, "r+")
+
+    def _env(self) -> Any:
+        """GDAL settings of every write: masks inside the TIFF, not in .msk files."""
+        return rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True) if self.layout.mask else \
+            rasterio.Env()
 
     def _describe(self, dst: Any) -> None:
         lay = self.layout
@@ -124,10 +133,17 @@ class StreamedRaster:
         if lay.scale is not None:
             dst.scales = (lay.scale,) * lay.count
 
-    def write(self, data: np.ndarray, row: int, col: int) -> None:
-        """Write ``(count, h, w)`` at base (row, col)."""
+    def write(self, data: np.ndarray, row: int, col: int,
+              valid: np.ndarray | None = None) -> None:
+        """Write ``(count, h, w)`` at base (row, col); with a mask, ``valid`` (h, w) too."""
         h, w = data.shape[1:]
-        self._dst.write(data, window=Window(col, row, w, h))
+        with self._env():
+            self._dst.write(data, window=Window(col, row, w, h))
+            if self.layout.mask:
+                if valid is None:
+                    raise ValueError(f"{self.path}: a masked raster needs `valid` pixels")
+                self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8),
+                                     window=Window(col, row, w, h))
 
     def rows_complete(self, rows: int) -> None:
         """Every pixel above ``rows`` is written: reduce them into the overview levels."""
@@ -138,35 +154,48 @@ class StreamedRaster:
         end = self.height if rows >= self.height else rows // step * step
         if end <= self._done_rows:
             return
-        levels = [rasterio.open(p, "r+") for p in self._levels]
-        try:
-            for c0 in range(0, self.width, _CHUNK_COLS):
-                c1 = min(self.width, c0 + _CHUNK_COLS)
-                red = self._dst.read(window=Window(c0, self._done_rows, c1 - c0,
-                                                   end - self._done_rows))
-                for f, ov in zip(self.factors, levels, strict=True):
-                    # each level from the one before (as gdaladdo): the rows and columns
-                    # are multiples of the largest factor, so the halvings line up
-                    red = _halve(red, self.layout)
-                    ov.write(red, window=Window(c0 // f, self._done_rows // f,
-                                                red.shape[2], red.shape[1]))
-        finally:
-            for ov in levels:
-                ov.close()
+        with self._env():
+            levels = [rasterio.open(p, "r+") for p in self._levels]
+            try:
+                for c0 in range(0, self.width, _CHUNK_COLS):
+                    self._reduce(levels, c0, min(self.width, c0 + _CHUNK_COLS), end)
+            finally:
+                for ov in levels:
+                    ov.close()
         self._done_rows = end
+
+    def _reduce(self, levels: list[Any], c0: int, c1: int, end: int) -> None:
+        """Rows ``_done_rows:end`` of columns ``c0:c1`` into every overview level."""
+        win = Window(c0, self._done_rows, c1 - c0, end - self._done_rows)
+        red = self._dst.read(window=win)
+        valid: np.ndarray | None = (np.asarray(self._dst.read_masks(1, window=win) > 0)
+                                    if self.layout.mask else None)
+        for f, ov in zip(self.factors, levels, strict=True):
+            # each level from the one before (as gdaladdo): the rows and columns are
+            # multiples of the largest factor, so the halvings line up
+            red = _halve(red, self.layout, valid)
+            out = Window(c0 // f, self._done_rows // f, red.shape[2], red.shape[1])
+            ov.write(red, window=out)
+            if valid is not None:  # a cell is valid where any of its pixels is
+                valid = np.logical_or.reduce(_cells(valid[None]), axis=0)[0]
+                ov.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=out)
 
     def finish(self) -> Path:
         """Write the COG at ``path`` (overviews from the levels built so far) and return it."""
         self.rows_complete(self.height)
         self._dst.close()
         vrt = self._full.with_suffix(".vrt")
-        gdal_copy(self._full, vrt, driver="VRT")
+        with self._env():
+            gdal_copy(self._full, vrt, driver="VRT")
         tree = ET.parse(vrt)
-        for band in tree.getroot().iter("VRTRasterBand"):
+        root = tree.getroot()
+        masks = [b for m in root.iter("MaskBand") for b in m.iter("VRTRasterBand")]
+        for band in root.iter("VRTRasterBand"):
             for p in self._levels:
                 ov = ET.SubElement(band, "Overview")
                 ET.SubElement(ov, "SourceFilename", relativeToVRT="1").text = p.name
-                ET.SubElement(ov, "SourceBand").text = band.get("band", "1")
+                ET.SubElement(ov, "SourceBand").text = ("mask,1" if band in masks
+                                                        else band.get("band", "1"))
         tree.write(vrt)
         opts: dict[str, Any] = {"COMPRESS": self.layout.compress, "BLOCKSIZE": BLOCK,
                                 "OVERVIEWS": "FORCE_USE_EXISTING" if self.factors else "NONE",
@@ -175,7 +204,8 @@ class StreamedRaster:
             opts["LEVEL"] = self.layout.level
         if self.layout.compress in ("DEFLATE", "ZSTD", "LZW"):
             opts["PREDICTOR"] = "YES" if self.layout.dtype != "float32" else "FLOATING_POINT"
-        gdal_copy(vrt, self.path, driver="COG", **opts)
+        with self._env():
+            gdal_copy(vrt, self.path, driver="COG", **opts)
         for p in (self._full, vrt, *self._levels):
             p.unlink(missing_ok=True)
         return self.path
@@ -228,20 +258,30 @@ def write_class_pam(raster: Path, names: Sequence[str], colours: Sequence[Sequen
     return _atomic_write(raster.with_name(raster.name + ".aux.xml"), text.encode("utf-8"))
 
 
-def _halve(block: np.ndarray, layout: RasterLayout) -> np.ndarray:
-    """Downsample ``(C, h, w)`` by 2: nodata-aware mode or mean of each 2x2 cell.
+def _cells(block: np.ndarray) -> np.ndarray:
+    """The four pixels of each 2x2 cell of ``(C, h, w)``: ``(4, C, ceil(h/2), ceil(w/2))``.
 
     An odd last row or column is repeated, which weighs the pixels of a partial cell equally,
     as GDAL does for edge cells.
     """
-    c, h, w = block.shape
+    _, h, w = block.shape
     if h % 2 or w % 2:
         block = np.pad(block, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
-    cells = np.stack([block[:, 0::2, 0::2], block[:, 0::2, 1::2], block[:, 1::2, 0::2],
-                      block[:, 1::2, 1::2]])  # (4, C, h/2, w/2)
+    return np.stack([block[:, 0::2, 0::2], block[:, 0::2, 1::2], block[:, 1::2, 0::2],
+                     block[:, 1::2, 1::2]])
+
+
+def _halve(block: np.ndarray, layout: RasterLayout,
+           valid: np.ndarray | None = None) -> np.ndarray:
+    """Downsample ``(C, h, w)`` by 2: nodata-aware mode or mean of each 2x2 cell; pixels that
+    are nodata, or outside ``valid`` ((h, w) bool, a masked raster's mask), are left out."""
+    cells = _cells(block)  # (4, C, h/2, w/2)
     nodata = layout.nodata
     isnan = nodata is not None and isinstance(nodata, float) and math.isnan(nodata)
     bad = (np.isnan(cells) if isnan else cells == nodata) if nodata is not None else None
+    if valid is not None:
+        outside = ~_cells(valid[None])  # (4, 1, h/2, w/2)
+        bad = outside if bad is None else bad | outside
     if layout.resampling == "mode":
         votes = np.zeros(cells.shape, dtype=np.int8)
         for j in range(4):

@@ -413,6 +413,38 @@ def test_probability_bands_are_not_read_as_a_colour_image(tmp_path, count):
         assert src.overviews(1) == [2]
 
 
+def test_uint8_probabilities_mask_what_was_not_predicted(tmp_path):
+    # 0-255 are all probabilities: the pixels not predicted are in a mask band, which the
+    # overviews carry too, and they are left out of the overviews' averages
+    from rasterio.transform import from_origin
+
+    from geomm.predict.cogout import RasterLayout, StreamedRaster
+
+    h, w = 1100, 1000
+    valid = np.ones((h, w), bool)
+    valid[:301, :301] = False
+    data = np.where(valid, 100, 0).astype(np.uint8)[None].repeat(3, axis=0)
+    out = StreamedRaster(tmp_path / "p.tif", tmp_path, height=h, width=w, crs="EPSG:32633",
+                         transform=from_origin(0, h, 1, 1), layout=RasterLayout(
+                             3, "uint8", None, "average", "ZSTD", 1, scale=1 / 255, mask=True))
+    for r0 in range(0, h, 256):
+        out.write(data[:, r0:r0 + 256], r0, 0, valid[r0:r0 + 256])
+        out.rows_complete(min(h, r0 + 256))
+    out.finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.tif"]
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert src.mask_flag_enums[0] == [rasterio.enums.MaskFlags.per_dataset]
+        np.testing.assert_array_equal(src.dataset_mask() > 0, valid)
+        shape = (src.height // 4 + 1, src.width // 4 + 1)
+        ov, mask = src.read(1, out_shape=shape), src.dataset_mask(out_shape=shape)
+        assert (mask == 0).sum() == 75 * 75 and set(np.unique(ov[mask > 0])) == {100}
+    with pytest.raises(ValueError, match="valid"):
+        StreamedRaster(tmp_path / "q.tif", tmp_path, height=8, width=8, crs="EPSG:32633",
+                       transform=from_origin(0, 8, 1, 1), layout=RasterLayout(
+                           1, "uint8", None, "average", mask=True)).write(
+            np.zeros((1, 8, 8), np.uint8), 0, 0)
+
+
 def test_class_names_tag_is_one_csv_row_even_with_commas():
     import csv
 
