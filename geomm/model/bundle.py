@@ -173,9 +173,14 @@ class Bundle:
         if missing and (not missing_ok or len(missing) == len(self.meta.layers)):
             need_s = "; ".join(f"{lyr['key']} ({', '.join(lyr['bands'])})"
                                for lyr in self.meta.layers if lyr["key"] in missing)
+            mods = {k.split("/")[0] for k in missing}
+            other = [k for k in have if k.split("/")[0] in mods]
+            fix = (f"the inputs' {', '.join(other)} are on another grid: give a recipe whose "
+                   "`grid:` has the model's CRS and resolution (e.g. `grid: {crs: EPSG:32633, "
+                   "resolution: 10}`) instead of --modality files" if other else
+                   f"stack the inputs with recipe {self.meta.recipe!r}")
             raise BundleMismatchError(f"{self.path}: the model needs layer(s) {need_s}, which "
-                                      f"the inputs lack (they have {list(have)}); stack the "
-                                      f"inputs with recipe {self.meta.recipe!r}")
+                                      f"the inputs lack (they have {list(have)}); {fix}")
         return missing
 
 
