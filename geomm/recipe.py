@@ -276,10 +276,6 @@ def _labels(doc: Any) -> LabelSpec:
         raise RecipeError("labels.classes names the classes of vector or JSON labels; a label "
                           "raster names its codes with `values`, e.g. `values: {1: farm, "
                           "2: forest}` (class ids follow the order of the names)")
-    if kind != "raster" and values:
-        raise RecipeError(f"labels.values maps the codes of a label raster; {kind} labels "
-                          "take their class names from `class_column` (list them in id "
-                          "order with `classes`)")
     colours = _get("labels", d, "colours", list)
     label_kind: Literal["vector", "raster", "json-multilabel"] = (
         "json-multilabel" if kind == "json" else "vector" if kind == "vector" else "raster")

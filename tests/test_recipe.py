@@ -45,8 +45,6 @@ def test_band_templates_and_defaults(tmp_path):
      ["exactly one"]),
     ({"modalities": {"vis": {"file": "x", "bands": ["B1", "B1"]}}}, ["B1", "twice"]),
     ({"labels": {"raster": "b.tif", "classes": ["a", "b"]}}, ["labels.classes", "values"]),
-    ({"labels": {"vector": "a.gpkg", "class_column": "c", "values": {1: "a"}}},
-     ["labels.values", "class_column"]),
     ({"name": "a/b"}, ["name", "'/'"]),
 ])
 def test_bad_keys_are_named_with_the_fix(tmp_path, patch, words):

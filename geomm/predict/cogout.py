@@ -11,6 +11,7 @@ the driver only compresses and lays out tiles; nothing is held whole in memory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -118,7 +119,7 @@ class StreamedRaster:
     def _env(self) -> Any:
         """GDAL settings of every write: masks inside the TIFF, not in .msk files."""
         return rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True) if self.layout.mask else \
-            rasterio.Env()
+            contextlib.nullcontext()
 
     def _describe(self, dst: Any) -> None:
         lay = self.layout
