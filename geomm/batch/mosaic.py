@@ -11,7 +11,7 @@ from typing import Any
 from rasterio.shutil import copy as gdal_copy
 
 from geomm.predict._region import Region
-from geomm.predict.cogout import gdal_threads
+from geomm.predict.cogout import gdal_threads, vrt_bands
 
 __all__ = ["mosaic_cog"]
 
@@ -39,15 +39,13 @@ def mosaic_cog(blocks: Sequence[tuple[Region, Path]], grid: Any, out: Path) -> P
     assert gt is not None
     gt.text = ", ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
     # a per-dataset mask (uint8 probabilities) is mosaicked like a band: no block, no data
-    masks = [b for m in root.iter("MaskBand") for b in m.iter("VRTRasterBand")]
-    for band in root.iter("VRTRasterBand"):
+    for band, source in vrt_bands(root):
         for child in [c for c in band if c.tag in _SOURCES]:
             band.remove(child)
         for region, path in blocks:
             src = ET.SubElement(band, "SimpleSource")
             ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = str(path.resolve())
-            ET.SubElement(src, "SourceBand").text = ("mask,1" if band in masks
-                                                     else band.get("band", "1"))
+            ET.SubElement(src, "SourceBand").text = source
             ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(region.width),
                           ySize=str(region.height))
             ET.SubElement(src, "DstRect", xOff=str(region.col), yOff=str(region.row),

@@ -25,7 +25,8 @@ import rasterio
 from rasterio.shutil import copy as gdal_copy
 from rasterio.windows import Window
 
-__all__ = ["RasterLayout", "StreamedRaster", "overview_factors", "write_class_pam"]
+__all__ = ["RasterLayout", "StreamedRaster", "overview_factors", "vrt_bands",
+           "write_class_pam"]
 
 BLOCK = 512
 _CHUNK_COLS = 4096
@@ -35,6 +36,14 @@ def gdal_threads() -> str:
     """Threads for GDAL's compression: ``GDAL_NUM_THREADS`` when set (a batch worker sets its
     share of the cores), else all cores."""
     return os.environ.get("GDAL_NUM_THREADS", "ALL_CPUS")
+
+
+def vrt_bands(root: ET.Element) -> list[tuple[ET.Element, str]]:
+    """Every ``VRTRasterBand`` of a VRT with the ``SourceBand`` that reads it from a file of
+    the same layout: its number, or ``mask,1`` for the per-dataset mask band."""
+    masks = {id(b) for m in root.iter("MaskBand") for b in m.iter("VRTRasterBand")}
+    return [(b, "mask,1" if id(b) in masks else b.get("band", "1"))
+            for b in root.iter("VRTRasterBand")]
 
 
 def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
@@ -106,18 +115,17 @@ class StreamedRaster:
                    # 3 or 4 bytes per pixel are not a colour image here (a 4-class map's
                    # probabilities would read as RGB + alpha): grey and undefined bands
                    "photometric": "MINISBLACK"}
-        with self._env(), rasterio.open(self._full, "w", **profile) as dst:
+        with rasterio.open(self._full, "w", **profile) as dst:
             self._describe(dst)
         for f, p in zip(self.factors, self._levels, strict=True):
-            with self._env(), rasterio.open(p, "w", **{
-                    **profile, "height": math.ceil(height / f), "width": math.ceil(width / f),
-                    "transform": transform * transform.scale(f)}):
+            with rasterio.open(p, "w", **{**profile, "height": math.ceil(height / f),
+                                          "width": math.ceil(width / f),
+                                          "transform": transform * transform.scale(f)}):
                 pass
-        with self._env():
-            self._dst = rasterio.open(self._full, "r+")
+        self._dst = rasterio.open(self._full, "r+")
 
     def _env(self) -> Any:
-        """GDAL settings of every write: masks inside the TIFF, not in .msk files."""
+        """GDAL settings where a mask is written: inside the TIFF, not in a .msk file."""
         return rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True) if self.layout.mask else \
             contextlib.nullcontext()
 
@@ -174,11 +182,12 @@ class StreamedRaster:
         for f, ov in zip(self.factors, levels, strict=True):
             # each level from the one before (as gdaladdo): the rows and columns are
             # multiples of the largest factor, so the halvings line up
-            red = _halve(red, self.layout, valid)
+            cells = _cells(valid[None]) if valid is not None else None  # (4, 1, h/2, w/2)
+            red = _halve(red, self.layout, None if cells is None else ~cells)
             out = Window(c0 // f, self._done_rows // f, red.shape[2], red.shape[1])
             ov.write(red, window=out)
-            if valid is not None:  # a cell is valid where any of its pixels is
-                valid = np.logical_or.reduce(_cells(valid[None]), axis=0)[0]
+            if cells is not None:  # a cell is valid where any of its pixels is
+                valid = np.logical_or.reduce(cells, axis=0)[0]
                 ov.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=out)
 
     def finish(self) -> Path:
@@ -186,17 +195,13 @@ class StreamedRaster:
         self.rows_complete(self.height)
         self._dst.close()
         vrt = self._full.with_suffix(".vrt")
-        with self._env():
-            gdal_copy(self._full, vrt, driver="VRT")
+        gdal_copy(self._full, vrt, driver="VRT")
         tree = ET.parse(vrt)
-        root = tree.getroot()
-        masks = [b for m in root.iter("MaskBand") for b in m.iter("VRTRasterBand")]
-        for band in root.iter("VRTRasterBand"):
+        for band, source in vrt_bands(tree.getroot()):
             for p in self._levels:
                 ov = ET.SubElement(band, "Overview")
                 ET.SubElement(ov, "SourceFilename", relativeToVRT="1").text = p.name
-                ET.SubElement(ov, "SourceBand").text = ("mask,1" if band in masks
-                                                        else band.get("band", "1"))
+                ET.SubElement(ov, "SourceBand").text = source
         tree.write(vrt)
         opts: dict[str, Any] = {"COMPRESS": self.layout.compress, "BLOCKSIZE": BLOCK,
                                 "OVERVIEWS": "FORCE_USE_EXISTING" if self.factors else "NONE",
@@ -273,15 +278,15 @@ def _cells(block: np.ndarray) -> np.ndarray:
 
 
 def _halve(block: np.ndarray, layout: RasterLayout,
-           valid: np.ndarray | None = None) -> np.ndarray:
+           outside: np.ndarray | None = None) -> np.ndarray:
     """Downsample ``(C, h, w)`` by 2: nodata-aware mode or mean of each 2x2 cell; pixels that
-    are nodata, or outside ``valid`` ((h, w) bool, a masked raster's mask), are left out."""
+    are nodata, or ``outside`` a masked raster's mask (its :func:`_cells`, negated), are left
+    out."""
     cells = _cells(block)  # (4, C, h/2, w/2)
     nodata = layout.nodata
     isnan = nodata is not None and isinstance(nodata, float) and math.isnan(nodata)
     bad = (np.isnan(cells) if isnan else cells == nodata) if nodata is not None else None
-    if valid is not None:
-        outside = ~_cells(valid[None])  # (4, 1, h/2, w/2)
+    if outside is not None:
         bad = outside if bad is None else bad | outside
     if layout.resampling == "mode":
         votes = np.zeros(cells.shape, dtype=np.int8)
