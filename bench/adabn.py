@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     engine_mod.NetworkEngine.__init__ = init  # type: ignore[method-assign]
 
     def score(model, store, stats, val_labels, test_mask):  # type: ignore[no-untyped-def]
-        kept = None
         saved = copy.deepcopy(model.state_dict())
 
         def one(name: str, **kw):  # type: ignore[no-untyped-def]
