@@ -28,17 +28,6 @@ _DEGREES = ("the grid's CRS is geographic (degrees), where spatial blocks of a s
             "resolution: 10}` in the recipe (its UTM zone)")
 
 
-def _geographic(grid: GridSpec) -> bool:
-    """Whether the grid's CRS is geographic (units of degrees)."""
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
-
-    try:
-        return bool(CRS.from_user_input(grid.crs).is_geographic)
-    except (ValueError, TypeError, CRSError):  # unreadable: say what we said before
-        return False
-
-
 def block_pixels(grid: GridSpec, block_size: float, *, align: int = 1) -> int:
     """Side of a block in base pixels: ``block_size`` rounded to a multiple of ``align``.
 
@@ -206,7 +195,7 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
     if n_blocks < n_folds:
         raise RecipeError(f"the scene holds {n_blocks} blocks of {side * grid.resolution:g} "
                           f"units ({grid.width} x {grid.height} px); "
-                          + (_DEGREES if _geographic(grid) else
+                          + (_DEGREES if grid.crs.is_geographic else
                              f"use a smaller block_size or fewer folds than {n_folds}"))
     if labels_present is None:
         counts = np.zeros(n_blocks, dtype=np.int64)
@@ -220,7 +209,7 @@ def make_folds(grid: GridSpec, labels_present: np.ndarray | None, *,
         if n_lab < n_folds:
             raise RecipeError(f"only {n_lab} of the {n_blocks} blocks of "
                               f"{side * grid.resolution:g} units hold labels, fewer than the "
-                              f"{n_folds} folds; " + (_DEGREES if _geographic(grid) else
+                              f"{n_folds} folds; " + (_DEGREES if grid.crs.is_geographic else
                                                       "use a smaller block_size or fewer folds"))
     rng = np.random.default_rng(seed)
     tie = rng.permutation(n_blocks)
