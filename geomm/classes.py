@@ -8,6 +8,9 @@ predicts mean the same thing wherever the table travels.
 from __future__ import annotations
 
 import colorsys
+import csv
+import io
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,6 +198,18 @@ class ClassTable:
         return {"classes": [{"id": i, "name": n, "colour": self.hex_colour(i)}
                             for i, n in enumerate(self.names)],
                 "ignore_value": self.ignore_value}
+
+    def raster_tags(self) -> tuple[dict[str, str], dict[str, str],
+                                   dict[int, tuple[int, int, int, int]]]:
+        """What names the classes of a class-id GeoTIFF: dataset tags (``GEOMM_CLASSES``, the
+        table as JSON; ``CLASS_NAMES``, one CSV row), band tags ``class_<id>``, and a colour
+        table with the ignore value transparent."""
+        row = io.StringIO()
+        csv.writer(row, lineterminator="").writerow(self.names)  # "bâti, dense" stays one
+        tags = {"GEOMM_CLASSES": json.dumps(self.to_dict()), "CLASS_NAMES": row.getvalue()}
+        cmap = {i: (*c, 255) for i, c in enumerate(self.colours)}
+        cmap[self.ignore_value] = (0, 0, 0, 0)
+        return tags, {f"class_{i}": n for i, n in enumerate(self.names)}, cmap
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ClassTable:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,18 +33,15 @@ class MapWriter:
         self.nodata = int(table.ignore_value)
         self.counts = np.zeros(self.k, dtype=np.int64)
         names = list(table.names)
-        classes_json = json.dumps(table.to_dict())
         common = {"height": grid.height, "width": grid.width, "crs": grid.crs,
                   "transform": grid.transform}
-        cmap = {i: (*table.colours[i], 255) for i in range(self.k)}
-        cmap[self.nodata] = (0, 0, 0, 0)
+        tags, band_tags, cmap = table.raster_tags()
+        classes_json = tags["GEOMM_CLASSES"]
         self.sinks: dict[str, StreamedRaster] = {}
         self.sinks["classes.tif"] = StreamedRaster(
             work / "classes.tif", work, **common, layout=RasterLayout(
                 1, "uint8", self.nodata, "mode", "DEFLATE", descriptions=("class",),
-                tags={"GEOMM_CLASSES": classes_json, "CLASS_NAMES": _csv_row(names)},
-                band_tags={1: {f"class_{i}": n for i, n in enumerate(names)}},
-                colormap=cmap))
+                tags=tags, band_tags={1: band_tags}, colormap=cmap))
         self.prob_kind = probabilities
         if probabilities != "none":
             f32 = probabilities == "float32"
@@ -198,13 +192,6 @@ def _raster_bands(path: Path, layout: RasterLayout | None) -> tuple[dict[str, An
         return raster_bands(src.dtypes[0], src.count, src.nodata,
                             None if categorical else src.scales[0],
                             None if categorical else src.offsets[0])
-
-
-def _csv_row(names: list[str]) -> str:
-    """Class names as one CSV row: a name holding a comma or a quote is quoted."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(names)
-    return buf.getvalue()
 
 
 def _argmax(probs: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ the store directly: ``xr.open_zarr(store, group=LAYER)`` carries the CRS as a CF
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -57,11 +56,8 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         names: list[str] = ["labels"]
         scale, offset = 1.0, 0.0
         # the class table, as a map's classes.tif carries it: `geomm evaluate` and GIS read it
-        table = ClassTable.from_dict(st.manifest["classes"])
-        tags = {"GEOMM_CLASSES": json.dumps(table.to_dict())}
-        band_tags = {f"class_{i}": n for i, n in enumerate(table.names)}
-        colormap: dict[int, tuple[int, ...]] | None = {
-            i: (*table.colours[i], 255) for i in range(len(table))}
+        tags, band_tags, cmap = ClassTable.from_dict(st.manifest["classes"]).raster_tags()
+        colormap: dict[int, tuple[int, int, int, int]] | None = cmap
     else:
         if layer not in st.layer_keys:
             raise StoreError(f"{st.path}: no layer {layer!r}; layers are "

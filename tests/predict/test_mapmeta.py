@@ -448,8 +448,10 @@ def test_uint8_probabilities_mask_what_was_not_predicted(tmp_path):
 def test_class_names_tag_is_one_csv_row_even_with_commas():
     import csv
 
-    from geomm.predict._mapfiles import _csv_row
-
     names = ["bâti, dense", "eau douce", 'say "hi"', "farm"]
-    assert next(csv.reader([_csv_row(names)])) == names
-    assert _csv_row(["farm", "forest"]) == "farm,forest"  # plain names as before
+    tags, band_tags, cmap = ClassTable.from_names(names).raster_tags()
+    assert next(csv.reader([tags["CLASS_NAMES"]])) == names
+    assert json.loads(tags["GEOMM_CLASSES"])["classes"][0]["name"] == "bâti, dense"
+    assert band_tags["class_0"] == "bâti, dense" and cmap[255] == (0, 0, 0, 0)
+    plain = ClassTable.from_names(["farm", "forest"]).raster_tags()[0]
+    assert plain["CLASS_NAMES"] == "farm,forest"  # plain names as before
