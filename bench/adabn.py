@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,8 +39,9 @@ def _bn(model):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     import quality
+    from tiling import map_scored
 
-    from geomm.learn import crossval, heldout
+    from geomm.learn import crossval
     from geomm.predict import engine as engine_mod
     from geomm.predict.infer import predict_store
 
@@ -69,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = copy.deepcopy(model.state_dict())
 
         def one(name: str, **kw):  # type: ignore[no-untyped-def]
-            t0 = time.perf_counter()
-            pred, probs = predict_store(model, store, stats, **kw)
-            seconds = time.perf_counter() - t0
-            probs[:, pred == store.ignore_value] = 0
-            scored = heldout.score_probs(store, probs, val_labels, test_mask)
+            scored, seconds = map_scored(model, store, stats, val_labels, test_mask, **kw)
             held = scored[0]
             row = {**where, "mode": name, "oa": held.test.overall_accuracy,
                    "kappa": held.test.kappa, "macro_f1": held.test.macro_f1,

@@ -51,6 +51,20 @@ def _edges(store, labels: np.ndarray, pred: np.ndarray,  # type: ignore[no-untyp
             "cm": cm.astype(int).tolist()}
 
 
+def map_scored(model, store, stats, val_labels, test_mask, **kw):  # type: ignore[no-untyped-def]
+    """``geomm.learn.heldout.score_network_probs`` with ``predict_store``'s options ``kw``
+    (tile size, overlap, batch): the scores, class map and calibrated probabilities, and the
+    seconds the mapping took."""
+    from geomm.learn import heldout
+    from geomm.predict.infer import predict_store
+
+    t0 = time.perf_counter()
+    pred, probs = predict_store(model, store, stats, **kw)
+    seconds = time.perf_counter() - t0
+    probs[:, pred == store.ignore_value] = 0  # as the package: not predicted
+    return heldout.score_probs(store, probs, val_labels, test_mask), seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     import quality
 
@@ -79,11 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     def score(model, store, stats, val_labels, test_mask):  # type: ignore[no-untyped-def]
         labels, kept = store.labels(), None
         for tile, overlap in tilings:
-            t0 = time.perf_counter()
-            pred, probs = predict_store(model, store, stats, patch_size=tile, overlap=overlap)
-            seconds = time.perf_counter() - t0
-            probs[:, pred == store.ignore_value] = 0
-            scored = heldout.score_probs(store, probs, val_labels, test_mask)
+            scored, seconds = map_scored(model, store, stats, val_labels, test_mask,
+                                         patch_size=tile, overlap=overlap)
             held, pred, _ = scored
             if (tile, overlap) == package:  # what the package's own scoring gives
                 kept = scored
