@@ -27,6 +27,7 @@ def grid_dataarray(data: da.Array, grid: GridSpec, factor: int, bands: Sequence[
     arr = arr.rio.write_crs(grid.crs).rio.write_transform(t)
     arr.attrs["resolution"] = grid.resolution * factor
     arr.attrs["factor"] = factor
+    arr.attrs["unit"] = grid.unit
     return arr
 
 

@@ -71,13 +71,15 @@ class Layer:
 
     @property
     def key(self) -> str:
-        """Store path of the layer, e.g. ``"infrared/20m"``."""
-        return f"{self.modality}/{self.data.attrs['resolution']:g}m"
+        """Store path of the layer, e.g. ``"infrared/20m"`` (``"visible/0.0001deg"`` on a
+        geographic grid: the grid's unit)."""
+        attrs = self.data.attrs
+        return f"{self.modality}/{attrs['resolution']:g}{attrs.get('unit', 'm')}"
 
 
 @dataclass
 class CoregisteredStack:
-    """Every modality on one grid family: layers keyed ``"<modality>/<res>m"``."""
+    """Every modality on one grid family: layers keyed ``"<modality>/<res><unit>"``."""
 
     grid: GridSpec
     """The base grid."""

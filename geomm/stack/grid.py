@@ -122,13 +122,30 @@ class GridSpec:
         left, bottom, right, top = (float(v) for v in doc["bounds"])
         return cls(to_crs(doc["crs"]), float(doc["resolution"]), (left, bottom, right, top))
 
+    @property
+    def unit(self) -> str:
+        """Short name of the CRS's unit, as layer names carry it: ``m``, ``deg``, ``ft``,
+        ``usft``, else ``u`` (a unit with no short name)."""
+        return crs_unit(self.crs)
+
     def describe(self) -> str:
         """One line for people: CRS, resolution, size, bounds."""
         epsg = self.crs.to_epsg()
         crs = f"EPSG:{epsg}" if epsg else (self.crs.to_string() or "custom CRS")
         b = ", ".join(f"{v:.6g}" for v in self.bounds)
-        return (f"{crs}, {self.resolution:g} units/px, {self.width} x {self.height} px, "
+        return (f"{crs}, {self.resolution:g} {self.unit}/px, {self.width} x {self.height} px, "
                 f"bounds ({b})")
+
+
+_UNITS = {"metre": "m", "meter": "m", "foot": "ft", "us survey foot": "usft"}
+
+
+def crs_unit(crs: CRS) -> str:
+    """``deg`` for a geographic CRS, else the short name of its linear unit (``u`` when it
+    has none known here)."""
+    if crs.is_geographic:
+        return "deg"
+    return _UNITS.get(str(crs.linear_units).lower(), "u")
 
 
 def snap_bounds(bounds: tuple[float, float, float, float], origin: tuple[float, float],

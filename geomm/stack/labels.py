@@ -216,7 +216,8 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
     inside = np.zeros(len(gdf), dtype=bool)
     inside[gdf.sindex.query(shapely.box(*grid.bounds), predicate="intersects")] = True
     gdf = gdf.loc[inside]
-    order = np.argsort(-gdf.geometry.area.to_numpy(), kind="stable")
+    # planar area in the grid's units (degrees too: only the order matters, small on top)
+    order = np.argsort(-shapely.area(gdf.geometry.to_numpy()), kind="stable")
     gdf = gdf.iloc[order].reset_index(drop=True)
     report = LabelReport(str(path), read=read, burned=len(gdf), repaired=int(bad.sum()),
                          dropped_empty=int(empty.sum()), outside_grid=int((~inside).sum()),

@@ -2,10 +2,10 @@
 
 Layout of a store folder (``tiles/<name>/``, one per scene)::
 
-    store.zarr/<modality>/<res>m   data (band, y, x) and valid (y, x), one chunk per tile
-    store.zarr/base                valid (y, x): every layer valid; labels (y, x), uint8
-    index.parquet                  GeoParquet tile index: id, bounds, valid and label fractions
-    geomm-store.json               manifest: inputs fingerprint, grid, layers, classes, counts
+    store.zarr/<modality>/<res><unit>  data (band, y, x) and valid (y, x), one chunk per tile
+    store.zarr/base                    valid (y, x): every layer valid; labels (y, x), uint8
+    index.parquet                      GeoParquet tile index: id, bounds, valid and label fractions
+    geomm-store.json                   manifest: inputs fingerprint, grid, layers, classes, counts
 
 The store is written into a temporary sibling folder and renamed into place when complete,
 so a failed run leaves nothing behind and a reader never sees half a store. The manifest is

@@ -171,6 +171,29 @@ def test_a_band_in_another_crs_is_warped_into_the_store(scene, tmp_path, make_ra
     assert "warped: G: CRS" in summary.describe()
 
 
+def test_a_scene_in_degrees_names_its_layers_in_degrees(scene, tmp_path, make_raster, rng):
+    import warnings
+
+    from rasterio.warp import transform_bounds
+
+    recipe_path, _, doc = scene
+    left, bottom, right, top = transform_bounds("EPSG:32633", "EPSG:4326",
+                                                X0, Y0 - 1200, X0 + 1200, Y0)
+    t = Affine((right - left) / 60, 0, left, 0, -(top - bottom) / 60, top)
+    make_raster("geo.tif", rng.integers(1, 100, (60, 60), dtype=np.uint16), crs="EPSG:4326",
+                transform=t)
+    doc = {**doc, "modalities": {"geo": {"bands": [{"file": "geo.tif", "name": "G"}]}}}
+    recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        (summary,) = stack(load_recipe(recipe_path), out=tmp_path / "deg")
+    assert open_store(tmp_path / "deg").layer_keys == [f"geo/{(right - left) / 60:g}deg"]
+    assert "deg/px" in summary.describe()
+    assert not [w for w in seen if "geographic CRS" in str(w.message)], \
+        [str(w.message) for w in seen]
+    assert summary.manifest["label_pixels"]["forest"] > 0
+
+
 def test_multi_scene_recipe_checks_every_scene_before_writing(scene, tmp_path):
     recipe_path, _, doc = scene
     doc = {**doc, "modalities": {"optical": {"file": "{b}.tif", "bands": ["B"]}},
