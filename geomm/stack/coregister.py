@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -18,14 +17,15 @@ from typing import TYPE_CHECKING, Literal
 import dask.array as da
 import numpy as np
 import xarray as xr
-from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.warp import calculate_default_transform
 
 from geomm._files import file_stamp
 from geomm._remote import AnyPath
-from geomm.errors import ExtentWarning, GridError, RecipeError
+from geomm.errors import GridError, RecipeError
 from geomm.modality import ModalitySpec
 from geomm.stack._arrays import grid_dataarray, split_chunks, upsample
 from geomm.stack._blocks import AlignedRead, LayerReader, WarpGroup
+from geomm.stack.footprints import footprint, raise_no_overlap, warn_shrinking
 from geomm.stack.grid import PIXEL_TOLERANCE, GridSpec, same_crs, snap_bounds, to_crs
 from geomm.stack.sources import BandSource, inspect_modality
 
@@ -139,12 +139,6 @@ def _ground_resolution(src: BandSource) -> float:
         return src.resolution
 
 
-def _footprint(src: BandSource, crs: object) -> tuple[float, float, float, float]:
-    if same_crs(src.crs, crs):
-        return src.bounds
-    return transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
-
-
 def _integer(value: float) -> int | None:
     r = round(value)
     return r if abs(value - r) < PIXEL_TOLERANCE * max(1.0, abs(value)) else None
@@ -218,11 +212,11 @@ def plan_grid(sources: dict[str, tuple[BandSource, ...]], *, grid: GridSpec | No
                         f"{p.factor * res:g}-unit pixels ({m}/{p.source.spec.name}); make the "
                         f"grid's width and height multiples of {p.factor} base pixels")
         return _check_size(grid, allsrc), plans
-    foot = [(_footprint(s, t_crs), s) for s in allsrc]
+    foot = [(footprint(s, t_crs), s) for s in allsrc]
     if extent == "intersection":
         b = (max(f[0] for f, _ in foot), max(f[1] for f, _ in foot),
              min(f[2] for f, _ in foot), min(f[3] for f, _ in foot))
-        _warn_shrinking(foot, b)
+        warn_shrinking(allsrc, t_crs)
     elif extent == "union":
         b = (min(f[0] for f, _ in foot), min(f[1] for f, _ in foot),
              max(f[2] for f, _ in foot), max(f[3] for f, _ in foot))
@@ -230,7 +224,7 @@ def plan_grid(sources: dict[str, tuple[BandSource, ...]], *, grid: GridSpec | No
         raise RecipeError(f"grid.extent: {extent!r} is not 'intersection' or 'union'")
     snapped = snap_bounds(b, origin, step * res, outward=extent == "union")
     if snapped[2] <= snapped[0] or snapped[3] <= snapped[1]:
-        _raise_no_overlap(foot, step * res)
+        raise_no_overlap(foot, step * res)
     return _check_size(GridSpec(t_crs, res, snapped), allsrc), plans
 
 
@@ -256,54 +250,6 @@ def _check_size(grid: GridSpec, sources: Sequence[BandSource]) -> GridSpec:
                         "resolution that is far too fine?) or raise the limit with "
                         "GEOMM_MAX_PIXELS")
     return grid
-
-
-SHRINK_WARN = 0.03
-"""A band whose footprint cuts more than this share off the other bands' common area is
-named in a warning (``extent: intersection``)."""
-
-
-def _area(b: Sequence[float]) -> float:
-    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-
-
-def _warn_shrinking(foot: list, common: tuple[float, ...]) -> None:
-    """Warn about each band that shrinks the intersection of the others by more than
-    ``SHRINK_WARN`` (e.g. one 700 x 500 px band among 1536 x 768 px bands)."""
-    seen: set[AnyPath] = set()
-    for i, (_, src) in enumerate(foot):
-        if src.path in seen or len(foot) < 2:
-            continue
-        seen.add(src.path)
-        others = [f for j, (f, s) in enumerate(foot) if j != i and s.path != src.path]
-        if not others:
-            continue
-        rest = (max(f[0] for f in others), max(f[1] for f in others),
-                min(f[2] for f in others), min(f[3] for f in others))
-        lost = 1 - _area(common) / _area(rest) if _area(rest) > 0 else 0.0
-        if lost > SHRINK_WARN:
-            km2 = (_area(rest) - _area(common)) / 1e6
-            warnings.warn(f"{src.path.name} covers less than the other bands: the scene (the "
-                          f"intersection) loses {100 * lost:.0f} % of their common area "
-                          f"(~{km2:.3g} km² in metre CRSs); use `grid: {{extent: union}}` "
-                          "to keep it (nodata where this band has none)",
-                          ExtentWarning, stacklevel=4)
-
-
-def _raise_no_overlap(foot: list, step: float) -> None:
-    fb: dict[str, tuple[float, ...]] = {}
-    for f, s in foot:
-        fb.setdefault(s.path.name, tuple(round(v, 3) for v in f))
-    items = list(fb.items())
-    # name the first pair that does not overlap (by at least one coarsest pixel)
-    for i, (na, a) in enumerate(items):
-        for nb, b in items[i + 1:]:
-            if min(a[2], b[2]) - max(a[0], b[0]) < step or min(a[3], b[3]) - max(a[1], b[1]) < step:
-                raise GridError(f"rasters do not overlap: {na} bounds {a} and {nb} bounds {b} "
-                                "(in the grid CRS); give rasters of the same area, or use "
-                                "extent: union")
-    raise GridError(f"the rasters' common area is smaller than one {step:g}-unit pixel: "
-                    f"{dict(items)}; give rasters of the same area, or use extent: union")
 
 
 def check_tile_size(tile_size: int, halo: int, factors: Sequence[int],

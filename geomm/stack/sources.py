@@ -46,10 +46,12 @@ class BandSource:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the file's CRS (north-up files)."""
+        """(left, bottom, right, top) in the file's CRS: the box around all four corners
+        (a rotated raster's box is wider than its first and last corners')."""
         t = self.transform
-        xs = (t.c, t.c + t.a * self.width + t.b * self.height)
-        ys = (t.f, t.f + t.d * self.width + t.e * self.height)
+        corners = [(c, r) for c in (0, self.width) for r in (0, self.height)]
+        xs = [t.a * c + t.b * r + t.c for c, r in corners]
+        ys = [t.d * c + t.e * r + t.f for c, r in corners]
         return min(xs), min(ys), max(xs), max(ys)
 
     @property

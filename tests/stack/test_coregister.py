@@ -215,6 +215,27 @@ def test_union_extent_pads_with_invalid(make_raster, rng):
         np.testing.assert_array_equal(small.layers["b/10m"].data.values[0][:, 30:], src.read(1))
 
 
+def test_a_rotated_band_covering_the_scene_does_not_shrink_it(make_raster, rng):
+    """A 1.8 km square turned 30 degrees about the 1.2 km scene's centre covers all of it:
+    its footprint is the box around its four corners, not around two of them; what the
+    smaller band loses of it is measured on its turned outline (1.44 of 3.24 km²), not on
+    the box around that (6.05 km²: 76 %)."""
+    from geomm.errors import ExtentWarning
+
+    ref = make_raster("r.tif", rng.integers(1, 9, (120, 120), dtype=np.uint16))
+    turn = (Affine.translation(X0 + 600, Y0 - 600) * Affine.rotation(30)
+            * Affine.translation(-900, 900) * Affine.scale(30, -30))
+    rot = make_raster("rot.tif", rng.integers(1, 9, (60, 60), dtype=np.uint16), transform=turn)
+    with pytest.warns(ExtentWarning) as seen:
+        st = coregister([mod("r", (ref, "R")), mod("t", (rot, "T"))], tile_size=60)
+    (msg,) = [str(w.message) for w in seen if issubclass(w.category, ExtentWarning)]
+    assert msg.startswith("r.tif covers less") and "loses 56 %" in msg and "~1.8 km²" in msg
+    assert st.grid.shape == (120, 120) and st.grid.bounds == (X0, Y0 - 1200, X0 + 1200, Y0)
+    (key,) = [k for k in st.layers if k.startswith("t/")]
+    assert "rotated" in st.layers[key].warped["T"]
+    assert st.layers[key].valid.values.all()
+
+
 def test_explicit_grid_in_another_crs(make_raster, rng):
     a = make_raster("a.tif", rng.integers(1, 9, (60, 60), dtype=np.uint16))
     st = coregister([mod("a", (a, "A"))], crs="EPSG:3035", resolution=10.0, tile_size=30)
