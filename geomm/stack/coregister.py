@@ -161,7 +161,7 @@ def _classify(src: BandSource, crs: object, res: float, origin: tuple[float, flo
         reason = f"origin ({t.c:g}, {t.f:g}) is off the grid's {f * res:g}-unit lattice"
     else:
         return f, None
-    if same_crs(src.crs, crs) and src.is_north_up:
+    if same_crs(src.crs, crs):  # rotated or flipped too: its own pixel side
         native = src.resolution
     else:
         dt, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height,

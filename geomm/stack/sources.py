@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -62,8 +63,10 @@ class BandSource:
 
     @property
     def resolution(self) -> float:
-        """Pixel width in CRS units (the larger side for non-square pixels)."""
-        return max(abs(self.transform.a), abs(self.transform.e))
+        """Pixel side in CRS units (the longer side for non-square pixels; a rotated
+        raster's pixel side, not its projection on the x axis)."""
+        t = self.transform
+        return max(math.hypot(t.a, t.d), math.hypot(t.b, t.e))
 
 
 def _open(path: AnyPath) -> rasterio.DatasetReader:
