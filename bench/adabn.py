@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--recipe", default="s2-landcover", help="a bundled recipe or a file")
     ap.add_argument("--tile-px", nargs="+", type=int, default=[192, 384])
+    ap.add_argument("--seed", type=int, default=0, help="the draw of the label budget")
     args = ap.parse_args(argv)
     quality.OUT.mkdir(exist_ok=True)
     out = quality.OUT / f"adabn-{Path(args.recipe).stem}.jsonl"
-    where: dict = {"variant": "adabn"}
+    variant = "adabn" if args.seed == 0 else f"adabn-seed{args.seed}"
+    where: dict = {"variant": variant, "seed": args.seed}
     bn_train = {"on": False}
     plain_init = engine_mod.NetworkEngine.__init__
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in args.k:
         for fold in args.folds:
             where.update(k=k, fold=fold)
-            quality._run(args.recipe, [k], [fold], log, None, {}, "adabn")
+            quality._run(args.recipe, [k], [fold], log, None, {"seed": args.seed}, variant)
     return 0
 
 
