@@ -70,6 +70,10 @@ class RasterInfo:
     """Overview decimation factors of band 1, e.g. ``(2, 4, 8)``."""
     is_cog: bool
     """Whether the file is a Cloud Optimized GeoTIFF (see :func:`describe`)."""
+    gcps: int = 0
+    """Ground control points of a file georeferenced by them instead of a geotransform."""
+    gcp_crs: str | None = None
+    """CRS of those points, as :attr:`crs`."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (``kind: "raster"``; NaN nodata becomes ``"nan"``)."""
@@ -192,7 +196,16 @@ def _describe_raster(path: AnyPath) -> RasterInfo:
                 nodata=tuple(None if v is None else float(v) for v in src.nodatavals),
                 block_size=(block_w, block_h), overviews=tuple(src.overviews(1)),
                 is_cog=_is_cog(src),
+                **_gcps(src),
             )
+
+
+def _gcps(src: Any) -> dict[str, Any]:
+    """``gcps`` and ``gcp_crs`` of a file georeferenced by control points only."""
+    points, crs = src.gcps
+    if not points or not src.transform.is_identity:
+        return {}
+    return {"gcps": len(points), "gcp_crs": _crs_label(crs)[0] if crs else None}
 
 
 def _is_cog(src: Any) -> bool:
@@ -273,6 +286,11 @@ def format_info(info: RasterInfo | VectorInfo) -> str:
             ("overviews", ", ".join(str(o) for o in info.overviews) or "none"),
             ("COG", "yes" if info.is_cog else "no"),
         ]
+        if info.gcps:
+            rows[1] = ("crs", f"{info.gcp_crs or 'none'} (of its control points)")
+            rows.insert(2, ("georeferencing", f"{info.gcps} ground control points, no "
+                            "geotransform: the bounds are pixel numbers; warp it "
+                            "(gdalwarp -t_srs CRS FILE OUT.tif) before using it"))
         for i, (dtype, desc) in enumerate(zip(info.dtypes, info.descriptions, strict=True), 1):
             rows.append((f"band {i}", f"{dtype:<8} {desc or '-'}"))
     else:

@@ -268,3 +268,23 @@ def test_info_on_the_real_sample_jp2_bands_and_osm_geopackage(s2_sample):
     assert "fclass" in osm.fields and any("Polygon" in g for g in osm.geometry_types)
     res = CliRunner().invoke(main, ["info", str(infrared[1].path)])
     assert res.exit_code == 0 and "EPSG:32633" in res.output and "768 x 384" in res.output
+
+
+def _gcp_only(path: Path) -> Path:
+    from rasterio.control import GroundControlPoint
+
+    gcps = [GroundControlPoint(row=r, col=c, x=500000.0 + 10 * c, y=5800000.0 - 10 * r)
+            for r, c in [(0, 0), (0, 20), (20, 0), (20, 20)]]
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="uint8",
+                       gcps=gcps, crs="EPSG:32633") as dst:
+        dst.write(np.ones((1, 20, 20), np.uint8))
+    return path
+
+
+def test_raster_georeferenced_by_control_points_says_so(tmp_path: Path) -> None:
+    info = describe(_gcp_only(tmp_path / "gcp.tif"))
+    assert isinstance(info, RasterInfo) and info.gcps == 4 and info.gcp_crs == "EPSG:32633"
+    text = format_info(info)
+    assert "4 ground control points, no geotransform" in text and "gdalwarp" in text
+    assert "EPSG:32633 (of its control points)" in text
+    assert info.to_dict()["gcps"] == 4

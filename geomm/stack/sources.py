@@ -130,12 +130,19 @@ def inspect_modality(modality: ModalitySpec) -> tuple[BandSource, ...]:
     out = []
     for band in modality.bands:
         with _open(band.path) as src:
+            gcps, gcp_crs = src.gcps
+            if src.transform.is_identity and gcps:
+                to = f"EPSG:{gcp_crs.to_epsg()}" if gcp_crs and gcp_crs.to_epsg() else "EPSG:XXXX"
+                raise CRSMissingError(
+                    f"{band.path}: georeferenced by {len(gcps)} ground control points only "
+                    "(no geotransform), which geomm does not warp by; warp it first, e.g. "
+                    f"`gdalwarp -t_srs {to} FILE OUT.tif`, and give OUT.tif")
             if src.crs is None:
                 raise CRSMissingError(
                     f"{band.path}: raster has no CRS; assign one first, e.g. "
                     "`gdal_edit.py -a_srs EPSG:32633 FILE`, or give the modality's files "
                     "a .prj/.aux.xml with the CRS")
-            if src.transform.is_identity and not src.gcps[0]:
+            if src.transform.is_identity:
                 raise CRSMissingError(
                     f"{band.path}: raster has a CRS but no geotransform (pixel size and "
                     "origin); georeference it first, e.g. `gdal_edit.py -a_ullr ULX ULY LRX "

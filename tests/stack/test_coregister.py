@@ -235,6 +235,34 @@ def test_a_rotated_band_covering_the_scene_does_not_shrink_it(make_raster, rng):
     assert st.layers["t/30m"].valid.values.all()
 
 
+@pytest.mark.parametrize("fmt", ["tif", "vrt"])
+def test_a_raster_georeferenced_by_control_points_only_is_refused(fmt, tmp_path, make_raster,
+                                                                   rng):
+    """GCPs and an identity geotransform: refused, not stacked upside down at the origin."""
+    from rasterio.control import GroundControlPoint
+
+    ref = make_raster("r.tif", rng.integers(1, 9, (60, 60), dtype=np.uint16))
+    gcps = [GroundControlPoint(row=r, col=c, x=X0 + 10 * c, y=Y0 - 10 * r)
+            for r, c in [(0, 0), (0, 60), (60, 0), (60, 60)]]
+    path = tmp_path / "gcp.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=60, count=1,
+                       dtype="uint16", gcps=gcps, crs="EPSG:32633") as dst:
+        dst.write(rng.integers(1, 9, (1, 60, 60), dtype=np.uint16))
+    if fmt == "vrt":  # an SRS and a GCP list, no GeoTransform (GDAL gives an identity)
+        listed = "".join(f'<GCP Id="{i}" Pixel="{g.col}" Line="{g.row}" X="{g.x}" Y="{g.y}"/>'
+                         for i, g in enumerate(gcps))
+        path = tmp_path / "gcp.vrt"
+        path.write_text(
+            f'<VRTDataset rasterXSize="60" rasterYSize="60"><SRS>EPSG:32633</SRS>'
+            f'<GCPList Projection="EPSG:32633">{listed}</GCPList>'
+            '<VRTRasterBand dataType="UInt16" band="1"><SimpleSource><SourceFilename '
+            'relativeToVRT="1">r.tif</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+            '</VRTRasterBand></VRTDataset>')
+    with pytest.raises(CRSMissingError, match="4 ground control points only") as info:
+        coregister([mod("r", (ref, "R")), mod("g", (path, "G"))], tile_size=30)
+    assert "gdalwarp -t_srs EPSG:32633" in str(info.value)
+
+
 def test_explicit_grid_in_another_crs(make_raster, rng):
     a = make_raster("a.tif", rng.integers(1, 9, (60, 60), dtype=np.uint16))
     st = coregister([mod("a", (a, "A"))], crs="EPSG:3035", resolution=10.0, tile_size=30)
