@@ -69,6 +69,8 @@ class LabelSpec:
     """Optional '#rrggbb' per class."""
     ignore_value: int = 255
     """Label value of unlabelled pixels."""
+    layer: str | None = None
+    """Vector: the layer of a file with several (default: its only layer with geometries)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ _TOP = {"name", "data_root", "modalities", "labels", "grid", "tiling", "scenes",
 _MOD = {"bands", "file", "nodata", "scale", "offset", "categorical", "resampling", "stac"}
 _BAND = {"file", "name", "index", "description"}
 _LAB = {"vector", "raster", "json", "class_column", "key", "classes", "values", "colours",
-        "ignore_value"}
+        "ignore_value", "layer"}
 _GRID = {"reference", "crs", "resolution", "bounds", "extent"}
 _TILE = {"size", "halo"}
 
@@ -277,6 +279,10 @@ def _labels(doc: Any) -> LabelSpec:
                           "raster names its codes with `values`, e.g. `values: {1: farm, "
                           "2: forest}` (class ids follow the order of the names)")
     colours = _get("labels", d, "colours", list)
+    layer = _get("labels", d, "layer", str)
+    if layer is not None and kind != "vector":
+        raise RecipeError(f"labels.layer picks a layer of a vector file; a {kind} label "
+                          "source has none, remove it")
     label_kind: Literal["vector", "raster", "json-multilabel"] = (
         "json-multilabel" if kind == "json" else "vector" if kind == "vector" else "raster")
     return LabelSpec(
@@ -284,7 +290,7 @@ def _labels(doc: Any) -> LabelSpec:
         tuple(map(str, classes)) if classes else None,
         _values(values) if values else None,
         tuple(map(str, colours)) if colours else None,
-        _get("labels", d, "ignore_value", int, 255))
+        _get("labels", d, "ignore_value", int, 255), layer)
 
 
 def _values(values: Mapping[Any, Any]) -> dict[int, str]:

@@ -45,6 +45,7 @@ def test_band_templates_and_defaults(tmp_path):
      ["exactly one"]),
     ({"modalities": {"vis": {"file": "x", "bands": ["B1", "B1"]}}}, ["B1", "twice"]),
     ({"labels": {"raster": "b.tif", "classes": ["a", "b"]}}, ["labels.classes", "values"]),
+    ({"labels": {"raster": "b.tif", "layer": "x"}}, ["labels.layer", "raster", "remove"]),
     ({"name": "a/b"}, ["name", "'/'"]),
 ])
 def test_bad_keys_are_named_with_the_fix(tmp_path, patch, words):

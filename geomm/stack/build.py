@@ -130,7 +130,7 @@ def _add_labels(plan: _Plan, spec: LabelSpec) -> None:
         assert spec.class_column is not None
         res = lab.burn_vector_labels(as_path(spec.path), spec.class_column, st.grid,
                                      classes=spec.classes, tile_size=st.chunk_size,
-                                     ignore_value=spec.ignore_value)
+                                     ignore_value=spec.ignore_value, layer=spec.layer)
     else:
         res = lab.burn_raster_labels(as_path(spec.path), st.grid, values=spec.values,
                                      tile_size=st.chunk_size, ignore_value=spec.ignore_value)

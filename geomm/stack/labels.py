@@ -35,6 +35,7 @@ from geomm.modality import BandSpec, ModalitySpec
 from geomm.stack._arrays import grid_dataarray, split_chunks, upsample
 from geomm.stack.coregister import coregister
 from geomm.stack.grid import GridSpec, same_crs
+from geomm.stack.labelnames import class_names, code_name
 
 __all__ = ["LabelReport", "LabelResult", "burn_raster_labels", "burn_vector_labels",
            "label_counts"]
@@ -92,12 +93,6 @@ class LabelResult:
     """Counts of repaired, dropped and skipped features."""
 
 
-def _code_name(value: Any) -> str:
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value.item() if isinstance(value, np.generic) else value)
-
-
 def _read_vector(path: AnyPath, layer: str | None) -> Any:
     import geopandas as gpd
     import pyogrio
@@ -108,6 +103,8 @@ def _read_vector(path: AnyPath, layer: str | None) -> Any:
                          "(relative paths are taken from the recipe's data root)")
     try:
         with remote_vector_env(path):
+            if layer is None:
+                layer = _only_layer(path)
             return gpd.read_file(gdal_path(path), layer=layer, engine="pyogrio")
     except DataLayerError as exc:
         with remote_vector_env(path):
@@ -121,6 +118,20 @@ def _read_vector(path: AnyPath, layer: str | None) -> Any:
                              "path in the recipe") from None
         raise LabelError(f"{path}: OGR cannot open it as vector data ({exc}); give a "
                          "GeoPackage, Shapefile, GeoJSON or other OGR format") from None
+
+
+def _only_layer(path: AnyPath) -> str | None:
+    """The file's one layer with geometries (a GeoPackage's ``layer_styles`` table has none);
+    a :class:`LabelError` when it has several, as the first is not always the labels."""
+    import pyogrio
+
+    layers = pyogrio.list_layers(gdal_path(path))
+    spatial = [str(n) for n, kind in layers if kind is not None]
+    if len(spatial) > 1:
+        raise LabelError(f"{path}: the file has {len(spatial)} layers with geometries "
+                         f"({', '.join(spatial[:8])}{', ...' if len(spatial) > 8 else ''}); "
+                         "choose the labels' one with `labels.layer` in the recipe")
+    return spatial[0] if spatial else None
 
 
 class _Burner:
@@ -167,7 +178,8 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
         classes: class names in id order; default the sorted distinct values of the column.
         tile_size: chunk side in base pixels.
         ignore_value: value of unlabelled pixels.
-        layer: layer to read from a multi-layer file; default the first.
+        layer: layer to read from a multi-layer file; default the file's only layer with
+            geometries (several: a :class:`LabelError`).
 
     Returns:
         A :class:`LabelResult`; nothing is rasterized until ``labels`` is computed.
@@ -176,13 +188,15 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
         LabelError: the file or layer cannot be read, or has no column ``class_column``.
         CRSMissingError: the file has no CRS.
     """
-    import pandas as pd
     import shapely
 
     path = as_path(path)
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         raise RecipeError(f"tile_size: {tile_size!r} must be a positive number of base pixels")
     gdf = _read_vector(path, layer)
+    if len(gdf) == 0:
+        raise LabelError(f"{path}: {'layer ' + repr(layer) if layer else 'the file'} has no "
+                         "features; give the file (or `labels.layer`) that holds the polygons")
     if class_column not in gdf.columns:
         have = ", ".join(repr(c) for c in gdf.columns if c != gdf.geometry.name) or "none"
         raise LabelError(f"{path}: no class column {class_column!r}; the columns are {have}. "
@@ -191,10 +205,9 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
         raise CRSMissingError(f"{path}: vector has no CRS; assign one first, e.g. `ogr2ogr "
                               "-a_srs EPSG:4326 fixed.gpkg FILE`, or add the Shapefile's .prj")
     read = len(gdf)
-    values = np.array([None if pd.isna(v) else _code_name(v) for v in gdf[class_column]],
-                      dtype=object)
+    values, found, notes = class_names(gdf[class_column].to_numpy(), classes)
     if classes is None:
-        classes = sorted({v for v in values if v is not None})
+        classes = found
         if not classes:
             raise LabelError(f"{path}: class column {class_column!r} holds no values; "
                              "fill it in, or choose another column")
@@ -219,10 +232,16 @@ def burn_vector_labels(path: str | os.PathLike[str], class_column: str, grid: Gr
     # planar area in the grid's units (degrees too: only the order matters, small on top)
     order = np.argsort(-shapely.area(gdf.geometry.to_numpy()), kind="stable")
     gdf = gdf.iloc[order].reset_index(drop=True)
+    thin = int((~np.isin(shapely.get_type_id(gdf.geometry.to_numpy()), (3, 6))).sum())
+    if thin:  # not polygons: points and lines label the pixels they fall on or cross
+        notes.append(f"{thin} features are points or lines, not polygons: each labels only the "
+                     "pixels it falls on or crosses")
     report = LabelReport(str(path), read=read, burned=len(gdf), repaired=int(bad.sum()),
                          dropped_empty=int(empty.sum()), outside_grid=int((~inside).sum()),
-                         unknown_class=int((~known).sum()), unknown_values=tuple(unknown))
-    if report.repaired or report.dropped_empty or report.outside_grid or report.unknown_class:
+                         unknown_class=int((~known).sum()), unknown_values=tuple(unknown),
+                         notes=tuple(notes))
+    if report.repaired or report.dropped_empty or report.outside_grid or report.unknown_class \
+            or report.notes:
         warnings.warn("; ".join(report.messages()), LabelWarning, stacklevel=2)
     name = "geomm-burn-" + tokenize(*file_stamp(path), layer,
                                     class_column, table.names, ignore_value, grid.to_dict(),
@@ -296,7 +315,7 @@ def burn_raster_labels(path: str | os.PathLike[str], grid: GridSpec, *,
         if len(found) > 255:
             raise LabelError(f"{path}: {len(found)} distinct codes, more than a class table "
                              "holds; is it a class raster? Map its codes with `values`")
-        values = {c.item(): _code_name(c) for c in found}
+        values = {c.item(): code_name(c) for c in found}
     else:
         unmapped = [c.item() for c in found if c.item() not in values]
         if unmapped:

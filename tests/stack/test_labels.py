@@ -141,6 +141,49 @@ def test_vector_without_crs_is_refused_with_a_fix(tmp_path):
         burn_vector_labels(path, "cls", GRID, tile_size=16)
 
 
+def test_a_file_with_several_layers_needs_the_layer_named(tmp_path):
+    path = tmp_path / "two.gpkg"
+    gpd.GeoDataFrame({"cls": ["road"]}, geometry=[px_box(0, 0, 5, 5)], crs=UTM).to_file(
+        path, layer="aaa_roads")
+    gpd.GeoDataFrame({"cls": ["forest"]}, geometry=[px_box(10, 10, 20, 20)], crs=UTM).to_file(
+        path, layer="landcover")
+    with pytest.raises(LabelError, match=r"two\.gpkg: the file has 2 layers.*aaa_roads, "
+                                         r"landcover.*labels\.layer"):
+        burn_vector_labels(path, "cls", GRID, tile_size=16)
+    res = burn_vector_labels(path, "cls", GRID, tile_size=16, layer="landcover")
+    assert res.classes.names == ("forest",) and (res.labels.values[10:20, 10:20] == 0).all()
+
+
+def test_a_layer_without_features_says_so(tmp_path):
+    path = tmp_path / "empty.gpkg"
+    gpd.GeoDataFrame({"cls": []}, geometry=[], crs=UTM).to_file(path)
+    with pytest.raises(LabelError, match=r"empty\.gpkg: the file has no features"):
+        burn_vector_labels(path, "cls", GRID, tile_size=16)
+
+
+def test_class_names_differing_in_case_or_spaces_are_one_class(tmp_path):
+    path = write_wgs84(tmp_path / "case.gpkg", [px_box(0, 0, 10, 10), px_box(10, 0, 20, 10),
+                                                px_box(20, 0, 30, 10), px_box(0, 20, 10, 30),
+                                                px_box(10, 20, 20, 30)],
+                       ["water", "Water", "water ", " forest", "forest"])
+    with pytest.warns(LabelWarning, match=r"'Water', 'water', 'water ' read as 'water'"):
+        res = burn_vector_labels(path, "cls", GRID, tile_size=16)
+    assert res.classes.names == ("forest", "water")
+    assert label_counts(res.labels, res.classes) == {"forest": 200, "water": 300}
+    given = burn_vector_labels(path, "cls", GRID, tile_size=16, classes=["WATER", "Forest"])
+    assert label_counts(given.labels, given.classes) == {"WATER": 300, "Forest": 200}
+
+
+def test_points_and_lines_are_burned_with_a_note(tmp_path):
+    geoms = [px_box(0, 0, 10, 10), shapely.Point(LEFT + 305, TOP - 305),
+             shapely.LineString([(LEFT + 405, TOP - 5), (LEFT + 405, TOP - 155)])]
+    path = tmp_path / "mixed.gpkg"
+    gpd.GeoDataFrame({"cls": ["a", "b", "c"]}, geometry=geoms, crs=UTM).to_file(path)
+    with pytest.warns(LabelWarning, match="2 features are points or lines"):
+        res = burn_vector_labels(path, "cls", GRID, tile_size=16)
+    assert label_counts(res.labels, res.classes) == {"a": 100, "b": 1, "c": 16}
+
+
 def test_class_table_json_round_trip():
     table = ClassTable.from_names(["water", "forest", "urban"],
                                   ["#0000ff", (0, 128, 0), "#808080"], ignore_value=200)

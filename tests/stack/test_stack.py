@@ -194,6 +194,19 @@ def test_a_scene_in_degrees_names_its_layers_in_degrees(scene, tmp_path, make_ra
     assert summary.manifest["label_pixels"]["forest"] > 0
 
 
+def test_recipe_labels_layer_picks_one_of_several(scene, tmp_path):
+    recipe_path, _, doc = scene
+    gpd.GeoDataFrame({"cls": ["road"]}, geometry=[box(X0, Y0 - 50, X0 + 50, Y0)],
+                     crs="EPSG:32633").to_file(tmp_path / "labels.gpkg", layer="aaa_roads")
+    with pytest.raises(LabelError, match="labels.layer"):
+        stack(load_recipe(recipe_path), out=tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    doc = {**doc, "labels": {**doc["labels"], "layer": "labels"}}
+    recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (summary,) = stack(load_recipe(recipe_path), out=tmp_path / "one")
+    assert summary.manifest["label_pixels"] == {"crop": 900, "forest": 3600, "water": 100}
+
+
 def test_multi_scene_recipe_checks_every_scene_before_writing(scene, tmp_path):
     recipe_path, _, doc = scene
     doc = {**doc, "modalities": {"optical": {"file": "{b}.tif", "bands": ["B"]}},
