@@ -119,6 +119,21 @@ def _resolve_index(src: rasterio.DatasetReader, band: BandSpec, modality: str) -
     return index
 
 
+def _check_nodata(nodata: float | None, dtype: str, band: BandSpec,
+                  modality: ModalitySpec) -> None:
+    """Refuse a recipe's nodata that no pixel of an integer band can hold (it would mask
+    nothing, silently)."""
+    kind = np.dtype(dtype)
+    if modality.nodata is None or nodata is None or np.isnan(nodata) or kind.kind not in "iu":
+        return
+    info = np.iinfo(kind)
+    if not float(nodata).is_integer() or not info.min <= nodata <= info.max:
+        raise RecipeError(
+            f"modalities.{modality.name}.nodata: {nodata:g} cannot occur in {band.path} "
+            f"({dtype}, whole numbers {info.min}..{info.max}), so it would mask nothing; "
+            "give the value the file uses for no data (`geomm info FILE` shows its tag)")
+
+
 def inspect_modality(modality: ModalitySpec) -> tuple[BandSource, ...]:
     """Open every band of ``modality`` and describe it; nothing is read but headers.
 
@@ -149,6 +164,7 @@ def inspect_modality(modality: ModalitySpec) -> tuple[BandSource, ...]:
                     "LRY FILE`")
             index = _resolve_index(src, band, modality.name)
             nodata = modality.nodata if modality.nodata is not None else src.nodatavals[index - 1]
+            _check_nodata(nodata, src.dtypes[index - 1], band, modality)
             if nodata is not None and np.isnan(nodata) and not np.issubdtype(
                     np.dtype(src.dtypes[index - 1]), np.floating):
                 nodata = None

@@ -263,6 +263,17 @@ def test_a_raster_georeferenced_by_control_points_only_is_refused(fmt, tmp_path,
     assert "gdalwarp -t_srs EPSG:32633" in str(info.value)
 
 
+@pytest.mark.parametrize("dtype, nodata", [(np.uint16, -9999), (np.uint8, 300),
+                                           (np.int16, 0.5)])
+def test_a_recipe_nodata_the_band_cannot_hold_is_refused(dtype, nodata, make_raster, rng):
+    path = make_raster("b.tif", rng.integers(1, 9, (30, 30)).astype(dtype))
+    with pytest.raises(RecipeError, match=rf"modalities\.m\.nodata: {nodata:g} cannot occur "
+                                          rf"in .*b\.tif \({np.dtype(dtype).name}"):
+        coregister([mod("m", (path, "B"), nodata=nodata)], tile_size=30)
+    st = coregister([mod("m", (path, "B"), nodata=1.0)], tile_size=30)  # one that it can
+    assert not st.layers["m/10m"].valid.values.all()
+
+
 def test_explicit_grid_in_another_crs(make_raster, rng):
     a = make_raster("a.tif", rng.integers(1, 9, (60, 60), dtype=np.uint16))
     st = coregister([mod("a", (a, "A"))], crs="EPSG:3035", resolution=10.0, tile_size=30)
