@@ -64,3 +64,13 @@ def split_masks(store: TileStore, cfg: TrainConfig
                        n_folds=cfg.n_folds, seed=cfg.seed, align=align,
                        class_labels=labels, ignore_value=ignore)
     return (*train_val_test(split, cfg.test_fold, cfg.val_fold), split)
+
+
+def untrained_classes(store: TileStore, cfg: TrainConfig) -> tuple[str, ...]:
+    """The store's classes with no pixel among the training labels of ``cfg``'s split (a
+    model keeps them as outputs but cannot learn them)."""
+    train_mask, val_mask, _, _ = split_masks(store, cfg)
+    train_labels, _ = label_masks(store, cfg, train_mask, val_mask)
+    names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
+    seen = np.bincount(store.labels()[train_labels].ravel(), minlength=256)[:len(names)] > 0
+    return tuple(n for n, s in zip(names, seen, strict=True) if not s)

@@ -9,6 +9,7 @@ alone, and validates on a regular grid of patches of the validation blocks.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomm.errors import RecipeError
+from geomm.errors import LabelWarning, RecipeError
 from geomm.learn.config import (
     TrainConfig,
     epochs_for,
@@ -252,6 +253,7 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
         return _train_scenes(recipe, out, cfg, workers=workers, overwrite=overwrite,
                              progress=progress)
     store = recipe_store(recipe, workers=workers)
+    _warn_untrained(store, cfg)
     raw = dict(recipe.raw)
     if classifier in ("rf", "svm"):
         fit = fit_pixel_classifier(store, cfg, classifier)
@@ -264,6 +266,16 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
     if classifier == "auto":
         return _auto(store, cfg, result, cnn_probs, out, raw, overwrite, echo)
     return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
+
+
+def _warn_untrained(store: TileStore, cfg: TrainConfig) -> None:
+    from geomm.learn.masks import untrained_classes
+
+    if missing := untrained_classes(store, cfg):
+        warnings.warn(f"{len(missing)} class(es) have no training pixels and cannot be learnt: "
+                      f"{', '.join(missing)} (labelled only in the validation or test blocks, "
+                      "or nowhere in the grid); label some where the training blocks are, or "
+                      "keep only the others with labels.classes", LabelWarning, stacklevel=2)
 
 
 def _auto(store: TileStore, cfg: TrainConfig, result: TrainResult, cnn_probs: np.ndarray,

@@ -287,3 +287,21 @@ def test_bigearthnet_scene_classifier_trains_end_to_end(bigearthnet_sample, tmp_
     store = open_store(tmp_path / "tiles" / "s1s2-bigearthnet" / "57_38")
     probs = predict_scene_labels(model, stats, store, patch_size=120, threshold=0.0)
     assert len(probs) == 43 and all(0.0 <= p <= 1.0 for p in probs.values())
+
+
+def test_a_class_without_training_pixels_is_named_by_train(synth, tmp_path, monkeypatch):
+    from geomm.learn.masks import untrained_classes
+    from geomm.stack.build import stack
+
+    root, store = synth
+    assert untrained_classes(store, TINY) == ()
+    doc = load_recipe(root / "recipe.yaml").raw
+    doc = {**doc, "name": "snowy", "labels": {**doc["labels"], "classes": ["a", "b", "c", "snow"]}}
+    (root / "snowy.yaml").write_text(__import__("yaml").safe_dump(doc, sort_keys=False))
+    (summary,) = stack(load_recipe(root / "snowy.yaml"), out=tmp_path / "snowy")
+    assert untrained_classes(open_store(summary.path), TINY) == ("snow",)
+    monkeypatch.chdir(root)
+    res = CliRunner().invoke(main, ["train", "snowy.yaml", "--classifier", "rf", "--out",
+                                    str(tmp_path / "rf"), "--block-size", "600", "--folds", "3"])
+    assert res.exit_code == 0, res.output
+    assert "1 class(es) have no training pixels and cannot be learnt: snow" in res.output
