@@ -118,6 +118,15 @@ def test_predict_halo_larger_than_the_tile(tmp_path, bundle_dir):
     assert not out.exists()
 
 
+def test_predict_modality_with_another_band_count_says_how_to_pick_bands(tmp_path, bundle_dir):
+    write_scene(tmp_path / "in")
+    args = ["predict", str(bundle_dir), "--modality", f"optical={tmp_path / 'in/A.tif'}",
+            "--modality", f"radar={tmp_path / 'in/VV.tif'}", "-o", str(tmp_path / "out")]
+    line = _one_line(CliRunner().invoke(main, args))
+    assert "--modality optical: the files hold 1 band(s)" in line and "`index:`" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_predict_with_a_class_table_shorter_than_the_outputs(tmp_path, bundle_dir):
     meta = bundle_dir / "bundle.json"
     doc = json.loads(meta.read_text())

@@ -352,7 +352,9 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
         if len(bands) != len(want[name]):
             raise PredictError(f"--modality {name}: the files hold {len(bands)} band(s) but the "
                                f"model's {name} has {len(want[name])} ({', '.join(want[name])});"
-                               f" give them in that order")
+                               f" give files holding exactly those bands, in that order, or "
+                               f"pick bands of larger files in a RECIPE (`bands:` with "
+                               f"`index:`) and give it instead of --modality")
         lyr = first[name]  # read the files as the training inputs were read
         out.append(ModalitySpec(name, tuple(BandSpec(b.path, n, b.index)
                                             for b, n in zip(bands, want[name], strict=True)),
