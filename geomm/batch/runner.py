@@ -205,6 +205,7 @@ def _vector_target(options: BatchOptions, root: Path | None = None) -> tuple[str
     the table: one that exists is refused on a job's first run unless ``vector_append``."""
     if options.vector_out is None:
         return "map.gpkg", None
+    from geomm.vector._sinks import resolve_driver, style_path
     from geomm.vector.postgis import PgTarget, is_postgis
 
     if not options.vector:
@@ -216,13 +217,12 @@ def _vector_target(options: BatchOptions, root: Path | None = None) -> tuple[str
 
             check_table(target, append=options.vector_append)
         return "map.gpkg", target
-    from geomm.vector._sinks import resolve_driver
-
-    name = options.vector_out
-    if Path(name).name != name or resolve_driver(Path(name), None) == "ESRI Shapefile":
-        raise BatchError(f"--vector-out {name!r}: give a file name without a folder, ending in "
-                         ".gpkg, .parquet, .fgb or .geojson (it is written in each output "
-                         "folder), or a postgresql:// or PG: connection string")
+    name, driver = options.vector_out, resolve_driver(Path(options.vector_out), None)
+    if Path(name).name != name or driver == "ESRI Shapefile" \
+            or style_path(Path(name), driver) == Path("classes.qml"):  # the class map's style
+        raise BatchError(f"--vector-out {name!r}: give a file name (no folder, not classes.*: "
+                         "it goes beside classes.tif) ending in .gpkg, .parquet, .fgb or "
+                         ".geojson, or a postgresql:// or PG: connection string")
     return name, None
 
 

@@ -22,12 +22,12 @@ import numpy as np
 import pyproj
 import shapely
 
-from geomm._outputs import PARTIAL_TAG
+from geomm._outputs import PARTIAL_TAG, partial_path
 from geomm.vector._common import Chunk, VectorizeError
 from geomm.vector.styles import StyleClass, style_row, vector_qml
 
-__all__ = ["FORMATS", "commit_file", "drop_file", "drop_partial_folders", "resolve_driver",
-           "write_file"]
+__all__ = ["FORMATS", "check_side_files", "commit_file", "drop_file", "drop_partial_folders",
+           "resolve_driver", "style_path", "temp_path", "write_file"]
 
 FORMATS = {".gpkg": "GPKG", ".parquet": "GeoParquet", ".geoparquet": "GeoParquet",
            ".fgb": "FlatGeobuf", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON",
@@ -66,6 +66,61 @@ def resolve_driver(out: Path, driver: str | None) -> str:
     return FORMATS[suffix]
 
 
+def style_path(out: Path, driver: str) -> Path | None:
+    """The QGIS style :func:`write_file` puts beside ``out``: ``<name>.qml``; None for a
+    GeoPackage (its style goes inside, in ``layer_styles``)."""
+    return None if driver == "GPKG" else out.with_suffix(".qml")
+
+
+def side_files(out: Path, driver: str) -> list[Path]:
+    """The files beside ``out`` that writing it makes or replaces, known before the write: its
+    QGIS style and, for a shapefile, every part (an older map's are removed). A driver may make
+    others (MapInfo's ``.dat``, ``.id``, ``.map``): :func:`commit_file` checks those."""
+    if driver == "ESRI Shapefile":
+        return [out.with_name(out.stem + ext) for ext in SHAPEFILE_PARTS]
+    style = style_path(out, driver)
+    return [] if style is None else [style]
+
+
+def _taken(out: Path, paths: Iterable[Path]) -> str | None:
+    """The one-line refusal of ``paths`` (side files of ``out``) that exist, or None."""
+    taken = sorted({p for p in paths if p != out and (p.exists() or p.is_symlink())})
+    if not taken:
+        return None
+    what = ("the QGIS style geomm writes beside" if taken == [out.with_suffix(".qml")]
+            else "side files geomm writes or replaces with")
+    names = ", ".join([str(taken[0])] + [p.name for p in taken[1:]])
+    verb, it = ("exists", "it") if len(taken) == 1 else ("exist", "them")
+    return (f"{names} already {verb} ({what} {out.name}); pass overwrite=True (--overwrite) to "
+            f"replace {it}, or choose another output name")
+
+
+def check_side_files(out: Path, driver: str, overwrite: bool) -> None:
+    """Refuse, before anything is written, an output whose side files (:func:`side_files`)
+    exist and not ``overwrite`` (nothing a user made beside the file is replaced unasked),
+    a side file that is a folder, and a ``.qml`` output name (where its style would go)."""
+    style = style_path(out, driver)
+    if style is not None and out.suffix.lower() == ".qml":
+        raise VectorizeError(f"{out}: .qml is the name of the QGIS style geomm writes beside "
+                             "the output; name the output with its format's suffix (.geojson, "
+                             ".fgb, .shp, .parquet, ...)")
+    sides = side_files(out, driver)
+    folders = [p for p in sides if p.is_dir() and not p.is_symlink()]
+    if folders:
+        raise VectorizeError(f"{folders[0]} is a folder where geomm writes a side file of "
+                             f"{out.name}; move it away or choose another output name")
+    if not overwrite and (msg := _taken(out, sides)):
+        raise VectorizeError(msg)
+
+
+def temp_path(out: Path) -> Path:
+    """The private name ``out`` is written under (:func:`geomm._outputs.partial_path`), with a
+    suffix even when ``out`` has none: its side files are found by its stem, which must be its
+    own (``.map`` would take in ``.map.geomm-lock`` and any ``.map.*`` of the user's)."""
+    tmp = partial_path(out)
+    return tmp if out.suffix else tmp.with_name(tmp.name + ".tmp")
+
+
 def _sidecars(tmp: Path) -> list[Path]:
     """The files a driver made beside ``tmp`` (a shapefile's ``.dbf``, ``.shx``, ...)."""
     stem = tmp.with_suffix("").name
@@ -73,17 +128,19 @@ def _sidecars(tmp: Path) -> list[Path]:
                   and not p.name.endswith(("-journal", "-wal", "-shm")))
 
 
-def commit_file(tmp: Path, out: Path, driver: str) -> None:
+def commit_file(tmp: Path, out: Path, driver: str, *, overwrite: bool) -> None:
     """Rename the complete ``tmp`` (a file, or the folder some drivers make) over ``out``: its
     side files first (a part of an older shapefile that this write did not make is removed),
-    ``tmp`` itself last."""
+    ``tmp`` itself last. Without ``overwrite``, a side file that exists by now (one a driver
+    made that :func:`side_files` could not foresee) is refused before any rename."""
     stem = tmp.with_suffix("").name
     made = {out.with_name(out.stem + p.name[len(stem):]): p for p in _sidecars(tmp)}
-    if driver == "ESRI Shapefile":
-        for ext in SHAPEFILE_PARTS:
-            old = out.with_name(out.stem + ext)
-            if old != out and old not in made:
-                old.unlink(missing_ok=True)
+    stale = [p for p in side_files(out, driver) if p != out and p not in made] \
+        if driver == "ESRI Shapefile" else []
+    if not overwrite and (msg := _taken(out, [*made, *stale])):
+        raise VectorizeError(msg)
+    for old in stale:
+        old.unlink(missing_ok=True)
     for dst, src in made.items():
         os.replace(src, dst)
     os.replace(tmp, out)
@@ -111,11 +168,12 @@ def write_file(path: Path, driver: str, crs: pyproj.CRS, layer: str, chunks: Ite
                classes: Callable[[], Sequence[StyleClass]]) -> None:
     """Stream ``chunks`` into the new file ``path``; ``classes()`` (called after the last chunk)
     gives the style's categories: a GeoPackage's ``layer_styles`` row, else a QGIS style
-    ``<name>.qml`` beside the file (QGIS loads it as the layer's default style; it is
-    renamed with the file's other side files)."""
+    ``<name>.qml`` beside the file (:func:`style_path`; QGIS loads it as the layer's default
+    style; it is renamed with the file's other side files, and :func:`check_side_files` has
+    refused an existing one unless the user asked to overwrite)."""
     if driver == "GeoParquet":
         _write_parquet(path, crs, chunks)
-        path.with_suffix(".qml").write_text(vector_qml(classes()))
+        _write_qml(path, driver, classes())
         return
     import pyarrow as pa
     import pyogrio
@@ -132,7 +190,13 @@ def write_file(path: Path, driver: str, crs: pyproj.CRS, layer: str, chunks: Ite
     if driver == "GPKG":
         write_gpkg_style(path, layer, classes())
     else:
-        path.with_suffix(".qml").write_text(vector_qml(classes()))
+        _write_qml(path, driver, classes())
+
+
+def _write_qml(path: Path, driver: str, classes: Sequence[StyleClass]) -> None:
+    style = style_path(path, driver)
+    if style is not None and style != path:
+        style.write_text(vector_qml(classes))
 
 
 def write_gpkg_style(path: Path, layer: str, classes: Sequence[StyleClass]) -> None:

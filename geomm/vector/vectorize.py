@@ -44,16 +44,18 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geomm._lock import output_lock
-from geomm._outputs import drop_partials, partial_path, settle
+from geomm._outputs import drop_partials, settle
 from geomm.vector import _polygons as poly
 from geomm.vector import _sieve
 from geomm.vector._common import Chunk, Guarded, VectorizeError, one_line
 from geomm.vector._sinks import (
     FORMATS,
+    check_side_files,
     commit_file,
     drop_file,
     drop_partial_folders,
     resolve_driver,
+    temp_path,
     write_file,
 )
 from geomm.vector._stitch import Stitcher
@@ -127,7 +129,9 @@ def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = 
         min_area: square metres; smaller regions are sieved into a neighbour first.
         simplify: metres; topology-preserving coverage simplification of shared edges.
         window: side of the square windows read at a time, pixels.
-        overwrite: replace an existing file or table.
+        overwrite: replace an existing file or table, and the side files geomm writes with a
+            file (its QGIS style ``<name>.qml``, a shapefile's parts); without it an existing
+            one is refused before anything is written.
         append: PostGIS only: add the polygons to an existing table (same columns).
         layer: the layer name (default ``classes``), or for PostGIS ``[SCHEMA.]TABLE``
             (default ``public.classes``).
@@ -137,9 +141,9 @@ def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = 
         What was written, per class.
 
     Raises:
-        VectorizeError: bad suffix, driver or option, ``out`` exists, the raster is missing,
-            has several bands, is not integer or has no CRS, or the database refused the
-            write (nothing written then).
+        VectorizeError: bad suffix, driver or option, ``out`` or a side file it would replace
+            (``<name>.qml``) exists, the raster is missing, has several bands, is not integer
+            or has no CRS, or the database refused the write (nothing written then).
     """
     start = time.perf_counter()
     src_path = Path(classes)
@@ -168,10 +172,10 @@ def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = 
 def _to_file(src_path: Path, out: Path, fmt: str, layer: str, min_area: float | None,
              simplify: float | None, window: int, overwrite: bool, start: float
              ) -> VectorizeSummary:
-    _check_file(out, overwrite)
+    _check_file(out, fmt, overwrite)
     drop_partial_folders(out)  # a killed run's (this run holds the output's lock)
     drop_partials(out)
-    tmp = partial_path(out)
+    tmp = temp_path(out)
     try:
         with _open(src_path) as src:
             meta = _Meta.read(src, src_path)
@@ -179,7 +183,7 @@ def _to_file(src_path: Path, out: Path, fmt: str, layer: str, min_area: float | 
             chunks = Guarded(_run(src, meta, window, min_area, simplify, stats))
             _write(lambda: write_file(tmp, fmt, meta.crs, layer, chunks,
                                       lambda: meta.style(stats)), chunks, src_path)
-        commit_file(tmp, out, fmt)
+        commit_file(tmp, out, fmt, overwrite=overwrite)
     except BaseException:
         drop_file(tmp)
         raise
@@ -224,7 +228,7 @@ def _summary(where: Path | str, meta: _Meta, stats: dict[int, tuple[int, float]]
                             time.perf_counter() - start)
 
 
-def _check_file(out: Path, overwrite: bool) -> None:
+def _check_file(out: Path, fmt: str, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise VectorizeError(f"{out} already exists; pass overwrite=True (--overwrite) to "
                              "replace it")
@@ -233,6 +237,7 @@ def _check_file(out: Path, overwrite: bool) -> None:
                              ".fgb, .shp or .geojson")
     if not out.parent.is_dir():
         raise VectorizeError(f"{out}: folder {out.parent} does not exist; create it first")
+    check_side_files(out, fmt, overwrite)  # its <name>.qml style, a shapefile's parts
 
 
 def _check_options(min_area: float | None, simplify: float | None, window: int) -> None:

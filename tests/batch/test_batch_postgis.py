@@ -157,7 +157,7 @@ def test_vector_out_file_names_and_bad_ones(job, tmp_path):
                                          vector_out="map.fgb"))
     assert res.ok and all((tmp_path / "fgb" / s / "map.fgb").is_file() for s in SCENES)
     assert not any((tmp_path / "fgb" / s / "map.gpkg").exists() for s in SCENES)
-    for bad in ("sub/map.gpkg", "map.shp", "map.xyz"):
+    for bad in ("sub/map.gpkg", "map.shp", "map.xyz", "classes.fgb"):  # its .qml: the map's
         with pytest.raises((BatchError, VectorizeError)) as info:
             run_batch(scenes_job(load_recipe(job["recipe"]), scenes), job["bundle"],
                       tmp_path / "bad", predict=OPTS, echo=lambda s: None,

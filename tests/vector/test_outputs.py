@@ -172,9 +172,12 @@ def test_multi_file_and_folder_formats_by_driver(tif, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dat", "m.id", "m.map", "m.qml",
                                                           "m.tab"]
     assert pyogrio.read_info(tab)["features"] == 137
-    left = tmp_path / ".m.gdb.geomm-partial-0123abcd.gdb"  # what a killed writer left
+    # m.gdb's style would be m.qml too: refused (m.tab's is kept), another name is written
+    with pytest.raises(VectorizeError, match="m.qml already exists"):
+        vectorize(tif, tmp_path / "m.gdb", driver="OpenFileGDB")
+    left = tmp_path / ".g.gdb.geomm-partial-0123abcd.gdb"  # what a killed writer left
     left.mkdir()
     (left / "a00000001.gdbtable").write_bytes(b"half")
-    gdb = vectorize(tif, tmp_path / "m.gdb", driver="OpenFileGDB").path
+    gdb = vectorize(tif, tmp_path / "g.gdb", driver="OpenFileGDB").path
     assert gdb.is_dir() and pyogrio.read_info(gdb, layer="classes")["features"] == 137
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
