@@ -29,7 +29,8 @@ from geomm.cli.group import main
 @click.option("--window", type=click.IntRange(min=1), default=2048, show_default=True,
               metavar="PX", help="Side of the square windows read at a time, pixels.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace an existing file or table (a table in one transaction).")
+              help="Replace an existing file or table (a table in one transaction), and "
+                   "the style <name>.qml or shapefile parts beside a file.")
 @click.option("--append", is_flag=True,
               help="PostGIS: add the polygons to an existing table (same columns).")
 def vectorize_cmd(classes_tif: Path, out: str, layer: str | None, driver: str | None,
