@@ -102,9 +102,12 @@ def _output_type(p: ModalityPlan, band: BandPlan) -> tuple[str, float]:
     return "float32", float("nan")
 
 
-def _key(p: ModalityPlan, band: BandPlan, dtype: str) -> str:
+def _key(p: ModalityPlan, band: BandPlan, dtype: str, nodata: float) -> str:
+    """The cache key of a composite: everything its values depend on (the recipe's nodata,
+    which masks the inputs, and the output's nodata too)."""
     g = band.grid
     doc = {"v": __version__, "band": band.name, "asset": band.asset,
+           "nodata": repr(nodata), "src_nodata": repr(p.spec.nodata),
            "crs": g.crs.to_wkt(), "transform": list(g.transform)[:6],
            "shape": [g.height, g.width], "composite": p.stac.composite,
            "order": p.stac.order, "mask": None if p.stac.mask is None else
@@ -153,7 +156,8 @@ def _materialise(p: ModalityPlan, root: Path, workers: int | None) -> ModalitySp
         comp = BandComposite(band, p.stac.mask, p.stac.composite, p.physical,
                              p.spec.warp_resampling, dtype, nd, p.spec.nodata)
         only = single_source(comp)  # one aligned item: a window of its file, nothing copied
-        out = root / _key(p, band, dtype) / f"{p.spec.name}_{band.name}.{'vrt' if only else 'tif'}"
+        name = f"{p.spec.name}_{band.name}.{'vrt' if only else 'tif'}"
+        out = root / _key(p, band, dtype, nd) / name
         if not out.exists():
             if only is not None:
                 write_window_vrt(comp, only, out)

@@ -325,3 +325,34 @@ def test_items_that_describe_their_assets_are_planned_without_reading_them(tmp_p
     assert len(reads(described)) == 6  # planned from the metadata alone
     with pytest.raises(RasterReadError, match="d2_red.tif: no such file"):  # newest first
         reads(catalog)
+
+
+def test_a_changed_nodata_makes_a_new_composite_not_the_cached_one(tmp_path):
+    reds, masks, catalog = _dated(tmp_path)
+    v = int(reds[2][40, 60])  # a value of the newest item, masked by the second recipe
+
+    def first(nodata: int | None) -> tuple[Path, np.ndarray]:
+        stac = {"collection": "synthetic-s2", "assets": {"red": "red"}, "composite": "first",
+                "order": "newest", "mask": {"asset": "scl", "drop": [3, 8, 9, 10]}}
+        mod = {"stac": stac, **({"nodata": nodata} if nodata is not None else {})}
+        rec = _recipe(tmp_path, f"nd{nodata}", {"catalog": str(catalog), "datetime":
+                                                "2021-06-01/2021-06-30"}, {"optical": mod})
+        [m] = resolve(load_recipe(rec)).modalities
+        with rasterio.open(m.bands[0].path) as src:
+            return m.bands[0].path, src.read(1)
+
+    path0, plain = first(None)
+    path1, masked = first(v)
+    assert path0 != path1
+    # the recipe's nodata replaces the items' own (0)
+    obs = [np.where((r == v) | np.isin(m, [3, 9]), -1, r.astype(np.int64))
+           for r, m in zip(reds, masks, strict=True)]
+    want = obs[2].copy()
+    for o in (obs[1], obs[0]):
+        want = np.where(want < 0, o, want)
+    was_v = (reds[2] == v) & ~np.isin(masks[2], [3, 9])
+    assert was_v.any() and (plain[was_v] == v).all()
+    win = (slice(3, 90), slice(5, 130))
+    seen = (want >= 0)[win]
+    np.testing.assert_array_equal(masked[win][seen], want[win][seen])
+    assert (masked[win][~seen] == v).all()  # nodata of the output: the recipe's
