@@ -332,8 +332,24 @@ def plan_modalities(source: StacSource, modalities: Sequence[ModalitySpec], *,
             grid = BandGrid(target, Affine(r, 0, left, 0, -r, top),
                             max(1, round((right - left) / r)), max(1, round((top - bottom) / r)))
             bands.append(BandPlan(b, key, grid, reads[b], masks))
-        physical = any(r.scale is not None or r.offset is not None
-                       for rs in reads.values() for r in rs)
+        physical = _physical(m.name, reads)
         plans.append(ModalityPlan(m, m.stac, tuple(items), tuple(bands), physical))
     return plans
 
+
+def _physical(modality: str, reads: dict[str, tuple[AssetRead, ...]]) -> bool:
+    """Whether the modality is composited in physical units: its items declare
+    ``raster:bands`` scale/offset. Items that do and items that do not, in one band, cannot be
+    composited together (DNs beside reflectances): a :class:`RecipeError` names both."""
+    for band, rs in reads.items():
+        said = [r.item for r in rs if r.scale is not None or r.offset is not None]
+        if said and len(said) < len(rs):
+            silent = [r.item for r in rs if r.scale is None and r.offset is None]
+            raise RecipeError(
+                f"modalities.{modality}.stac: band {band}: items {', '.join(said[:3])}"
+                f"{' ...' if len(said) > 3 else ''} declare a raster:bands scale/offset and "
+                f"items {', '.join(silent[:3])}{' ...' if len(silent) > 3 else ''} do not, so "
+                "their values are not in one unit; narrow the dates or the query to one "
+                "processing baseline, or split them into two modalities")
+    return any(r.scale is not None or r.offset is not None
+               for rs in reads.values() for r in rs)

@@ -71,8 +71,8 @@ def _search_api(source: StacSource, mod: StacModality, modality: str
         client = Client.open(str(source.api))
         search = client.search(collections=[mod.collection], bbox=source.bbox,
                                datetime=mod.datetime or source.datetime,
-                               query=dict(mod.query) or None, max_items=source.max_items,
-                               limit=min(100, source.max_items))
+                               query=dict(mod.query) or None, max_items=source.max_items + 1,
+                               limit=min(100, source.max_items + 1))
         items = list(search.items_as_dicts())
     except Exception as exc:  # pystac-client's APIError, requests' errors, bad JSON
         text = " ".join(str(exc).split())
@@ -86,6 +86,12 @@ def _search_api(source: StacSource, mod: StacModality, modality: str
         raise StacSearchError(f"stac.api {source.api}: the search for modality {modality!r} "
                               f"failed ({text[:200] or type(exc).__name__}); check the URL "
                               "and that it is a STAC API") from None
+    if len(items) > source.max_items:  # a cut in the API's order would bias the composite
+        raise StacSearchError(f"modalities.{modality}.stac: the search of {source.api} finds "
+                              f"more than stac.max_items ({source.max_items}) items for "
+                              f"{describe_query(source, mod)}; narrow the dates, the area or "
+                              "the filters (e.g. query: {eo:cloud_cover: {lt: 20}}), or raise "
+                              "stac.max_items")
     return [_absolute(it, None) for it in items]
 
 

@@ -356,3 +356,22 @@ def test_a_changed_nodata_makes_a_new_composite_not_the_cached_one(tmp_path):
     seen = (want >= 0)[win]
     np.testing.assert_array_equal(masked[win][seen], want[win][seen])
     assert (masked[win][~seen] == v).all()  # nodata of the output: the recipe's
+
+
+def test_items_with_and_without_a_raster_bands_scale_are_not_composited_together(tmp_path):
+    import json
+
+    _, _, catalog = _dated(tmp_path)
+    doc = json.loads(catalog.read_text())
+    doc["features"][0]["assets"]["red"]["raster:bands"] = [{"scale": 0.0001, "offset": 0.0}]
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps(doc))
+    rec = load_recipe(_recipe(tmp_path, "mixed", {"catalog": str(mixed)}, {"optical": {"stac": {
+        "collection": "synthetic-s2", "assets": {"red": "red"}, "composite": "median"}}}))
+    with pytest.raises(RecipeError, match=r"band red: items d0 declare a raster:bands "
+                                          r"scale/offset and items d2, d1 do not"):
+        plan(rec)
+    for it in doc["features"]:  # every item declares it: composited in physical units
+        it["assets"]["red"]["raster:bands"] = [{"scale": 0.0001, "offset": 0.0}]
+    mixed.write_text(json.dumps(doc))
+    assert plan(rec)[0].physical

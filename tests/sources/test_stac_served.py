@@ -108,6 +108,10 @@ def test_stac_api_recipe_stacks_the_same_layers_as_the_files(tmp_path, web, stac
         resolve(load_recipe(_recipe(tmp_path, "none", {"api": stac_api.url, "datetime":
                                                        "2019-01-01/2019-12-31"},
                                     {"red": "red"})))
+    # two items match: a cap of one would composite whichever the API lists first
+    with pytest.raises(GeommError, match=r"finds more than stac\.max_items \(1\) items"):
+        resolve(load_recipe(_recipe(tmp_path, "cut", {"api": stac_api.url, "bbox": bbox,
+                                                      "max_items": 1}, {"red": "red"})))
 
 
 def test_a_window_of_a_cog_reads_only_its_share(tmp_path, web):
