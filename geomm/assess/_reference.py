@@ -273,7 +273,8 @@ def read_raster(path: AnyPath, cmap: ClassMap, matcher: ClassMatcher, tally: Tal
             labels.crs.to_wkt(), cmap.crs.to_wkt()):
         tally.reprojected_from = labels.crs.to_string()
     # known names now; a name the map lacks becomes an extra class only once it is seen
-    lut = np.array([matcher.lookup(n) for n in labels.table.names], dtype=np.int64)
+    names = list(labels.table.names)
+    lut = np.array([matcher.lookup(n) for n in names], dtype=np.int64)
     chunks = []
     unknown = Counter[str]()
     with remote_env(path), rasterio.open(cmap.path) as src, rasterio.open(
@@ -282,18 +283,21 @@ def read_raster(path: AnyPath, cmap: ClassMap, matcher: ClassMatcher, tally: Tal
             height=cmap.height, resampling=Resampling.nearest, nodata=labels.nodata) as vrt:
         for win in cmap.windows():
             raw = vrt.read(1, window=win).astype(np.int64)
-            valid = (raw != labels.nodata) & (raw >= 0) & (raw < len(labels.table))
+            valid = (raw != labels.nodata) & (raw >= 0)
             if not valid.any():
                 continue
+            if (top := int(raw[valid].max())) >= len(lut):  # codes its table does not name:
+                names += [str(c) for c in range(len(names), top + 1)]  # named by the number
+                lut = np.concatenate([lut, [matcher.lookup(n) for n in names[len(lut):]]])
             tally.features += int(valid.sum())
             seen = np.unique(raw[valid])
             for code in seen[lut[seen] == _UNKNOWN]:
-                lut[code] = matcher.id_of(labels.table.names[int(code)])
+                lut[code] = matcher.id_of(names[int(code)])
             ref = np.where(valid, lut[np.where(valid, raw, 0)], _UNLABELLED)
             for code, count in zip(*np.unique(raw[valid & ((ref == _UNKNOWN) |
                                                          (ref >= matcher.k))],
                                               return_counts=True), strict=True):
-                unknown[labels.table.names[int(code)]] += int(count)
+                unknown[names[int(code)]] += int(count)
             ids = cmap.read(src, win)
             labelled = ref >= 0
             nodata = labelled & (ids == cmap.nodata)

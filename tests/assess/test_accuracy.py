@@ -360,3 +360,17 @@ def test_label_raster_with_a_class_the_map_lacks(small, tmp_path):
     assert any("'urban' (600); scored as extra" in str(w.message) for w in caught)
     assert a.names == (*NAMES, "urban")             # "unused" never occurs: no column
     assert a.error_matrix[2, 3] == 600 and a.error_matrix[2, 2] == 600
+
+
+def test_label_raster_codes_its_class_table_does_not_name_are_not_dropped(small, tmp_path):
+    map_tif, *_, classes = small
+    ref = np.where(classes == 255, 0, classes).astype(np.uint8)
+    ref[50:, :] = 7                                  # beyond its table's ids 0-2
+    path = write_class_map(tmp_path / "ref.tif", ref, NAMES)
+    with pytest.raises(UnknownClassError, match=r"'7' \(600\)"):
+        assess(map_tif, path)
+    with pytest.warns(ReferenceWarning, match=r"'7' \(600\); left out"):
+        a = assess(map_tif, path, unknown_classes="skip")
+    ref[50:, :] = 255                                # the same rows unlabelled
+    unlabelled = assess(map_tif, write_class_map(tmp_path / "ref2.tif", ref, NAMES))
+    np.testing.assert_array_equal(a.error_matrix, unlabelled.error_matrix)
