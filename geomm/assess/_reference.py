@@ -56,6 +56,9 @@ class Tally:
     """Features neither point nor polygon (lines, empty geometries): not used."""
     reprojected_from: str | None = None
     """The reference's own CRS when it differed from the map's."""
+    other_stratum: int = 0
+    """Design points (``map_class`` of ``geomm sample-design``) on a pixel of another class
+    in this map: the design was drawn from another map."""
 
 
 class ClassMatcher:
@@ -200,6 +203,10 @@ def read_points(gdf: Any, column: str, cmap: ClassMap, matcher: ClassMatcher, ta
     tally.on_nodata += int(on_nodata.sum())
     keep = use & ~on_nodata
     tally.samples += int(keep.sum())
+    if "map_class" in gdf.columns:  # a design of geomm sample-design: drawn from this map?
+        names = np.array([n.strip().casefold() for n in cmap.table.names], dtype=object)
+        drawn = np.array([str(v).strip().casefold() for v in gdf["map_class"]], dtype=object)
+        tally.other_stratum += int((names[mapped[keep]] != drawn[keep]).sum())
     return _pairs(mapped[keep], ref[keep], matcher)
 
 

@@ -148,6 +148,9 @@ def assess(map_path: str | Path, reference: str | Path, *, column: str | None = 
     mapped = np.zeros(k, dtype=np.int64)
     mapped[:len(cmap.table)] = cmap.class_counts()
     estimates, more = _estimates(matrix, mapped, names, sampling, cmap, tally)
+    for line in more:
+        if line.startswith(("no area estimates", "map classes")):  # what a user must see
+            warnings.warn(line, ReferenceWarning, stacklevel=2)
     return Assessment(cmap, reference, column, sampling, names, matrix, mapped, tally,
                       scores(matrix.T), estimates, tuple(notes + more))
 
@@ -218,6 +221,11 @@ def _left_out(path: AnyPath, t: Tally, policy: str) -> list[str]:
     if t.other_geometries:
         lines.append(f"{_count(t.other_geometries, 'feature', 'is', 'are')} neither point "
                      "nor polygon: not used")
+    if t.other_stratum:
+        lines.append(f"{_count(t.other_stratum, 'design point', 'lies', 'lie')} in another "
+                     "class of this map than the one it was drawn from (column map_class): "
+                     "the stratified estimates assume the strata of the map the design was "
+                     "drawn from; evaluate that map")
     return lines
 
 

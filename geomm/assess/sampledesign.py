@@ -193,6 +193,10 @@ def sample_design(map_path: str | Path, n: int, out: str | Path, *,
     for i in np.flatnonzero(take < wanted):
         notes.append(f"class {names[i]!r} has only {counts[i]} pixels for {wanted[i]} "
                      "allocated points: all of them are taken")
+    if unsampled := [names[i] for i in np.flatnonzero((counts > 0) & (take < 2))]:
+        notes.append(f"mapped classes {', '.join(map(repr, unsampled))} get fewer than 2 "
+                     "points: geomm evaluate cannot give their areas (none) or standard "
+                     "errors (one); raise -n or pass --min-per-class 2")
     rng = np.random.default_rng(seed)
     ranks = [np.sort(rng.choice(int(counts[h]), int(take[h]), replace=False))
              for h in range(len(names))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -74,7 +75,8 @@ def evaluate_cmd(map_path: Path, reference: Path, column: str, sampling: str,
                f"kappa {s.kappa:.3f}, macro-F1 {s.macro.f1:.3f}")
     if a.estimates is not None:
         e = a.estimates.overall
-        click.echo(f"estimated OA {e.value:.3f} ± {e.ci95:.3f} (95% CI, {a.sampling})")
+        ci = "n/a (a class has a single sample)" if math.isnan(e.ci95) else f"{e.ci95:.3f}"
+        click.echo(f"estimated OA {e.value:.3f} ± {ci} (95% CI, {a.sampling})")
     click.echo(f"report: {out / 'report.html'}")
 
 

@@ -120,3 +120,43 @@ def test_labelled_sample_round_trip_through_evaluate(map_tif, tmp_path):
     assert counts.sum() == len(pts) and np.trace(counts) == len(pts) - 10
     with rasterio.open(path) as src:
         assert m["map"]["pixel_area_m2"] == abs(src.transform.a * src.transform.e)
+
+
+def test_a_class_left_without_points_is_named_and_evaluate_says_why_no_areas(map_tif,
+                                                                              tmp_path):
+    path, _ = map_tif
+    out = tmp_path / "pts.gpkg"
+    d = sample_design(path, 20, out)  # proportional: the 4-pixel class gets none
+    assert d.drawn[3] == 0
+    assert any("mapped classes 'urban' get fewer than 2 points" in n for n in d.notes)
+    pts = gpd.read_file(out)
+    pts["reference"] = pts["map_class"]
+    pts.to_file(out, layer="samples", driver="GPKG")
+    res = CliRunner().invoke(main, ["evaluate", str(path), str(out), "-o",
+                                    str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "geomm: warning: no area estimates: map classes 'urban'" in res.output
+
+
+def test_a_design_evaluated_against_another_map_is_named(map_tif, tmp_path):
+    path, classes = map_tif
+    out = tmp_path / "pts.gpkg"
+    sample_design(path, 60, out, allocation="equal", min_per_class=2, seed=2)
+    pts = gpd.read_file(out)
+    pts["reference"] = pts["map_class"]
+    pts.to_file(out, layer="samples", driver="GPKG")
+    other = classes.copy()
+    other[:, 70:] = 2  # part of forest is crop in this map
+    other_tif = write_class_map(tmp_path / "other.tif", other, NAMES)
+    with rasterio.open(other_tif) as src:
+        rows, cols = rasterio.transform.rowcol(src.transform, pts.geometry.x, pts.geometry.y)
+    moved = int(sum(other[r, c] != classes[r, c] for r, c in zip(rows, cols, strict=True)))
+    assert moved > 0
+    res = CliRunner().invoke(main, ["evaluate", str(other_tif), str(out), "-o",
+                                    str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert f"{moved} design point" in res.output and "than the one it was drawn from" in \
+        res.output
+    same = CliRunner().invoke(main, ["evaluate", str(path), str(out), "-o",
+                                     str(tmp_path / "rep2")])
+    assert "drawn from" not in same.output
