@@ -4,8 +4,11 @@ name is always complete)."""
 
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -16,8 +19,10 @@ from typing import Any
 
 from geomm._files import sha256_file
 from geomm.batch.jobs import Block
+from geomm.errors import GeommError
 
-__all__ = ["BLOCK_RECORD", "PARTIAL", "block_dir", "read_record", "run_block"]
+__all__ = ["BLOCK_RECORD", "PARTIAL", "block_dir", "failure_text", "quiet_task_failures",
+           "read_record", "run_block"]
 
 BLOCK_RECORD = "block.json"
 PARTIAL = ".partial"
@@ -107,8 +112,39 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
             return done
         _swap_in(work, final)
         return record
+    except GeommError as exc:  # its message says it all; its chain may not pickle (Dask
+        raise type(exc)(str(exc)) from None  # would then send the client only its repr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def failure_text(error: BaseException) -> str:
+    """One line for a failed block, ``Name: message``; an exception Dask could only send as
+    its repr (``Exception("RasterReadError('...')")``) is unwrapped."""
+    text = str(error)
+    m = re.fullmatch(r"([A-Za-z_]\w*)\((.*)\)", text, re.S)
+    if type(error) is Exception and m:
+        try:
+            inner = ast.literal_eval(m.group(2))
+        except (ValueError, SyntaxError):
+            inner = None
+        if isinstance(inner, str):
+            return f"{m.group(1)}: {inner}".splitlines()[0]
+    return f"{type(error).__name__}: {text}".splitlines()[0]
+
+
+class _NoComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def quiet_task_failures() -> None:
+    """Run on a local worker: geomm names each failed block itself, in one line, so the
+    worker's "Compute Failed" log (a traceback per block, on the user's terminal) is left
+    out."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _NoComputeFailed) for f in logger.filters):
+        logger.addFilter(_NoComputeFailed())
 
 
 def _swap_in(work: Path, final: Path) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from geomm._files import sha256_file
 from geomm._version import __version__
-from geomm.batch._blockrun import PARTIAL, block_dir, read_record, run_block
+from geomm.batch import _blockrun as br
 from geomm.batch.jobs import Job
 from geomm.errors import GeommError
 from geomm.predict.scene import PredictOptions
@@ -145,7 +145,7 @@ def _check_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BatchError(f"{out}: is a file; give geomm batch a folder for its outputs")
     if out.is_dir() and not (out / MANIFEST).exists() and any(
-            p.name != PARTIAL for p in out.iterdir()):
+            p.name != br.PARTIAL for p in out.iterdir()):
         raise BatchError(f"{out}: holds files but no {MANIFEST}, so it is not a geomm batch "
                          "folder; choose a new or empty folder")
 
@@ -252,7 +252,7 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
     todo = []
     scene_map = options.vector and not mosaic
     for b in job.blocks:
-        rec = read_record(block_dir(root, b, mosaic))
+        rec = br.read_record(br.block_dir(root, b, mosaic))
         if rec is not None and rec.get("key") == keys[b.id] and (
                 not scene_map or map_name in rec.get("outputs", {})):
             manifest.doc["blocks"][b.id] = {**rec, "status": "done",  # "run": which made it
@@ -272,7 +272,7 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
             summary.computed.append(bid)
             summary.pixels += int(rec["shape"][0]) * int(rec["shape"][1])
         else:
-            msg = f"{type(error).__name__}: {error}".splitlines()[0]
+            msg = br.failure_text(error)
             manifest.record(bid, {"id": bid, "key": keys[bid], "status": "failed",
                                   "error": msg, "run": manifest.run, "inputs": inputs[bid]})
             summary.failed[bid] = msg
@@ -287,7 +287,7 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
     else:
         summary.where = "nothing to run"
     # every task of this run has ended: what is left there is from killed attempts
-    shutil.rmtree(root / PARTIAL, ignore_errors=True)
+    shutil.rmtree(root / br.PARTIAL, ignore_errors=True)
     if mosaic and not summary.failed:
         summary.final = _mosaic(job, bpath, root, keys, manifest, options.vector, map_name)
     if target is not None and not (mosaic and summary.failed):
@@ -296,7 +296,7 @@ def _run(job: Job, bpath: Path, root: Path, predict: PredictOptions, options: Ba
         from geomm.vector.pgload import load_missing
 
         load_missing(target, {"mosaic": root / map_name} if mosaic else {
-            b.id: block_dir(root, b, False) / map_name for b in job.blocks
+            b.id: br.block_dir(root, b, False) / map_name for b in job.blocks
             if b.id in summary.reused}, again=["mosaic"] if summary.final else [])
     elif mosaic and summary.failed:
         echo(f"geomm batch: no mosaic: {len(summary.failed)} block(s) failed; fix the inputs "
@@ -324,7 +324,7 @@ def _runner(options: BatchOptions, echo: Callable[[str], None]
                    done: Callable[..., None]) -> None:
             for b in _bar(todo, options.progress):
                 try:
-                    done(b.id, run_block(b, block_key=keys[b.id], **common), None)
+                    done(b.id, br.run_block(b, block_key=keys[b.id], **common), None)
                 except Exception as e:  # noqa: BLE001  (recorded against the block)
                     done(b.id, None, e)
 
@@ -347,22 +347,22 @@ def _runner(options: BatchOptions, echo: Callable[[str], None]
             import dask
 
             n, threads = _sizes(options.workers)
-            # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which turns off
-            # glibc's adaptive mmap threshold: every large array is then a fresh mmap and
-            # page faults cost torch and numpy ~25 % here. geomm's arrays are short-lived
-            # and similar in size, so the default allocator behaviour is kept.
+            # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers: every large array
+            # is then a fresh mmap, and page faults cost torch and numpy ~25 % here; geomm's
+            # arrays are short-lived and alike in size: glibc's default is kept.
             with dask.config.set({"distributed.nanny.pre-spawn-environ."
                                   "MALLOC_TRIM_THRESHOLD_": None}):
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                        env={"OMP_NUM_THREADS": str(threads),
                                             "GDAL_NUM_THREADS": str(threads)})
             client = Client(cluster)
+            client.run(br.quiet_task_failures)  # geomm names failed blocks itself
             where = (f"a local Dask cluster of {n} worker(s) x {threads} thread(s) at "
                      f"{cluster.scheduler_address}")
 
     def distributed(todo: list[Any], keys: dict[str, str], common: dict[str, Any],
                     done: Callable[..., None]) -> None:
-        futures = {client.submit(run_block, b, block_key=keys[b.id], **common, pure=False,
+        futures = {client.submit(br.run_block, b, block_key=keys[b.id], **common, pure=False,
                                  retries=options.retries,
                                  key=f"geomm-block-{b.id}-{keys[b.id][:12]}"): b
                    for b in todo}
@@ -426,7 +426,7 @@ def _mosaic(job: Job, bundle: Path, root: Path, keys: dict[str, str], manifest: 
             (root / n).is_file() and (root / n).stat().st_size == size
             for n, (_, size) in final.get("outputs", {}).items()):
         return []
-    blocks = [(b.region, block_dir(root, b, True)) for b in job.blocks]
+    blocks = [(b.region, br.block_dir(root, b, True)) for b in job.blocks]
     bundle_obj = load_bundle(bundle)
     table = bundle_obj.meta.class_table
     counts = np.array([[manifest.doc["blocks"][b.id].get("class_pixels", {}).get(n, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -130,6 +131,9 @@ def test_one_corrupt_scene_fails_alone_and_is_named(job, tmp_path):
     assert proc.returncode == 1, log
     bad = str(tmp_path / "in" / "south" / "B.tif")
     assert "FAILED south" in log and bad in log and "1 of 3 blocks failed" in log
+    # one line of geomm's per failed block: no worker traceback, no exception repr
+    assert "Compute Failed" not in log and "Traceback" not in log, log
+    assert re.search(r"FAILED south: [A-Za-z]+Error: [^(']", log), log
     doc = json.loads((out / MANIFEST).read_text())
     assert doc["blocks"]["south"]["status"] == "failed" and bad in doc["blocks"]["south"]["error"]
     assert not (out / "south").exists()
