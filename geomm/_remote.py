@@ -210,6 +210,21 @@ def why_unreadable(path: str) -> str:
     return f"HTTP {status} {phrase}".rstrip()
 
 
+def not_a_raster(path: object, exc: BaseException, what: str) -> str:
+    """The message for a file GDAL could not open as a raster: the HTTP status or connection
+    failure of a URL, with the advice that fits it (a server that sends the file, 2xx, has
+    sent something that is not a raster; range requests matter only otherwise)."""
+    gdal = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(path, RemotePath):
+        return f"{path}: cannot read it as a raster ({gdal}; {what}); check that it is one"
+    why = why_unreadable(path) or gdal
+    if why.startswith("HTTP 2"):
+        return (f"{path}: the server sends it ({why}) but it is not a raster GDAL reads "
+                f"({gdal}; {what}); check that the URL points at the raster file")
+    return (f"{path}: cannot read it as a raster ({why}; {what}); check the URL and that "
+            "its server answers range requests")
+
+
 def remote_stamp(path: str) -> tuple[str, int | None, int | None]:
     """``(url, size, mtime_ns)`` of a remote file from an HTTP ``HEAD`` (``Content-Length``,
     ``Last-Modified``); size and mtime None where the server does not say or the scheme is

@@ -118,9 +118,11 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
         shutil.rmtree(work, ignore_errors=True)
 
 
-def failure_text(error: BaseException) -> str:
+def failure_text(error: BaseException | None) -> str:
     """One line for a failed block, ``Name: message``; an exception Dask could only send as
     its repr (``Exception("RasterReadError('...')")``) is unwrapped."""
+    if error is None:
+        return "failed without an error"
     text = str(error)
     m = re.fullmatch(r"([A-Za-z_]\w*)\((.*)\)", text, re.S)
     if type(error) is Exception and m:

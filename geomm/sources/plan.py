@@ -20,7 +20,14 @@ from rasterio.errors import RasterioIOError
 from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, transform_bounds
 
-from geomm._remote import RemotePath, as_path, gdal_path, remote_env, remote_stamp, why_unreadable
+from geomm._remote import (
+    RemotePath,
+    as_path,
+    gdal_path,
+    not_a_raster,
+    remote_env,
+    remote_stamp,
+)
 from geomm.errors import RasterReadError, RecipeError
 from geomm.modality import ModalitySpec
 from geomm.sources.search import item_time, search_items
@@ -222,10 +229,7 @@ def _header(item: Mapping[str, Any], key: str, modality: str,
         with remote_env(path):
             src = rasterio.open(gdal_path(path))
     except RasterioIOError as exc:
-        why = (why_unreadable(path) if isinstance(path, RemotePath) else "") or \
-            str(exc).strip().splitlines()[0]
-        raise RasterReadError(f"{href}: cannot read it as a raster ({why}; {what}); check the "
-                              "href and that its server answers range requests") from None
+        raise RasterReadError(not_a_raster(path, exc, what)) from None
     with src:
         if src.crs is None:
             raise RecipeError(f"{href}: asset {key!r} of item {item.get('id')!r} has no CRS")

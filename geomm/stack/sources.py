@@ -12,7 +12,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from geomm._remote import AnyPath, RemotePath, remote_env, why_unreadable
+from geomm._remote import AnyPath, RemotePath, not_a_raster, remote_env
 from geomm.errors import CRSMissingError, RasterReadError, RecipeError
 from geomm.modality import BandSpec, ModalitySpec
 
@@ -95,9 +95,7 @@ def open_remote(path: RemotePath, *, what: str) -> rasterio.DatasetReader:
         with remote_env(path):
             return rasterio.open(path.gdal)
     except RasterioIOError as exc:
-        why = why_unreadable(path) or _first_line(exc)
-        raise RasterReadError(f"{path}: cannot read it as a raster ({why}); check the URL, "
-                              f"{what}, and that the server answers range requests") from None
+        raise RasterReadError(not_a_raster(path, exc, what)) from None
 
 
 def _first_line(exc: BaseException) -> str:

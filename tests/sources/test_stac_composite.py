@@ -375,3 +375,20 @@ def test_items_with_and_without_a_raster_bands_scale_are_not_composited_together
         it["assets"]["red"]["raster:bands"] = [{"scale": 0.0001, "offset": 0.0}]
     mixed.write_text(json.dumps(doc))
     assert plan(rec)[0].physical
+
+
+def test_an_asset_that_is_not_a_raster_is_named_without_server_advice(tmp_path):
+    import json
+
+    _, _, catalog = _dated(tmp_path)
+    doc = json.loads(catalog.read_text())
+    notes = tmp_path / "notes.tif"
+    notes.write_text("not a raster\n" * 100)
+    doc["features"][0]["assets"]["red"]["href"] = str(notes)
+    catalog.write_text(json.dumps(doc))
+    rec = load_recipe(_recipe(tmp_path, "text", {"catalog": str(catalog)}, {"optical": {
+        "stac": {"collection": "synthetic-s2", "assets": {"red": "red"}}}}))
+    with pytest.raises(RasterReadError, match=r"notes.tif: cannot read it as a raster \(.*asset "
+                                              r"'red' of item 'd0'\); check that it is one"):
+        plan(rec)
+

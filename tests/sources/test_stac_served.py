@@ -168,6 +168,13 @@ def test_asset_faults_are_one_line_errors_or_recovered(tmp_path, web):
     with pytest.raises(RasterReadError, match=r"/f/missing.tif: .*404"):
         stack(load_recipe(recipe("gone")), out=tmp_path / "s_gone")
     assert not (tmp_path / "s_gone").exists() and not (tmp_path / "cache" / "stac").exists()
+    # a text file the server sends as asked: not a raster, not a range-request problem
+    (root / "f" / "notes.tif").write_text("not a raster\n" * 100)
+    write([{**items[0], "assets": {"red": {"href": f"{server.url}/f/notes.tif"}}}, items[1]])
+    with pytest.raises(RasterReadError, match=r"/f/notes.tif: the server sends it \(HTTP 20"
+                                              r"\d .*\) but it is not a raster") as err:
+        stack(load_recipe(recipe("text")), out=tmp_path / "s_text")
+    assert "range requests" not in str(err.value)
     # 503s from a rate-limited path: GDAL retries and the run completes
     busy = [{**it, "assets": {"red": {"href": it["assets"]["red"]["href"].replace(
         "/f/", "/busy/f/")}}} for it in items]
