@@ -65,15 +65,21 @@ def search_items(source: StacSource, mod: StacModality, *, modality: str
 
 def _search_api(source: StacSource, mod: StacModality, modality: str
                 ) -> list[dict[str, Any]]:
+    import warnings
+
     from pystac_client import Client
+    from pystac_client.warnings import DoesNotConformTo
 
     try:
-        client = Client.open(str(source.api))
-        search = client.search(collections=[mod.collection], bbox=source.bbox,
-                               datetime=mod.datetime or source.datetime,
-                               query=dict(mod.query) or None, max_items=source.max_items + 1,
-                               limit=min(100, source.max_items + 1))
-        items = list(search.items_as_dicts())
+        with warnings.catch_warnings():  # an API without the query extension: geomm applies
+            warnings.simplefilter("ignore", DoesNotConformTo)  # the query to the items itself
+            client = Client.open(str(source.api))
+            search = client.search(collections=[mod.collection], bbox=source.bbox,
+                                   datetime=mod.datetime or source.datetime,
+                                   query=dict(mod.query) or None,
+                                   max_items=source.max_items + 1,
+                                   limit=min(100, source.max_items + 1))
+            items = list(search.items_as_dicts())
     except Exception as exc:  # pystac-client's APIError, requests' errors, bad JSON
         text = " ".join(str(exc).split())
         unreachable = ("Connection refused", "Failed to establish", "Max retries exceeded",
