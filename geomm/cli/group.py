@@ -36,17 +36,23 @@ class _GeommGroup(click.Group):
         except KeyboardInterrupt:
             if _debug(ctx):
                 raise
+            _quiet_cut_short_writers()
+            ctx.meta["geomm.failed"] = True  # the line says it all: no GDAL warning either
             click.echo("geomm: interrupted (no partial output is kept)", err=True)
             ctx.exit(130)
         except Exception as exc:
             if _debug(ctx):
                 raise
-            # worker threads cut short by the error (zarr's async writes) would each print
-            # "Task was destroyed but it is pending!" at exit: noise after our one line
-            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            _quiet_cut_short_writers()
             ctx.meta["geomm.failed"] = True  # the error line says it all: no GDAL warning
             click.echo(f"geomm: error: {explain(exc)}", err=True)
             ctx.exit(1)
+
+
+def _quiet_cut_short_writers() -> None:
+    """Worker threads cut short by an error or Ctrl-C (zarr's async writes) would each print
+    "Task was destroyed but it is pending!" at exit: noise after our one line."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from geomm.learn.config import (
     trainer_device,
 )
 from geomm.learn.dataset import StorePatchDataset
+from geomm.learn.interrupt import fit_or_interrupt
 from geomm.learn.normalize import compute_norm_stats
 from geomm.learn.task import FusionTask
 from geomm.model.network import ModelConfig, MultiBranchNet
@@ -137,8 +138,9 @@ def fit_multilabel(stores: dict[str, TileStore], cfg: TrainConfig, *,
                              enable_checkpointing=False,
                              enable_progress_bar=progress, enable_model_summary=False,
                              num_sanity_val_steps=0)
-        trainer.fit(task, DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True),
-                    DataLoader(val_ds, batch_size=cfg.batch_size))
+        fit_or_interrupt(trainer, task,
+                         DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True),
+                         DataLoader(val_ds, batch_size=cfg.batch_size))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["seconds"] = time.perf_counter() - t0
     model = task.model.eval().cpu().to(memory_format=torch.contiguous_format)

@@ -30,6 +30,7 @@ from geomm.learn.config import (
     trainer_device,
 )
 from geomm.learn.heldout import HeldOutScores, score_network_probs
+from geomm.learn.interrupt import fit_or_interrupt, removed_on_failure
 from geomm.learn.pixelfit import PixelFit, fit_pixel_classifier, save_pixel_fit
 from geomm.learn.result import TrainResult, save_cnn_bundle
 from geomm.model.netbundle import state_tensors
@@ -166,7 +167,7 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, keep: str,
             callbacks=callbacks, log_every_n_steps=min(50, dm.steps),
             max_time=timedelta(seconds=budget_s) if budget_s else None,
             num_sanity_val_steps=0)
-        trainer.fit(task, datamodule=dm)
+        fit_or_interrupt(trainer, task, datamodule=dm)
     ended = trainer.current_epoch >= epochs  # else the time budget cut it short
     restored = (keep == "best" or not ended) and best.restore(task)
     # back to the default layout: what a bundle loads into (same logits, bit for bit)
@@ -259,13 +260,14 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
         fit = fit_pixel_classifier(store, cfg, classifier)
         echo(f"{classifier}: {fit.held.describe()}")
         return save_pixel_fit(out, fit, store, raw, overwrite)
-    result, cnn_held, cnn_probs = score_result(
-        fit_cnn(store, cfg, log_dir=out.with_name(out.name + "-logs"), progress=progress,
-                echo=echo), store)
-    echo(f"cnn: {cnn_held.describe()}")
-    if classifier == "auto":
-        return _auto(store, cfg, result, cnn_probs, out, raw, overwrite, echo)
-    return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
+    logs = out.with_name(out.name + "-logs")
+    with removed_on_failure(logs):  # no logs of a model that was never written
+        result, cnn_held, cnn_probs = score_result(
+            fit_cnn(store, cfg, log_dir=logs, progress=progress, echo=echo), store)
+        echo(f"cnn: {cnn_held.describe()}")
+        if classifier == "auto":
+            return _auto(store, cfg, result, cnn_probs, out, raw, overwrite, echo)
+        return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
 
 
 def _warn_untrained(store: TileStore, cfg: TrainConfig) -> None:

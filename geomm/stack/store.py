@@ -14,10 +14,13 @@ written last; its fingerprint makes a re-run with unchanged inputs a no-op.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -88,8 +91,11 @@ def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
         follow_umask(tmp)  # mkdtemp makes it private; a store is as readable as any
         try:
             yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:  # an error or Ctrl-C: writers may still be at work in tmp
+            try:
+                _settle_writers()
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         if out.exists() and _exchange(tmp, out):
             _carry(tmp, out)  # tmp now holds the old one: keep the user's files
@@ -105,11 +111,42 @@ def staged_store(out: Path, *, command: str = "geomm stack") -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _settle_writers(timeout: float = 60.0) -> None:
+    """Wait for the writes still under way after an error or Ctrl-C stopped the caller: dask's
+    threaded scheduler stops waiting, not its threads (their running tasks end, queued ones are
+    cancelled; the next compute makes new threads), and Zarr's event loop finishes the writes
+    it was given. Then a work folder removed stays removed, and no write is cut off at exit
+    (each would print "Task was destroyed but it is pending!")."""
+    threaded: Any = sys.modules.get("dask.threaded")  # only when dask is in use
+    if all(hasattr(threaded, a) for a in ("pools_lock", "pools", "default_pool", "main_thread")):
+        me = threading.current_thread()
+        with threaded.pools_lock:
+            pools = list(threaded.pools.pop(me, {}).values())
+            if me is threaded.main_thread and threaded.default_pool is not None:
+                pools.append(threaded.default_pool)
+                threaded.default_pool = None
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+    zsync = sys.modules.get("zarr.core.sync")
+    loop = getattr(zsync, "loop", [None])[0]
+    if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
+        try:
+            asyncio.run_coroutine_threadsafe(_pending(timeout), loop).result(timeout + 1)
+        except Exception:  # noqa: BLE001 - a write that fails or hangs is not ours to report
+            pass
+
+
+async def _pending(timeout: float) -> None:
+    """Wait for the event loop's other tasks."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader sees the
     old folder or the new one, never none. False where the OS or filesystem cannot."""
     import ctypes
-    import sys
 
     if not sys.platform.startswith("linux"):
         return False
