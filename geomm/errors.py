@@ -49,6 +49,14 @@ class StoreError(GeommError, FileExistsError):
     """A tile store exists and was made from other inputs (use --overwrite)."""
 
 
+class StaleStoreError(StoreError):
+    """The tile store at ``path`` was made from other inputs than the recipe's now."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class GeommWarning(UserWarning):
     """Root of the warnings geomm issues."""
 

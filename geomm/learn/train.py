@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomm.errors import LabelWarning, RecipeError
+from geomm.errors import LabelWarning, RecipeError, StaleStoreError
 from geomm.learn.config import (
     TrainConfig,
     epochs_for,
@@ -197,7 +197,13 @@ def recipe_store(recipe: Any, *, workers: int | None = None) -> TileStore:
     from geomm.stack.build import stack
     from geomm.stack.store import open_store
 
-    summaries = stack(recipe, workers=workers)
+    try:
+        summaries = stack(recipe, workers=workers)
+    except StaleStoreError as exc:  # --overwrite and --out here are the bundle's
+        raise StaleStoreError(f"{exc.path}, the tile store of recipe "
+                              f"{recipe.name!r}, was made from other inputs (recipe or files "
+                              "changed since); restack it first: geomm stack RECIPE "
+                              "--overwrite") from None
     if len(summaries) != 1:
         raise RecipeError(f"recipe {recipe.name!r} has {len(summaries)} scenes; training a "
                           "segmentation model on a multi-scene recipe is not supported yet")

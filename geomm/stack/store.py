@@ -31,7 +31,7 @@ import numpy as np
 
 from geomm._files import follow_umask
 from geomm._lock import output_lock
-from geomm.errors import StoreError
+from geomm.errors import StaleStoreError, StoreError
 from geomm.stack.grid import GridSpec
 from geomm.stack.windows import TileWindow
 
@@ -68,9 +68,9 @@ def check_target(out: Path, fingerprint: str, *, overwrite: bool) -> bool:
     if manifest.get("fingerprint") == fingerprint:
         return True
     if not overwrite:
-        raise StoreError(f"{out} holds a tile store made from other inputs (recipe or files "
-                         "changed); rerun with --overwrite to replace it, or choose another "
-                         "--out")
+        raise StaleStoreError(f"{out} holds a tile store made from other inputs (recipe or "
+                              "files changed); rerun with --overwrite to replace it, or choose "
+                              "another --out", out)
     return False
 
 

@@ -305,3 +305,23 @@ def test_a_class_without_training_pixels_is_named_by_train(synth, tmp_path, monk
                                     str(tmp_path / "rf"), "--block-size", "600", "--folds", "3"])
     assert res.exit_code == 0, res.output
     assert "1 class(es) have no training pixels and cannot be learnt: snow" in res.output
+
+
+def test_train_on_a_stale_store_says_to_restack(synth, tmp_path, monkeypatch):
+    import shutil
+
+    root, _ = synth
+    for name in ("b10.tif", "b20.tif", "b60.tif", "labels.gpkg", "recipe.yaml"):
+        shutil.copy(root / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "recipe.yaml", "--classifier", "rf", "--block-size", "600", "--folds", "3"]
+    first = CliRunner().invoke(main, [*args, "--out", "m1"])
+    assert first.exit_code == 0, first.output
+    doc = load_recipe(tmp_path / "recipe.yaml").raw
+    doc["tiling"] = {"size": 120, "halo": 6}
+    (tmp_path / "recipe.yaml").write_text(__import__("yaml").safe_dump(doc, sort_keys=False))
+    again = CliRunner().invoke(main, [*args, "--out", "m2", "--overwrite"])
+    assert again.exit_code == 1
+    assert "tiles/synth, the tile store of recipe 'synth', was made from other inputs" in \
+        again.output and "geomm stack RECIPE --overwrite" in again.output, again.output
+    assert not (tmp_path / "m2").exists()
