@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from geomm._files import file_stamp, sha256_file
 from geomm._version import __version__
-from geomm.errors import GeommError
+from geomm.errors import GeommError, GeommWarning
 from geomm.modality import ModalitySpec
 from geomm.predict._region import Region
 
@@ -207,6 +208,7 @@ def _regions_from_file(path: Path, g: Any) -> list[tuple[str, Region]]:
         raise BatchJobError(f"{path}: cannot read the grid file ({e})") from None
     if df.crs is None:
         raise BatchJobError(f"{path}: the grid has no CRS; set one (e.g. ogr2ogr -a_srs)")
+    read = len(df)
     df = df[~df.geometry.is_empty & df.geometry.notna()].to_crs(g.crs)
     ids = (df["id"].astype(str).tolist() if "id" in df.columns and df["id"].is_unique
            else [f"f{i:04d}" for i in range(len(df))])
@@ -220,4 +222,12 @@ def _regions_from_file(path: Path, g: Any) -> list[tuple[str, Region]]:
     if not out:
         raise BatchJobError(f"{path}: none of its {len(df)} polygons overlaps the scene "
                             f"({g.describe()})")
+    kept = {bid for bid, _ in out}
+    if missed := [bid for bid in ids if bid not in kept]:
+        listed = ", ".join(missed[:5]) + (", ..." if len(missed) > 5 else "")
+        warnings.warn(f"{path}: {len(missed)} of its polygons lie outside the scene and get "
+                      f"no block ({listed})", GeommWarning, stacklevel=3)
+    if read > len(df):
+        warnings.warn(f"{path}: {read - len(df)} features without a geometry get no block",
+                      GeommWarning, stacklevel=3)
     return out

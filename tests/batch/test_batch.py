@@ -32,6 +32,7 @@ from synthetic import cnn_bundle
 from geomm.batch._blockrun import read_record
 from geomm.batch.jobs import BatchJobError, grid_job, scenes_job
 from geomm.batch.runner import MANIFEST, BatchError, BatchOptions, run_batch
+from geomm.errors import GeommWarning
 from geomm.predict.scene import predict_scene
 from geomm.recipe import load_recipe
 
@@ -178,6 +179,13 @@ def test_grid_file_in_another_crs_and_bad_inputs(job, tmp_path):
     assert [b.id for b in j.blocks] == ["west", "east"]
     assert [(b.region.col, b.region.width) for b in j.blocks] == [(0, 192), (192, 192)]
     assert all(b.region.row == 0 and b.region.height == SH for b in j.blocks)
+    gpd.GeoDataFrame({"id": ["west", "east", "away"]},  # far from the scene: named, no block
+                     geometry=[*g.geometry, box(0, 0, 1, 1)], crs=g.crs).to_file(
+        tmp_path / "grid3.gpkg")
+    with pytest.warns(GeommWarning, match=r"grid3.gpkg: 1 of its polygons lie outside the "
+                                          r"scene and get no block \(away\)"):
+        j3 = grid_job(load_recipe(job["recipe"]), tmp_path / "grid3.gpkg")
+    assert [b.id for b in j3.blocks] == ["west", "east"]
     far = gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")
     far.to_file(tmp_path / "far.gpkg")
     with pytest.raises(BatchJobError, match="none of its 1 polygons overlaps"):
