@@ -32,10 +32,10 @@ def class_names(raw: Sequence[Any], classes: Sequence[str] | None
     text = [None if pd.isna(v) else code_name(v) for v in raw]
     names = [None if t is None else (t.strip() or None) for t in text]
     if classes is not None:
-        folded = [c.casefold() for c in classes]
-        pick = dict(zip(folded, classes, strict=True)) if len(set(folded)) == len(folded) \
-            else {c: c for c in classes}  # names that differ only in case: match exactly
-        key = (lambda n: n.casefold()) if len(set(folded)) == len(folded) else (lambda n: n)
+        folded = [c.strip().casefold() for c in classes]
+        loose = len(set(folded)) == len(folded)  # else names differ only in case: exactly
+        pick = dict(zip(folded, classes, strict=True)) if loose else {c: c for c in classes}
+        key = str.casefold if loose else str
         found: list[str] | None = None
     else:
         counts = Counter(n for n in names if n is not None)
