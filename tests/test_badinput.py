@@ -127,6 +127,32 @@ def test_predict_modality_with_another_band_count_says_how_to_pick_bands(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_predict_modality_files_with_their_own_nodata_mask_it(tmp_path, bundle_dir):
+    import rasterio
+
+    meta = bundle_dir / "bundle.json"
+    doc = json.loads(meta.read_text())
+    doc["layers"][0]["nodata"] = 0  # trained from a recipe with `nodata: 0`
+    meta.write_text(json.dumps(doc))
+    write_scene(tmp_path / "in")
+    for name in ("A", "B"):  # these files say 65535, and have a hole of it
+        with rasterio.open(tmp_path / "in" / f"{name}.tif") as src:
+            arr = src.read(1)
+        arr[10:20, 10:30] = 65535
+        write_band(tmp_path / "in" / f"{name}.tif", arr, 10, nodata=65535)
+    args = ["predict", str(bundle_dir), "--modality", f"optical={tmp_path / 'in/A.tif'},"
+            f"{tmp_path / 'in/B.tif'}", "--modality", f"radar={tmp_path / 'in/VV.tif'}",
+            "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "the files declare nodata 65535, the model was trained with nodata 0" in \
+        result.output
+    with rasterio.open(tmp_path / "out" / "classes.tif") as src:
+        classes = src.read(1)
+        assert (classes[10:20, 10:30] == src.nodata).all()
+        assert (classes != src.nodata).sum() == classes.size - 200
+
+
 def test_predict_with_a_class_table_shorter_than_the_outputs(tmp_path, bundle_dir):
     meta = bundle_dir / "bundle.json"
     doc = json.loads(meta.read_text())

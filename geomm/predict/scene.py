@@ -22,7 +22,7 @@ from typing import Any, Literal
 from geomm._lock import output_lock
 from geomm._outputs import staged_outputs
 from geomm._version import __version__
-from geomm.errors import GeommError
+from geomm.errors import GeommError, GeommWarning
 from geomm.modality import ModalitySpec
 from geomm.predict._region import Region, RegionSink, RegionSource
 from geomm.predict._stacitem import Acquisition, acquisition, item_id, run_token
@@ -342,12 +342,14 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
     out = []
     for name, paths in given.items():
         bands: list[BandSpec] = []
+        tags: set[float | None] = set()
         for p in paths:
             if not p.exists():
                 raise PredictError(f"--modality {name}={p}: no such file")
             with (open_remote(p, what=f"--modality {name}=URL") if isinstance(p, RemotePath)
                   else rasterio.open(p)) as src:
                 count = src.count
+                tags |= set(src.nodatavals)
             bands += [BandSpec(p, "", i if count > 1 else None) for i in range(1, count + 1)]
         if len(bands) != len(want[name]):
             raise PredictError(f"--modality {name}: the files hold {len(bands)} band(s) but the "
@@ -358,6 +360,24 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
         lyr = first[name]  # read the files as the training inputs were read
         out.append(ModalitySpec(name, tuple(BandSpec(b.path, n, b.index)
                                             for b, n in zip(bands, want[name], strict=True)),
-                                nodata=lyr.get("nodata"), scale=float(lyr.get("scale", 1.0)),
+                                nodata=_nodata(name, lyr.get("nodata"), tags),
+                                scale=float(lyr.get("scale", 1.0)),
                                 offset=float(lyr.get("offset", 0.0))))
     return out
+
+
+def _nodata(name: str, trained: float | None, tags: set[float | None]) -> float | None:
+    """The nodata of ``--modality`` files: the model's (its recipe's ``nodata:``), unless
+    the files declare another one, which then masks (None: each file's own tag)."""
+    import math
+    import warnings
+
+    declared = {t for t in tags if t is not None}
+    if trained is None or not declared or declared == {trained} or (
+            len(declared) == 1 and all(math.isnan(t) for t in [trained, *declared])):
+        return trained
+    warnings.warn(f"--modality {name}: the files declare nodata "
+                  f"{', '.join(f'{t:g}' for t in sorted(declared))}, the model was trained "
+                  f"with nodata {trained:g}; the files' own is masked (give a recipe with "
+                  "`nodata:` to choose)", GeommWarning, stacklevel=3)
+    return None if None in tags or len(declared) > 1 else declared.pop()
