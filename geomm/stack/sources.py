@@ -110,6 +110,14 @@ def _resolve_index(src: rasterio.DatasetReader, band: BandSpec, modality: str) -
             raise RecipeError(f"{band.path}: no band described {band.description!r} for "
                               f"{modality}/{band.name}; the file's descriptions are {have}")
         return descs.index(band.description) + 1
+    if band.index is None and src.count > 1:  # which band? never silently the first
+        descs = list(src.descriptions)
+        if band.name in descs:
+            return descs.index(band.name) + 1
+        raise RecipeError(f"{band.path} has {src.count} bands: say which one is "
+                          f"{modality}/{band.name} with `index:` (1 to {src.count}) or "
+                          "`description:` in the recipe's bands, e.g. `bands: [{name: "
+                          f"{band.name}, file: {band.path.name}, index: 1}}]`")
     index = band.index or 1
     if index > src.count:
         raise RecipeError(f"{band.path}: band index {index} for {modality}/{band.name} does "

@@ -274,6 +274,16 @@ def test_a_recipe_nodata_the_band_cannot_hold_is_refused(dtype, nodata, make_ras
     assert not st.layers["m/10m"].valid.values.all()
 
 
+def test_bands_of_a_multi_band_file_must_be_named_by_index_or_description(make_raster, rng):
+    arr = rng.integers(1, 9, (3, 30, 30), dtype=np.uint16)
+    path = make_raster("vis.tif", arr, descriptions=("blue", "green", "red"))
+    with pytest.raises(RecipeError, match=r"vis\.tif has 3 bands: say which one is m/1 with "
+                                          r"`index:` \(1 to 3\)"):
+        coregister([mod("m", (path, "1"), (path, "2"), (path, "3"))], tile_size=30)
+    st = coregister([mod("m", (path, "red"), (path, "blue"))], tile_size=30)  # descriptions
+    np.testing.assert_array_equal(st.layers["m/10m"].data.values, arr[[2, 0]])
+
+
 def test_explicit_grid_in_another_crs(make_raster, rng):
     a = make_raster("a.tif", rng.integers(1, 9, (60, 60), dtype=np.uint16))
     st = coregister([mod("a", (a, "A"))], crs="EPSG:3035", resolution=10.0, tile_size=30)
