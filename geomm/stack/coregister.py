@@ -312,7 +312,7 @@ def _layer(modality: ModalitySpec, factor: int, plans: Sequence[BandPlan], grid:
     nodatas = {p.source.nodata for p in plans}
     data.attrs.update({"nodata": reader.fill if len(nodatas) == 1 and None not in nodatas
                        else None, "scale": modality.scale, "offset": modality.offset,
-                       "modality": modality.name})
+                       "modality": modality.name, "categorical": modality.categorical})
     warped = {p.source.spec.name: p.warp_reason for p in plans if p.warp_reason}
     return Layer(modality.name, factor, data, valid, reader, warped,
                  tuple(p.source.path for p in plans))

@@ -55,6 +55,7 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         nodata: float | None = float(st.ignore_value)
         names: list[str] = ["labels"]
         scale, offset = 1.0, 0.0
+        resampling = "MODE"  # overviews of classes: the most frequent, not the top-left one
         # the class table, as a map's classes.tif carries it: `geomm evaluate` and GIS read it
         tags, band_tags, cmap = ClassTable.from_dict(st.manifest["classes"]).raster_tags()
         colormap: dict[int, tuple[int, int, int, int]] | None = cmap
@@ -68,6 +69,7 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         names = [str(b) for b in ds["band"].values]
         scale, offset = float(attrs.get("scale", 1.0)), float(attrs.get("offset", 0.0))
         tags, band_tags, colormap = {}, {}, None
+        resampling = "MODE" if attrs.get("categorical") else "AVERAGE"
     data = ds[var]
     if data.ndim == 2:
         data = data.expand_dims("band")
@@ -101,7 +103,7 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
                 dst.write_colormap(1, colormap)
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
             rasterio.shutil.copy(plain, part, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
-                                 OVERVIEWS="AUTO", RESAMPLING="NEAREST")
+                                 OVERVIEWS="AUTO", RESAMPLING=resampling)
         os.replace(part, out)
     finally:
         plain.unlink(missing_ok=True)

@@ -96,3 +96,34 @@ def test_exported_labels_carry_the_class_table(tmp_path):
     with rasterio.open(out) as src:
         assert src.tags(1)["class_0"] == names[0] and src.colormap(1)[0][3] == 255
         np.testing.assert_array_equal(src.read(1), st.labels())
+
+
+def test_export_overviews_average_values_and_take_the_mode_of_labels(tmp_path):
+    """Overview pixels sit where their block is: a mean of it (a class: its most frequent),
+    not its top-left pixel, which moves the content (f - 1) / 2 pixels up-left."""
+    from tests.synthetic import write_band
+
+    write_scene(tmp_path, 1200, 1200)
+    y, x = np.mgrid[0:1200, 0:1200]
+    write_band(tmp_path / "L.tif", (1 + ((x // 3 + y // 3) % 3)).astype(np.uint8), 10, nodata=0)
+    recipe = write_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + "labels:\n  raster: L.tif\n"
+                      "  values: {1: a, 2: b, 3: c}\n")
+    (summary,) = stack(load_recipe(recipe), out=tmp_path / "store")
+    st = open_store(summary.path)
+    opt = export_layer(summary.path, "optical/10m", tmp_path / "opt.tif")
+    lab = export_layer(summary.path, "labels", tmp_path / "lab.tif")
+    a = st.layer("optical/10m")["data"].values[0].astype(np.float64)
+    with rasterio.open(opt) as src:
+        assert src.overviews(1)[0] == 2
+        half = src.read(1, out_shape=(600, 600))  # the first overview
+    mean = a.reshape(600, 2, 600, 2).mean(axis=(1, 3))
+    assert np.abs(half - mean).max() <= 1  # uint16 rounding
+    assert not np.array_equal(half, a[::2, ::2].astype(half.dtype))
+    labels = st.labels()
+    with rasterio.open(lab) as src:
+        half = src.read(1, out_shape=(600, 600))
+    blocks = labels.reshape(600, 2, 600, 2).transpose(0, 2, 1, 3).reshape(600, 600, 4)
+    counts = np.stack([(blocks == k).sum(-1) for k in range(3)], -1)
+    clear = np.sort(counts, -1)[..., -1] > np.sort(counts, -1)[..., -2]  # one most frequent
+    assert (half[clear] == counts.argmax(-1)[clear]).all() and clear.mean() > 0.3
