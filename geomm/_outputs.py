@@ -116,17 +116,25 @@ def _clear_stale(out_dir: Path) -> None:
 
 @contextmanager
 def staged_outputs(out_dir: Path, names: Sequence[str], *, overwrite: bool,
-                   command: str = "geomm predict") -> Iterator[Path]:
+                   command: str = "geomm predict", record: str | None = None
+                   ) -> Iterator[Path]:
     """Yield a work folder; on success move the files named ``names`` from it into ``out_dir``.
 
+    ``record``: the file of ``names`` that every run writes; where files of ``names`` are in
+    ``out_dir`` without it, geomm did not write them, and not even ``overwrite`` replaces them.
+
     Raises:
-        OutputExistsError: ``out_dir`` already holds one of ``names`` and not ``overwrite``,
-            or ``out_dir`` is a file.
+        OutputExistsError: ``out_dir`` already holds one of ``names`` and not ``overwrite``
+            (or not ``record``), or ``out_dir`` is a file.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"{out_dir}: is a file; give {command} a folder for its "
                                 "outputs")
     clash = [n for n in names if (out_dir / n).exists()]
+    if clash and record is not None and not (out_dir / record).exists():
+        raise OutputExistsError(f"{out_dir}: holds {', '.join(clash)}, which {command} did not "
+                                f"write (no {record} beside it), so not even --overwrite "
+                                "replaces it; move it away or choose another folder")
     if clash and not overwrite:
         raise OutputExistsError(f"{out_dir}: already holds results ({', '.join(clash)}); "
                                 f"pass --overwrite to replace them, or choose another folder")

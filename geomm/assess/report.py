@@ -195,8 +195,8 @@ def write_report(a: Assessment, out_dir: str | Path, *, overwrite: bool = False)
     from geomm.assess import _plots
     out = Path(out_dir)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    with staged_outputs(out, REPORT_FILES, overwrite=overwrite,
-                        command="geomm evaluate") as work:
+    with staged_outputs(out, REPORT_FILES, overwrite=overwrite, command="geomm evaluate",
+                        record="metrics.json") as work:
         (work / "metrics.json").write_text(json.dumps(_jsonable(a.to_dict()), indent=2,
                                                       allow_nan=False) + "\n")
         names = a.names

@@ -221,7 +221,8 @@ def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, 
     plan = plan_tiles(extent.height, extent.width, engine.lattice, opts)
     # at most batch_px per pass: on CPU two large tiles per pass run slower per pixel than one
     batch = options.batch_size or max(1, engine.batch_px // plan.tile_px)
-    with staged_outputs(out, OUTPUTS, overwrite=options.overwrite) as work, \
+    with staged_outputs(out, OUTPUTS, overwrite=options.overwrite,
+                        record="geomm-predict.json") as work, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         from geomm.predict._mapfiles import MapWriter
 

@@ -212,6 +212,14 @@ def test_existing_results_need_overwrite_and_other_files_are_kept(scene, bundle,
     assert (out / "classes.tif").stat().st_mtime_ns == before
     predict_scene(bundle, _mods(scene), out, options=_opts(overwrite=True))
     assert (out / "notes.txt").read_text() == "mine"
+    # a classes.tif of the user's, with no run record beside it: not even --overwrite
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "classes.tif").write_bytes(b"my own map")
+    with pytest.raises(OutputExistsError, match=r"holds classes.tif, which geomm predict did "
+                                                r"not write \(no geomm-predict.json"):
+        predict_scene(bundle, _mods(scene), mine, options=_opts(overwrite=True))
+    assert (mine / "classes.tif").read_bytes() == b"my own map"
 
 
 def test_an_interrupted_run_leaves_no_file_under_a_final_name(scene, bundle, tmp_path):
