@@ -175,13 +175,28 @@ class Bundle:
                                for lyr in self.meta.layers if lyr["key"] in missing)
             mods = {k.split("/")[0] for k in missing}
             other = [k for k in have if k.split("/")[0] in mods]
-            fix = (f"the inputs' {', '.join(other)} are on another grid: give a recipe whose "
-                   "`grid:` has the model's CRS and resolution (e.g. `grid: {crs: EPSG:32633, "
-                   "resolution: 10}`) instead of --modality files" if other else
-                   f"stack the inputs with recipe {self.meta.recipe!r}")
+            unit = {_unit(k) for k in missing}
+            if other and {_unit(k) for k in other} == unit:  # same units: another resolution
+                res = ", ".join(f"{lyr['resolution']:g}" for lyr in self.meta.layers
+                                if lyr["key"] in missing)
+                fix = (f"the inputs' {', '.join(other)} are at another resolution, and geomm "
+                       f"does not resample on its own: resample the files to {res} first "
+                       "(e.g. `gdalwarp -tr RES RES -r average IN OUT`), or train a model on "
+                       "inputs like these")
+            elif other:
+                fix = (f"the inputs' {', '.join(other)} are on another grid: give a recipe "
+                       "whose `grid:` has the model's CRS and resolution (e.g. `grid: {crs: "
+                       "EPSG:32633, resolution: 10}`) instead of --modality files")
+            else:
+                fix = f"stack the inputs with recipe {self.meta.recipe!r}"
             raise BundleMismatchError(f"{self.path}: the model needs layer(s) {need_s}, which "
                                       f"the inputs lack (they have {list(have)}); {fix}")
         return missing
+
+
+def _unit(key: str) -> str:
+    """The unit of a layer key's resolution: ``m`` of ``visible/10m``."""
+    return key[len(key.rstrip("abcdefghijklmnopqrstuvwxyz")):]
 
 
 def _check_dtype(path: Path, key: str, want: Any, got: Any) -> None:

@@ -97,10 +97,15 @@ def test_check_inputs_names_the_band_the_factor_and_missing_layers(tmp_path, ten
     with pytest.raises(BundleMismatchError, match=r"needs layer\(s\) infrared/20m \(B11, B12\)"):
         bundle.check_inputs(LAYERS[:1])
     assert bundle.check_inputs(LAYERS[:1], missing_ok=True) == ["infrared/20m"]
-    degrees = [LAYERS[0], {**LAYERS[1], "key": "infrared/0.00018m"}]  # inputs in EPSG:4326
-    with pytest.raises(BundleMismatchError, match=r"infrared/0.00018m are on another grid.*"
+    degrees = [LAYERS[0], {**LAYERS[1], "key": "infrared/0.00018deg"}]  # inputs in EPSG:4326
+    with pytest.raises(BundleMismatchError, match=r"infrared/0.00018deg are on another grid.*"
                                                   r"`grid:` has the model's CRS"):
         bundle.check_inputs(degrees)
+    coarse = [LAYERS[0], {**LAYERS[1], "key": "infrared/40m", "resolution": 40}]
+    with pytest.raises(BundleMismatchError, match=r"infrared/40m are at another resolution, "
+                                                  r"and geomm does not resample on its own: "
+                                                  r"resample the files to 20 first"):
+        bundle.check_inputs(coarse)
     with pytest.raises(BundleMismatchError, match="visible/10m"):
         bundle.check_inputs([], missing_ok=True)  # a map needs at least one input
 
