@@ -153,6 +153,24 @@ def test_predict_modality_files_with_their_own_nodata_mask_it(tmp_path, bundle_d
         assert (classes != src.nodata).sum() == classes.size - 200
 
 
+def test_predict_with_a_bad_temperature_or_no_cuda_is_one_line(tmp_path, bundle_dir):
+    import torch
+
+    meta = bundle_dir / "bundle.json"
+    doc = json.loads(meta.read_text())
+    doc["config"]["calibration"] = {"temperature": "hot"}
+    meta.write_text(json.dumps(doc))
+    result, out = _predict(tmp_path, bundle_dir)
+    assert "config.calibration.temperature is 'hot', not a positive number" in _one_line(result)
+    assert not out.exists()
+    if not torch.cuda.is_available():
+        doc["config"]["calibration"] = {"temperature": 1.5}
+        meta.write_text(json.dumps(doc))
+        result, out = _predict(tmp_path, bundle_dir, "--device", "cuda")
+        assert "--device cuda: torch sees no CUDA device" in _one_line(result)
+        assert not out.exists()
+
+
 def test_predict_with_a_class_table_shorter_than_the_outputs(tmp_path, bundle_dir):
     meta = bundle_dir / "bundle.json"
     doc = json.loads(meta.read_text())

@@ -41,7 +41,7 @@ with a random forest (the network's arrays, and the forest's under ``rf.``)."""
 FOREST_PREFIX = "rf."
 """Name prefix of the forest's arrays in a "cnn+rf" bundle (its settings: ``config.forest``)."""
 
-_FIX = "the bundle is damaged or was not written by geomm; export it again"
+_FIX = "the bundle is damaged or was not written by geomm; write it again (geomm train)"
 _LAYER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "key": str, "modality": str, "bands": list, "resolution": (int, float), "factor": int,
     "dtype": str}

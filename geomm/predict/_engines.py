@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from geomm._files import file_stamp
-from geomm.errors import GeommWarning
+from geomm.errors import GeommError, GeommWarning
 from geomm.model.bundle import Bundle, BundleMismatchError, load_bundle
 from geomm.predict.engine import ClassicalEngine, Engine, EngineLayer, NetworkEngine
 
@@ -156,11 +157,34 @@ def _network(path: Path, bundle: Bundle, options: Any, missing: list[str]) -> Ne
         s = stats[lyr["key"]]
         layers.append(EngineLayer(lyr["key"], lyr["modality"], int(lyr["factor"]),
                                   tuple(s.mean), tuple(s.std)))
-    return NetworkEngine(model, layers, device=options.device, amp=options.amp,
+    return NetworkEngine(model, layers, device=_device(options.device), amp=options.amp,
                          channels_last=options.channels_last, compile=options.compile,
                          missing=missing, threads=options.threads,
-                         temperature=float((bundle.meta.config.get("calibration") or {})
-                                           .get("temperature", 1.0)))
+                         temperature=_temperature(path, bundle.meta.config))
+
+
+def _temperature(path: Any, config: dict[str, Any]) -> float:
+    """The bundle's calibration temperature (1 without one); a :class:`BundleError` naming
+    the key when it is not a positive number."""
+    from geomm.model.bundle import BundleError
+
+    value = (config.get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
+            or not math.isfinite(value):
+        raise BundleError(f"{path}: bundle.json config.calibration.temperature is {value!r}, "
+                          "not a positive number; the bundle was edited or damaged: train it "
+                          "again, or set a number such as 1.0")
+    return float(value)
+
+
+def _device(device: str) -> str:
+    """``device``, once CUDA is known to be there when asked for."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GeommError("--device cuda: torch sees no CUDA device on this machine (no GPU, "
+                          "no driver, or a CPU-only torch); use --device cpu, or auto")
+    return device
 
 
 def _warn_missing(missing: Sequence[str], dropout: float) -> None:
