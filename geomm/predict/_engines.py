@@ -36,8 +36,11 @@ def _missing_modalities(bundle: Bundle, st: Any, asked: tuple[str, ...]) -> list
         raise BundleMismatchError(f"{bundle.path}: the {bundle.kind} model needs every "
                                   f"modality it was trained on; the inputs lack {absent}")
     if absent and len(absent) == len(mods):
-        raise BundleMismatchError(f"{bundle.path}: the inputs hold none of the model's "
-                                  f"modalities {mods} (they have {sorted(have)})")
+        left = sorted(set(asked) & have)
+        raise BundleMismatchError(
+            f"{bundle.path}: a map needs one of the model's modalities {mods}, and "
+            + (f"--missing leaves out {left}, the ones the inputs have" if left else
+               f"the inputs hold none of them (they have {sorted(have)})"))
     lacking = [m for m in absent if m not in have and m not in asked]
     if lacking:
         dropout = float(bundle.meta.config.get("model", {}).get("modality_dropout", 0.0))

@@ -45,6 +45,8 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
     """
     st = open_store(Path(store))
     out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise StoreError(f"{out}: geomm export writes a GeoTIFF (COG); name it .tif")
     if out.exists() and not overwrite:
         raise StoreError(f"{out} exists; pass --overwrite to replace it, or choose another path")
     if layer == "labels":

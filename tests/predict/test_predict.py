@@ -133,6 +133,10 @@ def test_missing_modality_needs_dropout_or_an_explicit_flag(scene, bundle, tmp_p
         s = predict_scene(bundle, _mods(scene, radar=False), tmp_path / "y",
                           options=_opts(missing=("radar",)))
     assert s.missing == ("radar",) and (_classes(tmp_path / "y") != 255).all()
+    with pytest.raises(BundleMismatchError, match=r"--missing leaves out \['optical'\], the "
+                                                  r"ones the inputs have"):
+        predict_scene(bundle, _mods(scene, radar=False), tmp_path / "z",
+                      options=_opts(missing=("radar", "optical")))
 
 
 def test_a_smaller_radar_footprint_is_mapped_from_the_optical_bands(scene, tmp_path):

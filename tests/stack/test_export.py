@@ -60,6 +60,9 @@ def test_export_writes_a_cog_gdal_reads_with_names_mask_and_scale(store, tmp_pat
         assert "LAYOUT=COG" in info and "Description = VV" in info and "EPSG" in info
     with pytest.raises(StoreError, match="exists; pass --overwrite"):
         export_layer(store, "radar/20m", out)
+    with pytest.raises(StoreError, match=r"out.png: geomm export writes a GeoTIFF"):
+        export_layer(store, "radar/20m", tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
     with pytest.raises(StoreError, match="no layer 'radar/10m'; layers are optical/10m"):
         export_layer(store, "radar/10m", tmp_path / "x.tif")
     assert not (tmp_path / "x.tif").exists()
