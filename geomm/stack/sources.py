@@ -98,10 +98,6 @@ def open_remote(path: RemotePath, *, what: str) -> rasterio.DatasetReader:
         raise RasterReadError(not_a_raster(path, exc, what)) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _resolve_index(src: rasterio.DatasetReader, band: BandSpec, modality: str) -> int:
     if band.description is not None:
         descs = list(src.descriptions)
