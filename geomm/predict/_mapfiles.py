@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class MapWriter:
 
     def finish(self, *, scene_id: str, bundle: Any, counts: np.ndarray,
                sidecars: bool = True, acquired: Acquisition | None = None,
-               run_id: str | None = None) -> dict[str, str]:
+               run_id: str | None = None, missing: Sequence[str] = ()) -> dict[str, str]:
         """Finish the COGs and (unless not ``sidecars``) write the sidecars; return
         ``{file name: what it is}``."""
         from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +109,8 @@ class MapWriter:
                 files.update(write_sidecars(
                     self.work, self.table, scene_id=scene_id, bundle=bundle, counts=counts,
                     probabilities="probabilities.tif" in self.sinks, acquired=acquired,
-                    run_id=run_id, layouts={n: s.layout for n, s in self.sinks.items()}))
+                    run_id=run_id, layouts={n: s.layout for n, s in self.sinks.items()},
+                    missing=missing))
             for job in jobs:
                 job.result()
         return files
@@ -118,7 +119,8 @@ class MapWriter:
 def write_sidecars(folder: Path, table: ClassTable, *, scene_id: str, bundle: Any,
                    counts: np.ndarray, probabilities: bool, acquired: Acquisition | None = None,
                    run_id: str | None = None, vector: str | None = None,
-                   layouts: Mapping[str, RasterLayout] | None = None) -> dict[str, str]:
+                   layouts: Mapping[str, RasterLayout] | None = None,
+                   missing: Sequence[str] = ()) -> dict[str, str]:
     """QGIS style, GDAL categories and attribute table (``classes.tif.aux.xml``), quicklook
     and STAC Item beside ``folder/classes.tif``; returns ``{file name: what it is}``.
 
@@ -133,6 +135,8 @@ def write_sidecars(folder: Path, table: ClassTable, *, scene_id: str, bundle: An
         vector: file name of the vector map (e.g. ``map.gpkg``, written after this) to list
             as the Item's ``vector`` asset.
         layouts: the rasters' layouts (default: read from the files).
+        missing: the model's modalities the map was made without (``geomm:missing_modalities``
+            of the Item).
     """
     from geomm.predict import _stacitem, sidecars
     from geomm.predict.cogout import write_class_pam
@@ -172,7 +176,9 @@ def write_sidecars(folder: Path, table: ClassTable, *, scene_id: str, bundle: An
             scene_id=scene_id, run=run, acquired=acquired or _stacitem.Acquisition.unknown(),
             extra={"geomm:model": bundle.meta.recipe, "geomm:model_kind": bundle.kind,
                    "geomm:class_pixels": {n: int(c) for n, c in
-                                          zip(table.names, counts, strict=True)}}))
+                                          zip(table.names, counts, strict=True)},
+                   # a map made without some of the model's modalities says so
+                   **({"geomm:missing_modalities": list(missing)} if missing else {})}))
     return {"classes.qml": "QGIS style", "classes.tif.aux.xml": "GDAL categories",
             "quicklook.png": "quicklook", "item.json": "STAC item"}
 

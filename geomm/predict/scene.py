@@ -239,7 +239,8 @@ def _predict(bundle: str | Path, modalities: Sequence[ModalitySpec], out: Path, 
         run = run_id or run_token()
         when = (acquired or acquisition(modalities)) if sidecars else None
         files = writer.finish(scene_id=scene_id, bundle=bundle_obj, counts=stats["counts"],
-                              sidecars=sidecars, acquired=when, run_id=run)
+                              sidecars=sidecars, acquired=when, run_id=run,
+                              missing=tuple(sorted(getattr(engine, "missing", ()))))
         t_end = time.perf_counter()
         summary = PredictSummary(
             out, files, out_grid.shape, plan.tile, plan.halo, batch, plan.n_tiles,

@@ -133,6 +133,8 @@ def test_missing_modality_needs_dropout_or_an_explicit_flag(scene, bundle, tmp_p
         s = predict_scene(bundle, _mods(scene, radar=False), tmp_path / "y",
                           options=_opts(missing=("radar",)))
     assert s.missing == ("radar",) and (_classes(tmp_path / "y") != 255).all()
+    item = json.loads((tmp_path / "y" / "item.json").read_text())
+    assert item["properties"]["geomm:missing_modalities"] == ["radar"]
     with pytest.raises(BundleMismatchError, match=r"--missing leaves out \['optical'\], the "
                                                   r"ones the inputs have"):
         predict_scene(bundle, _mods(scene, radar=False), tmp_path / "z",
