@@ -164,7 +164,7 @@ def crossval_cmd(recipe: str, n_folds: int, only: tuple[int, ...], ablation: boo
     from geomm.recipe import load_recipe
 
     report = crossval_recipe(load_recipe(recipe), cfg=_train_config(n_folds=n_folds, **kw),
-                             folds=list(only) or None,
+                             folds=sorted(set(only)) or None,  # a fold given twice: once
                              baselines=[b for b in baselines if b != "none"],
                              ablation=ablation or ablation_only, withhold=withhold,
                              workers=workers, fusion=not ablation_only, early=not no_early,

@@ -90,7 +90,8 @@ def evaluate_cmd(map_path: Path, reference: Path, column: str, sampling: str,
                    "NAME=U per class (repeatable; others 0.8).")
 @click.option("--min-per-class", type=click.IntRange(min=0), default=0, show_default=True,
               help="At least this many points per map class (e.g. 50 for rare classes).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Random seed.")
 @_bundle
 @click.option("-o", "--out", "out", required=True,
               type=click.Path(path_type=Path, dir_okay=False),

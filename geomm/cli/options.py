@@ -23,11 +23,23 @@ as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON inste
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class Number(click.FloatRange):
+    """A float in a range, and a number: NaN, which every comparison lets through, refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 _TRAIN = [
     click.option("--max-epochs", type=click.IntRange(min=1), default=None,
                  help="Epochs of each network (default: 16 where the labels fill 32 steps "
                       "per epoch or more, else 12; early stopping may end sooner)."),
-    click.option("--max-minutes", type=click.FloatRange(min=0.1), default=None,
+    click.option("--max-minutes", type=Number(min=0.1, max=1e6), default=None,
                  help="Wall-time budget per model."),
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
                  help="Training batches per epoch (default: sized to the labelled pixels, "
@@ -35,13 +47,14 @@ _TRAIN = [
     click.option("--patch-size", type=click.IntRange(min=6), default=None,
                  help="Training patch side, base pixels (default: about 72, a multiple of "
                       "the layers' lattice; 96 for scene classification)."),
-    click.option("--block-size", type=click.FloatRange(min=1), default=None,
+    click.option("--block-size", type=Number(min=1, max=1e9), default=None,
                  help="Spatial block side for the split, CRS units (default 2000)."),
     click.option("--fusion", type=click.Choice(["concat", "weighted", "attention", "early"]),
                  default=None, help="How the modality branches are fused (default concat)."),
-    click.option("--modality-dropout", type=click.FloatRange(0, 0.99), default=None,
+    click.option("--modality-dropout", type=Number(0, 0.99), default=None,
                  help="Probability of dropping a modality per training sample."),
-    click.option("--seed", type=int, default=None, help="Seed of split, patches and weights."),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+                 help="Seed of split, patches and weights."),
     click.option("--width", type=click.IntRange(min=1), default=None,
                  help="Channels of each branch (default: 48 for a single network, 32 for "
                       "each of several)."),

@@ -152,6 +152,11 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
         variants += [(f"cnn:{m}", replace(cfg, modalities=(m,))) for m in modalities]
         if early:
             variants.append(("cnn:early", replace(cfg, fusion="early")))
+    from geomm.learn.config import patch_for
+    from geomm.learn.masks import small_blocks
+
+    if note := small_blocks(store, cfg, patch_for(store, cfg)):
+        echo(f"warning: {note}")
     results: list[FoldScore] = []
     run = list(folds if folds is not None else range(cfg.n_folds))
     absent: dict[int, tuple[str, ...]] = {}

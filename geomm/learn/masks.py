@@ -11,7 +11,7 @@ import numpy as np
 from geomm.errors import RecipeError
 from geomm.learn.config import TrainConfig
 from geomm.learn.labelbudget import auto_eroded_labels, eroded_labels, polygon_budget_mask
-from geomm.learn.split import SpatialSplit, make_folds, train_val_test
+from geomm.learn.split import SpatialSplit, block_pixels, make_folds, train_val_test
 from geomm.stack.store import TileStore
 
 __all__ = ["label_masks", "split_masks"]
@@ -74,3 +74,20 @@ def untrained_classes(store: TileStore, cfg: TrainConfig) -> tuple[str, ...]:
     names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
     seen = np.bincount(store.labels()[train_labels].ravel(), minlength=256)[:len(names)] > 0
     return tuple(n for n, s in zip(names, seen, strict=True) if not s)
+
+
+def small_blocks(store: TileStore, cfg: TrainConfig, patch: int) -> str | None:
+    """What is wrong with ``cfg``'s blocks when they are smaller than half a training patch
+    of ``patch`` px (every training patch then holds test pixels, and the training labels
+    are next to the test labels: the held-out scores are optimistic, down to a per-pixel
+    random split at 1 px); None when they are not."""
+    align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
+    side = block_pixels(store.grid, cfg.block_size, align=align)
+    if 2 * side >= patch:
+        return None
+    res = store.grid.resolution
+    return (f"blocks of {side} px ({side * res:g} {store.grid.unit}, from --block-size "
+            f"{cfg.block_size:g}) are smaller than half a training patch ({patch} px): "
+            "training labels lie next to test labels and test pixels inside training "
+            "patches, so the held-out scores are optimistic; use --block-size "
+            f"{patch * res:g} or more (default 2000)")

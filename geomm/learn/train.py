@@ -26,6 +26,7 @@ from geomm.learn.config import (
     keep_for,
     members_for,
     model_config_for,
+    patch_for,
     train_config_dict,
     trainer_device,
 )
@@ -247,7 +248,22 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
     with output_lock(out, "geomm train"):  # one writer per bundle, from the start
         tidy_store(out)  # what a killed run left beside the bundle
         check_bundle_target(out, overwrite)  # before the data is read and the model trained
+        _check_logs(out)
         return _train(recipe, out, cfg, classifier, workers, overwrite, progress, echo)
+
+
+def _check_logs(out: Path) -> None:
+    """Refuse a ``<out>-logs`` that is not the training logs of a bundle at ``out`` (a folder
+    of the user's that training would write into)."""
+    from geomm.model.bundle import BundleExistsError
+
+    logs = out.with_name(out.name + "-logs")
+    ours = (out / "bundle.json").is_file() and logs.is_dir()
+    if (logs.exists() or logs.is_symlink()) and not ours and (
+            not logs.is_dir() or any(logs.iterdir())):
+        raise BundleExistsError(f"{logs} exists, and is not the training logs of a bundle at "
+                                f"{out}; geomm train writes its logs there: move it away or "
+                                "choose another --out")
 
 
 def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
@@ -277,13 +293,19 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
 
 
 def _warn_untrained(store: TileStore, cfg: TrainConfig) -> None:
-    from geomm.learn.masks import untrained_classes
+    from geomm.learn.masks import small_blocks, untrained_classes
 
+    if note := small_blocks(store, cfg, patch_for(store, cfg)):
+        warnings.warn(note, LabelWarning, stacklevel=2)
     if missing := untrained_classes(store, cfg):
+        why = ("--polygons-per-class drew its regions of them in the validation blocks, or "
+               "they are labelled only in the validation or test blocks; another --seed "
+               "draws others" if cfg.polygons_per_class else
+               "labelled only in the validation or test blocks, or nowhere in the grid; label "
+               "some where the training blocks are, or keep only the others with "
+               "labels.classes")
         warnings.warn(f"{len(missing)} class(es) have no training pixels and cannot be learnt: "
-                      f"{', '.join(missing)} (labelled only in the validation or test blocks, "
-                      "or nowhere in the grid); label some where the training blocks are, or "
-                      "keep only the others with labels.classes", LabelWarning, stacklevel=2)
+                      f"{', '.join(missing)} ({why})", LabelWarning, stacklevel=2)
 
 
 def _auto(store: TileStore, cfg: TrainConfig, result: TrainResult, cnn_probs: np.ndarray,

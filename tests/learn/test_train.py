@@ -325,3 +325,33 @@ def test_train_on_a_stale_store_says_to_restack(synth, tmp_path, monkeypatch):
     assert "tiles/synth, the tile store of recipe 'synth', was made from other inputs" in \
         again.output and "geomm stack RECIPE --overwrite" in again.output, again.output
     assert not (tmp_path / "m2").exists()
+
+
+def test_train_options_refuse_nan_and_bad_seeds_and_warn_of_tiny_blocks(synth, monkeypatch,
+                                                                         tmp_path):
+    root, _ = synth
+    monkeypatch.chdir(root)
+    base = ["train", "recipe.yaml", "--classifier", "rf", "--folds", "3"]
+    for bad in (["--max-minutes", "nan"], ["--max-minutes", "inf"], ["--seed", "-5"],
+                ["--seed", "99999999999999999999"], ["--block-size", "nan"]):
+        res = CliRunner().invoke(main, [*base, *bad, "--out", str(tmp_path / "x")])
+        assert res.exit_code == 2 and "Invalid value" in res.output, (bad, res.output)
+    assert not (tmp_path / "x").exists()
+    res = CliRunner().invoke(main, [*base, "--block-size", "100", "--patch-size", "48",
+                                    "--out", str(tmp_path / "tiny")])
+    assert res.exit_code == 0, res.output
+    assert "blocks of 12 px (120 m, from --block-size 100) are smaller than half a training " \
+        "patch (48 px)" in res.output
+
+
+def test_a_users_folder_where_the_training_logs_go_is_refused(synth, monkeypatch, tmp_path):
+    root, _ = synth
+    monkeypatch.chdir(root)
+    mine = tmp_path / "m-logs"
+    mine.mkdir()
+    (mine / "metrics.csv").write_text("my own\n")
+    args = ["train", "recipe.yaml", "--max-epochs", "1", "--patch-size", "48", "--block-size",
+            "600", "--folds", "3", "--out", str(tmp_path / "m")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "m-logs exists, and is not the training logs" in res.output
+    assert (mine / "metrics.csv").read_text() == "my own\n" and not (tmp_path / "m").exists()
