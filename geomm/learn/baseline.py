@@ -220,17 +220,21 @@ def predict_proba_map(model: Any, store: TileStore, mask: np.ndarray | None = No
 def save_classifier(path: str | Path, model: Any, store: TileStore, *,
                     layers: Sequence[str] | None = None, split: Mapping[str, Any] | None = None,
                     metrics: Mapping[str, Any] | None = None,
-                    recipe_raw: Mapping[str, Any] | None = None, overwrite: bool = False
-                    ) -> Path:
+                    recipe_raw: Mapping[str, Any] | None = None, overwrite: bool = False,
+                    training: Mapping[str, Any] | None = None) -> Path:
     """Save a fitted baseline as a model bundle of kind "rf" or "svm" (arrays, no pickle).
 
-    ``layers`` are the feature layers the model was fitted on (default: all of the store's).
+    ``layers`` are the feature layers the model was fitted on (default: all of the store's);
+    ``training``: the settings it was trained with (``config.training``, as a network's).
     """
     pred = to_predictor(model)
+    config = {k: getattr(pred, k) for k in pred.CONFIG}
+    if training is not None:
+        config["training"] = dict(training)
     meta = BundleMeta(store.manifest.get("recipe", ""),
                       layers_from_manifest(store.manifest, layers),
                       store.manifest.get("classes") or {},
-                      config={k: getattr(pred, k) for k in pred.CONFIG},
+                      config=config,
                       split=dict(split or {}), metrics=dict(metrics or {}),
                       recipe_raw=dict(recipe_raw) if recipe_raw is not None else None)
     if isinstance(pred, ForestPredictor):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from geomm.learn.config import TrainConfig
+from geomm.learn.config import TrainConfig, train_config_dict
 from geomm.learn.heldout import HeldOutScores, score_map
 from geomm.learn.masks import label_masks, split_masks
 from geomm.learn.split import SpatialSplit
@@ -71,10 +71,13 @@ def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> Pixel
 
 
 def save_pixel_fit(out: Path, fit: PixelFit, store: TileStore, raw: dict[str, Any],
-                   overwrite: bool, extra: dict[str, Any] | None = None) -> Path:
-    """Write a fitted baseline as an "rf" or "svm" bundle with its held-out scores."""
+                   overwrite: bool, extra: dict[str, Any] | None = None,
+                   cfg: TrainConfig | None = None) -> Path:
+    """Write a fitted baseline as an "rf" or "svm" bundle with its held-out scores (and the
+    settings ``cfg`` it was trained with: split, label budget, erosion, seed)."""
     from geomm.learn.baseline import save_classifier
 
     metrics = {"training_pixels": fit.n_px, **fit.held.metrics(), **(extra or {})}
     return save_classifier(out, fit.model, store, split=fit.split.to_dict(), metrics=metrics,
-                           recipe_raw=raw, overwrite=overwrite)
+                           recipe_raw=raw, overwrite=overwrite,
+                           training=None if cfg is None else train_config_dict(cfg))

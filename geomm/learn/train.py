@@ -281,7 +281,7 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
     if classifier in ("rf", "svm"):
         fit = fit_pixel_classifier(store, cfg, classifier)
         echo(f"{classifier}: {fit.held.describe()}")
-        return save_pixel_fit(out, fit, store, raw, overwrite)
+        return save_pixel_fit(out, fit, store, raw, overwrite, cfg=cfg)
     logs = out.with_name(out.name + "-logs")
     with removed_on_failure(logs):  # no logs of a model that was never written
         result, cnn_held, cnn_probs = score_result(
@@ -332,7 +332,7 @@ def _auto(store: TileStore, cfg: TrainConfig, result: TrainResult, cnn_probs: np
     echo(f"auto: {_NAMES[best]} scores best on the validation blocks (OA "
          f"{100 * val[best]:.1f} %; {others}); writing it")
     if best == "rf":
-        return save_pixel_fit(out, fit, store, raw, overwrite, extra=choice)
+        return save_pixel_fit(out, fit, store, raw, overwrite, extra=choice, cfg=cfg)
     if best == "cnn+rf" and ens is not None:
         return save_ensemble_bundle(result, fit, ens, store, out, recipe_raw=raw,
                                     overwrite=overwrite, extra_metrics=choice)

@@ -161,6 +161,8 @@ def test_cli_train_cnn_and_rf_write_bundles(synth, tmp_path, monkeypatch):
                           str(tmp_path / "rf"), *common])
     assert res.exit_code == 0, res.output
     assert load_bundle(tmp_path / "rf").kind == "rf"
+    training = load_bundle(tmp_path / "rf").meta.config["training"]  # what it was trained with
+    assert training["block_size"] == 600 and training["n_folds"] == 3
 
 
 def test_the_model_keeps_its_best_validation_epoch(synth, tmp_path):
