@@ -161,7 +161,7 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
     run = list(folds if folds is not None else range(cfg.n_folds))
     absent: dict[int, tuple[str, ...]] = {}
     for i, fold in enumerate(run):
-        absent[fold] = _absent_from_training(store, replace(cfg, test_fold=fold), names)
+        absent[fold] = _absent_from_training(store, replace(cfg, test_fold=fold))
         echo(f"fold {fold} ({i + 1} of {len(run)}): "
              + (f"classes absent from training: {', '.join(absent[fold])}" if absent[fold]
                 else "every class of the test blocks is in the training blocks"))
@@ -215,18 +215,12 @@ def _auto(results: list[FoldScore], fold: int, kind: str) -> FoldScore:
                      {**pick.extra, "chose": float(names.index(best))})
 
 
-def _absent_from_training(store: TileStore, cfg: TrainConfig, names: tuple[str, ...]
-                          ) -> tuple[str, ...]:
+def _absent_from_training(store: TileStore, cfg: TrainConfig) -> tuple[str, ...]:
     """Classes labelled in the test blocks but not in the (budgeted) training labels."""
-    from geomm.learn.masks import label_masks, split_masks
+    from geomm.learn.masks import class_coverage
 
-    train_mask, val_mask, test_mask, _ = split_masks(store, cfg)
-    train_labels, _ = label_masks(store, cfg, train_mask, val_mask)
-    labels = store.labels()
-    k = len(names)
-    seen = np.bincount(labels[train_labels].ravel(), minlength=256)[:k] > 0
-    tested = np.bincount(labels[test_mask].ravel(), minlength=256)[:k] > 0
-    return tuple(n for n, s, t in zip(names, seen, tested, strict=True) if t and not s)
+    names, trained, tested = class_coverage(store, cfg)
+    return tuple(n for n, s, t in zip(names, trained, tested, strict=True) if t and not s)
 
 
 def _line(r: FoldScore) -> str:

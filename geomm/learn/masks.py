@@ -59,21 +59,35 @@ def split_masks(store: TileStore, cfg: TrainConfig
     two folds.
     """
     labels, ignore = store.labels(), store.ignore_value
-    align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
     split = make_folds(store.grid, labels != ignore, block_size=cfg.block_size,
-                       n_folds=cfg.n_folds, seed=cfg.seed, align=align,
+                       n_folds=cfg.n_folds, seed=cfg.seed, align=_align(store),
                        class_labels=labels, ignore_value=ignore)
     return (*train_val_test(split, cfg.test_fold, cfg.val_fold), split)
+
+
+def _align(store: TileStore) -> int:
+    """Blocks are whole pixels of every layer: a multiple of the lcm of their factors."""
+    return math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
+
+
+def class_coverage(store: TileStore, cfg: TrainConfig
+                   ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The store's class names, and per class whether ``cfg``'s (budgeted) training labels
+    hold it and whether its test blocks do."""
+    train_mask, val_mask, test_mask, _ = split_masks(store, cfg)
+    train_labels, _ = label_masks(store, cfg, train_mask, val_mask)
+    names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
+    labels, k = store.labels(), len(names)
+    trained = np.bincount(labels[train_labels].ravel(), minlength=256)[:k] > 0
+    tested = np.bincount(labels[test_mask].ravel(), minlength=256)[:k] > 0
+    return names, trained, tested
 
 
 def untrained_classes(store: TileStore, cfg: TrainConfig) -> tuple[str, ...]:
     """The store's classes with no pixel among the training labels of ``cfg``'s split (a
     model keeps them as outputs but cannot learn them)."""
-    train_mask, val_mask, _, _ = split_masks(store, cfg)
-    train_labels, _ = label_masks(store, cfg, train_mask, val_mask)
-    names = tuple(c["name"] for c in store.manifest["classes"]["classes"])
-    seen = np.bincount(store.labels()[train_labels].ravel(), minlength=256)[:len(names)] > 0
-    return tuple(n for n, s in zip(names, seen, strict=True) if not s)
+    names, trained, _ = class_coverage(store, cfg)
+    return tuple(n for n, t in zip(names, trained, strict=True) if not t)
 
 
 def small_blocks(store: TileStore, cfg: TrainConfig, patch: int) -> str | None:
@@ -81,8 +95,7 @@ def small_blocks(store: TileStore, cfg: TrainConfig, patch: int) -> str | None:
     of ``patch`` px (every training patch then holds test pixels, and the training labels
     are next to the test labels: the held-out scores are optimistic, down to a per-pixel
     random split at 1 px); None when they are not."""
-    align = math.lcm(*(int(lyr["factor"]) for lyr in store.manifest["layers"]))
-    side = block_pixels(store.grid, cfg.block_size, align=align)
+    side = block_pixels(store.grid, cfg.block_size, align=_align(store))
     if 2 * side >= patch:
         return None
     res = store.grid.resolution
