@@ -148,9 +148,6 @@ def assess(map_path: str | Path, reference: str | Path, *, column: str | None = 
     mapped = np.zeros(k, dtype=np.int64)
     mapped[:len(cmap.table)] = cmap.class_counts()
     estimates, more = _estimates(matrix, mapped, names, sampling, cmap, tally)
-    for line in more:
-        if line.startswith(("no area estimates", "map classes")):  # what a user must see
-            warnings.warn(line, ReferenceWarning, stacklevel=2)
     return Assessment(cmap, reference, column, sampling, names, matrix, mapped, tally,
                       scores(matrix.T), estimates, tuple(notes + more))
 
@@ -249,9 +246,13 @@ def _estimates(matrix: np.ndarray, mapped: np.ndarray, names: tuple[str, ...],
         est = estimate_areas(matrix, mapped, names, design=sampling,
                              pixel_area_m2=cmap.pixel_area_m2)
     except EstimationError as exc:
-        return None, [*notes, f"no area estimates: {exc}"]
-    thin = [n for i, n in enumerate(names) if mapped[i] > 0 and matrix[i].sum() == 1]
-    if thin and sampling == "stratified":
-        notes.append(f"map classes {', '.join(map(repr, thin))} have a single sample: "
-                     "standard errors need at least 2 per class and are left blank")
+        est, lacking = None, f"no area estimates: {exc}"
+    else:
+        thin = [n for i, n in enumerate(names) if mapped[i] > 0 and matrix[i].sum() == 1]
+        lacking = (f"map classes {', '.join(map(repr, thin))} have a single sample: standard "
+                   "errors need at least 2 per class and are left blank"
+                   if thin and sampling == "stratified" else "")
+    if lacking:  # what the estimates lack is said on the terminal too
+        warnings.warn(lacking, ReferenceWarning, stacklevel=3)
+        notes.append(lacking)
     return est, notes
