@@ -375,8 +375,8 @@ def _nodata(name: str, trained: float | None, tags: set[float | None]) -> float 
     import warnings
 
     declared = {t for t in tags if t is not None}
-    if trained is None or not declared or declared == {trained} or (
-            len(declared) == 1 and all(math.isnan(t) for t in [trained, *declared])):
+    if trained is None or all(t == trained or math.isnan(t) and math.isnan(trained)
+                              for t in declared):
         return trained
     warnings.warn(f"--modality {name}: the files declare nodata "
                   f"{', '.join(f'{t:g}' for t in sorted(declared))}, the model was trained "
