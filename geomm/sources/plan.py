@@ -345,15 +345,17 @@ def _physical(modality: str, reads: dict[str, tuple[AssetRead, ...]]) -> bool:
     """Whether the modality is composited in physical units: its items declare
     ``raster:bands`` scale/offset. Items that do and items that do not, in one band, cannot be
     composited together (DNs beside reflectances): a :class:`RecipeError` names both."""
+    def declares(r: AssetRead) -> bool:
+        return r.scale is not None or r.offset is not None
+
     for band, rs in reads.items():
-        said = [r.item for r in rs if r.scale is not None or r.offset is not None]
+        said = [r.item for r in rs if declares(r)]
         if said and len(said) < len(rs):
-            silent = [r.item for r in rs if r.scale is None and r.offset is None]
+            silent = [r.item for r in rs if not declares(r)]
             raise RecipeError(
                 f"modalities.{modality}.stac: band {band}: items {', '.join(said[:3])}"
                 f"{' ...' if len(said) > 3 else ''} declare a raster:bands scale/offset and "
                 f"items {', '.join(silent[:3])}{' ...' if len(silent) > 3 else ''} do not, so "
                 "their values are not in one unit; narrow the dates or the query to one "
                 "processing baseline, or split them into two modalities")
-    return any(r.scale is not None or r.offset is not None
-               for rs in reads.values() for r in rs)
+    return any(declares(r) for rs in reads.values() for r in rs)
