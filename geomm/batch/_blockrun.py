@@ -113,7 +113,8 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
         _swap_in(work, final)
         return record
     except GeommError as exc:  # its message says it all; its chain may not pickle (Dask
-        raise type(exc)(str(exc)) from None  # would then send the client only its repr)
+        exc.__context__ = None  # would then send the client only its repr): the same error,
+        raise exc from None  # its attributes kept, without the chain
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
