@@ -276,7 +276,7 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
         return _train_scenes(recipe, out, cfg, workers=workers, overwrite=overwrite,
                              progress=progress)
     store = recipe_store(recipe, workers=workers)
-    _warn_untrained(store, cfg)
+    _warn_split(store, cfg)
     raw = dict(recipe.raw)
     if classifier in ("rf", "svm"):
         fit = fit_pixel_classifier(store, cfg, classifier)
@@ -292,7 +292,8 @@ def _train(recipe: Any, out: Path, cfg: TrainConfig, classifier: str | None,
         return save_cnn_bundle(result, store, out, recipe_raw=raw, overwrite=overwrite)
 
 
-def _warn_untrained(store: TileStore, cfg: TrainConfig) -> None:
+def _warn_split(store: TileStore, cfg: TrainConfig) -> None:
+    """Say what the split does to the data: blocks too small, classes left untrained."""
     from geomm.learn.masks import small_blocks, untrained_classes
 
     if note := small_blocks(store, cfg, patch_for(store, cfg)):
