@@ -72,7 +72,7 @@ class MapWriter:
             p[:, ~valid] = np.nan
             self.sinks["probabilities.tif"].write(p, r0, c0)
         elif self.prob_kind == "uint8":
-            q = (probs * 255 + 0.5).astype(np.uint8)  # probabilities are in [0, 1]
+            q = quantised(probs)
             q[:, ~valid] = 0  # and masked: 0 to 255 are all probabilities
             self.sinks["probabilities.tif"].write(q, r0, c0, valid)
         if last_in_row:
@@ -210,3 +210,15 @@ def _argmax(probs: np.ndarray) -> np.ndarray:
         out[better] = k
         np.maximum(best, probs[k], out=best)
     return out
+
+
+def quantised(probs: np.ndarray) -> np.ndarray:
+    """(K, h, w) probabilities as uint8 in 255ths that sum to exactly 255 at every pixel
+    (largest remainders: each within 1/255 of its probability), where rounding each alone
+    could make them sum to 250 or 260."""
+    scaled = probs.astype(np.float64) * (255.0 / np.maximum(probs.sum(axis=0), 1e-12))
+    q = np.floor(scaled)
+    short = 255 - q.sum(axis=0)  # 0 .. K-1 units left to give
+    rank = np.argsort(np.argsort(q - scaled, axis=0, kind="stable"), axis=0)  # 0: largest
+    q += rank < short  # one more unit to the largest remainders
+    return q.astype(np.uint8)

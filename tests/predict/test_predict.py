@@ -75,7 +75,7 @@ def test_outputs_are_valid_cogs_with_metadata_on_the_base_grid(scene, bundle, tm
         assert src.descriptions == NAMES
         p = src.read().astype(int)
     assert set(np.unique(classes)) <= {0, 1, 2}
-    assert (np.abs(p.sum(axis=0) - 255) <= 3).all()  # uint8 probabilities sum to ~255
+    assert (p.sum(axis=0) == 255).all()  # uint8 probabilities sum to 255, exactly
     assert (np.argmax(p, axis=0) == classes).mean() > 0.99
     item = json.loads((out / "item.json").read_text())
     assert item["properties"]["proj:code"] == "EPSG:32633"
@@ -309,3 +309,17 @@ def test_real_sample_map_does_not_depend_on_the_tile_size(s2_sample, tmp_path):
     assert (maps[258] == maps[516]).mean() >= 0.995
     with rasterio.open(tmp_path / "t516" / "classes.tif") as src:
         assert src.transform == store.grid.transform and src.crs == store.grid.crs
+
+
+def test_uint8_probabilities_sum_to_255_and_stay_within_one_step():
+    from geomm.predict._mapfiles import quantised
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 7, 12):
+        p = rng.dirichlet(np.full(k, 0.3), size=(40, 50)).transpose(2, 0, 1).astype(np.float32)
+        q = quantised(p)
+        assert q.dtype == np.uint8 and (q.astype(int).sum(axis=0) == 255).all()
+        assert np.abs(q / 255.0 - p).max() < 1 / 255 + 1e-6
+    # a third each: rounding each alone gives 85 x 3 = 255, but 1/7 each gives 36 x 7 = 252
+    q = quantised(np.full((7, 1, 1), 1 / 7, dtype=np.float32))
+    assert sorted(q.ravel()) == [36, 36, 36, 36, 37, 37, 37]
