@@ -152,6 +152,15 @@ CASES: dict[str, tuple[Setup, str]] = {
                                              "test_fold 7 does not exist"),
     "crossval: withhold an unknown modality": (_crossval(lambda r: None, "--withhold",
                                                          "lidar"), "lidar"),
+    "crossval: out is a file": (_crossval(lambda r: (r / "out").write_text("mine"), "--out",
+                                          "out"), "out: is a file"),
+    "crossval: out holds a crossval.csv it did not write": (
+        _crossval(lambda r: ((r / "out").mkdir(), (r / "out" / "crossval.csv").write_text("x")),
+                  "--out", "out", "--overwrite"), "not even --overwrite"),
+    "crossval: out holds results": (
+        _crossval(lambda r: ((r / "out").mkdir(),
+                             (r / "out" / "crossval.json").write_text("{}")), "--out", "out"),
+        "pass --overwrite"),
     # batch
     "batch: bundle folder is empty": (_batch(lambda r: ((r / "empty").mkdir(), _args(
         r, "--bundle", "empty", "--grid", "96", "-o", "out"))[1]),
@@ -212,12 +221,13 @@ def test_job_commands_bad_input(tmp_path, monkeypatch, case):
     assert set(left) <= mine, left
 
 
-@pytest.mark.parametrize("command", ["train", "batch"])
+@pytest.mark.parametrize("command", ["train", "batch", "crossval"])
 def test_the_unspoiled_case_runs(tmp_path, monkeypatch, command):
     """The corpus's set-ups are good runs but for their one fault."""
     monkeypatch.chdir(tmp_path)
-    setup = _train(lambda r: None) if command == "train" else _batch(lambda r: _args(r, *GOOD))
+    setup = {"train": _train(lambda r: None), "batch": _batch(lambda r: _args(r, *GOOD)),
+             "crossval": _crossval(lambda r: None, "--out", "out")}[command]
     result = CliRunner().invoke(main, setup(tmp_path))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "out" / ("model/bundle.json" if command == "train" else
-                                "classes.tif")).is_file()
+    assert (tmp_path / "out" / {"train": "model/bundle.json", "batch": "classes.tif",
+                                "crossval": "crossval.json"}[command]).is_file()

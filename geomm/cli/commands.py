@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,12 @@ def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: in
     from geomm.learn.train import train_recipe
     from geomm.recipe import load_recipe
 
-    path = train_recipe(load_recipe(recipe), out=out, cfg=_train_config(**kw),
-                        classifier=classifier, workers=workers, overwrite=overwrite,
-                        echo=click.echo)
+    cfg = _train_config(**kw)
+    # Lightning's bar at a terminal; a line per epoch (with the time budget) in a log, or
+    # wherever a --max-minutes budget is there to be shown
+    bar = sys.stdout.isatty() and not cfg.max_minutes
+    path = train_recipe(load_recipe(recipe), out=out, cfg=cfg, classifier=classifier,
+                        workers=workers, overwrite=overwrite, progress=bar, echo=click.echo)
     click.echo(f"model bundle written to {path}")
 
 
@@ -154,19 +158,36 @@ def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: in
 @click.option("--no-early", is_flag=True, help="With --ablation: leave out early fusion.")
 @click.option("--withhold", multiple=True,
               help="Also score each CNN with this modality left out at inference (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the results to this folder: crossval.md (the table), "
+                   "crossval.json and crossval.csv (every method on every fold).")
 @opt.train_options
 @opt.workers
+@opt.overwrite
 def crossval_cmd(recipe: str, n_folds: int, only: tuple[int, ...], ablation: bool,
                  ablation_only: bool, no_early: bool, baselines: tuple[str, ...],
-                 withhold: tuple[str, ...], workers: int | None, **kw: Any) -> None:
+                 withhold: tuple[str, ...], workers: int | None, out: Path | None,
+                 overwrite: bool, **kw: Any) -> None:
     """Spatial-block cross-validation: fusion CNN against RF/SVM on the same folds."""
-    from geomm.learn.crossval import crossval_recipe
+    from contextlib import nullcontext
+
+    from geomm._outputs import staged_outputs
+    from geomm.learn.crossval import REPORT_FILES, crossval_recipe
     from geomm.recipe import load_recipe
 
-    report = crossval_recipe(load_recipe(recipe), cfg=_train_config(n_folds=n_folds, **kw),
-                             folds=sorted(set(only)) or None,  # a fold given twice: once
-                             baselines=[b for b in baselines if b != "none"],
-                             ablation=ablation or ablation_only, withhold=withhold,
-                             workers=workers, fusion=not ablation_only, early=not no_early,
-                             echo=click.echo)
-    click.echo(report.table())
+    rec = load_recipe(recipe)
+    # the folder is checked (and held) before the folds run, not after an hour of training
+    staged = (staged_outputs(out, REPORT_FILES, overwrite=overwrite, command="geomm crossval",
+                             record=REPORT_FILES[1]) if out is not None else nullcontext())
+    with staged as work:
+        report = crossval_recipe(rec, cfg=_train_config(n_folds=n_folds, **kw),
+                                 folds=sorted(set(only)) or None,  # a fold given twice: once
+                                 baselines=[b for b in baselines if b != "none"],
+                                 ablation=ablation or ablation_only, withhold=withhold,
+                                 workers=workers, fusion=not ablation_only,
+                                 early=not no_early, echo=click.echo)
+        click.echo(report.table())
+        if work is not None:
+            report.write(work)
+    if out is not None:
+        click.echo(f"results written to {out}/ ({', '.join(REPORT_FILES)})")

@@ -7,9 +7,14 @@ blocks, and both are scored on the held-out fold's labelled pixels only.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +25,7 @@ from geomm.learn.heldout import score_map, score_network_probs
 from geomm.metrics import Scores
 from geomm.stack.store import TileStore
 
-__all__ = ["CrossvalReport", "FoldScore", "crossval"]
+__all__ = ["REPORT_FILES", "CrossvalReport", "FoldScore", "crossval"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,10 @@ class CrossvalReport:
                 a = np.asarray(vals, dtype=float) * scale
                 if not np.isfinite(a).any():
                     return "n/a"  # e.g. a class absent from every test fold
-                a = a[np.isfinite(a)]
-                return f"{a.mean():.{nd}f} ± {a.std():.{nd}f}"
+                ok = a[np.isfinite(a)]
+                # a class absent from some test folds: its mean is of fewer folds than the row's
+                few = f" ({ok.size} of {a.size} folds)" if ok.size < a.size else ""
+                return f"{ok.mean():.{nd}f} ± {ok.std():.{nd}f}{few}"
 
             per_class = [ms([r.scores.f1[i] for r in rs], nd=2) for i in range(len(self.classes))]
             lines.append("| " + " | ".join([
@@ -83,6 +90,55 @@ class CrossvalReport:
                 lines.append(f"\nfold {fold}: {', '.join(names)} absent from the training "
                              "labels (scored on the test blocks all the same)")
         return "\n".join(lines)
+
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: every method on every fold (scores per class keyed by name, ``None``
+        for NaN), and per fold the classes absent from the training labels."""
+        return {"classes": list(self.classes),
+                "absent_from_training": {str(f): list(n) for f, n in sorted(self.absent.items())},
+                "results": [{"method": r.method, "fold": r.fold, "seconds": round(r.seconds, 3),
+                             **{k: _num(v) for k, v in r.extra.items()},
+                             **({"chose_method": AUTO[int(r.extra["chose"])]}
+                                if "chose" in r.extra else {}),
+                             "scores": r.scores.to_dict(self.classes)} for r in self.results]}
+
+    def csv(self) -> str:
+        """One row per method and fold: OA, kappa, macro-F1, per-class F1 and IoU, the
+        calibration figures and seconds (empty where a figure does not exist)."""
+        extras = list(dict.fromkeys(k for r in self.results for k in r.extra))
+        head = ["method", "fold", "overall_accuracy", "kappa", "macro_f1",
+                *(f"f1:{c}" for c in self.classes), *(f"iou:{c}" for c in self.classes),
+                *extras, "seconds"]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(head)
+        for r in self.results:
+            s = r.scores
+            w.writerow([r.method, r.fold, *map(_cell, (s.overall_accuracy, s.kappa, s.macro_f1,
+                                                       *s.f1, *s.iou)),
+                        *(_cell(r.extra.get(k, np.nan)) for k in extras), f"{r.seconds:.3f}"])
+        return buf.getvalue()
+
+
+    def write(self, folder: Path) -> None:
+        """:data:`REPORT_FILES` into ``folder``."""
+        md, js, cs = (folder / n for n in REPORT_FILES)
+        md.write_text(self.table() + "\n")
+        js.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        cs.write_text(self.csv())
+
+
+REPORT_FILES = ("crossval.md", "crossval.json", "crossval.csv")
+"""What :meth:`CrossvalReport.write` (``geomm crossval --out``) writes."""
+
+
+def _num(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _cell(v: float) -> str:
+    return f"{float(v):.6g}" if np.isfinite(v) else ""
 
 
 def _prefixed(echo: Callable[[str], object], head: str) -> Callable[[str], object]:
@@ -194,8 +250,9 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
                     {"ece": held.ece_test[1], "ece_before": held.ece_test[0],
                      "temperature": held.temperature, "val_oa": held.val_oa}))
                 echo(_line(results[-1]))
-                results.append(_auto(results, fold, kind))
-                echo(_line(results[-1]))
+                if kind == "rf":  # what `geomm train --classifier auto` chooses from
+                    results.append(_auto(results, fold))
+                    echo(_line(results[-1]))
     return CrossvalReport(tuple(results), names, absent)
 
 
@@ -204,14 +261,14 @@ AUTO = ("cnn", "rf", "cnn+rf")
 the index)."""
 
 
-def _auto(results: list[FoldScore], fold: int, kind: str) -> FoldScore:
-    """What ``geomm train --classifier auto`` would keep: the CNN, the baseline or their
+def _auto(results: list[FoldScore], fold: int) -> FoldScore:
+    """What ``geomm train --classifier auto`` would keep: the CNN, the forest or their
     mean, whichever scored the best validation OA on this fold."""
-    names = ("cnn", kind, f"cnn+{kind}")
+    names = AUTO
     got = {r.method: r for r in results if r.fold == fold and r.method in names}
     best = max(names, key=lambda n: got[n].extra["val_oa"])  # the first of equals
     pick = got[best]
-    return FoldScore("auto", fold, pick.scores, got[f"cnn+{kind}"].seconds,
+    return FoldScore("auto", fold, pick.scores, got["cnn+rf"].seconds,
                      {**pick.extra, "chose": float(names.index(best))})
 
 
