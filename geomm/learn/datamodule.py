@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from geomm.learn.config import TrainConfig, class_weight_power, patch_for, steps_for
 from geomm.learn.dataset import PatchSampler, StorePatchDataset, patch_lattice
-from geomm.learn.masks import label_masks, split_masks
+from geomm.learn.masks import eroded_label_masks, split_masks
 from geomm.learn.normalize import class_weights, compute_norm_stats
 from geomm.model.normstats import NormStats
 from geomm.stack.store import TileStore
@@ -29,7 +29,9 @@ class StoreDataModule(pl.LightningDataModule):
          self.split) = split_masks(store, cfg)
         # statistics over every pixel of the training blocks; labels only where allowed
         self.stats: NormStats = compute_norm_stats(store, self.train_mask)
-        train_labels, val_labels = label_masks(store, cfg, self.train_mask, self.val_mask)
+        train_labels, val_labels, self.erode_labels = eroded_label_masks(
+            store, cfg, self.train_mask, self.val_mask)
+        """The erosion radius applied to the training labels (``cfg.erode_labels`` resolved)."""
         self.val_labels = val_labels
         self.class_weights = class_weights(store, train_labels, class_weight_power(cfg))
         self.labelled_px = int(self._labelled(store, train_labels))

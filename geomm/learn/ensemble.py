@@ -9,6 +9,7 @@ auto`` measures all three on the validation blocks and keeps the best.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,13 @@ def save_ensemble_bundle(result: TrainResult, fit: PixelFit, held: HeldOutScores
     config = {"forest": {k: getattr(forest, k) for k in forest.CONFIG},
               "ensemble": {"weight": WEIGHT, "temperature": held.temperature,
                            "fitted_on": "validation blocks"}}
-    cnn = result.heldout.metrics() if result.heldout is not None else {}
+    # the top-level figures are the mean's; the network's own (its training and validation
+    # losses, epochs, held-out scores) and the forest's are prefixed
+    cnn = {**result.metrics, **(result.heldout.metrics() if result.heldout is not None else {})}
     metrics = {**{f"cnn_{k}": v for k, v in cnn.items()}, **held.metrics(),
                "rf_training_pixels": fit.n_px,
                **{f"rf_{k}": v for k, v in fit.held.metrics().items()}, **(extra_metrics or {})}
-    return save_cnn_bundle(result, store, out, recipe_raw=recipe_raw, overwrite=overwrite,
+    return save_cnn_bundle(replace(result, metrics={}), store, out, recipe_raw=recipe_raw,
+                           overwrite=overwrite,
                            extra_metrics=metrics, kind="cnn+rf", extra_arrays=arrays,
                            extra_config=config)

@@ -14,7 +14,7 @@ from geomm.learn.labelbudget import auto_eroded_labels, eroded_labels, polygon_b
 from geomm.learn.split import SpatialSplit, block_pixels, make_folds, train_val_test
 from geomm.stack.store import TileStore
 
-__all__ = ["label_masks", "split_masks"]
+__all__ = ["eroded_label_masks", "label_masks", "split_masks"]
 
 
 def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
@@ -28,13 +28,21 @@ def label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
     Raises:
         RecipeError: the validation blocks keep no labelled pixel of the budget.
     """
-    train, val = _budget(store, cfg, train_mask, val_mask)
-    if cfg.erode_labels is None:
-        train, _ = auto_eroded_labels(store.labels(), train, ignore_value=store.ignore_value)
-    elif cfg.erode_labels:
-        train = eroded_labels(store.labels(), train, cfg.erode_labels,
-                              ignore_value=store.ignore_value)
+    train, val, _ = eroded_label_masks(store, cfg, train_mask, val_mask)
     return train, val
+
+
+def eroded_label_masks(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray,
+                       val_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`label_masks`, and the erosion radius it applied (``cfg.erode_labels`` resolved:
+    what a bundle records)."""
+    train, val = _budget(store, cfg, train_mask, val_mask)
+    radius = cfg.erode_labels
+    if radius is None:
+        train, radius = auto_eroded_labels(store.labels(), train, ignore_value=store.ignore_value)
+    elif radius:
+        train = eroded_labels(store.labels(), train, radius, ignore_value=store.ignore_value)
+    return train, val, int(radius)
 
 
 def _budget(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray, val_mask: np.ndarray

@@ -5,7 +5,7 @@ They use the same spatial blocks and label masks as the network (no torch, no Li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from geomm.learn.config import TrainConfig, train_config_dict
 from geomm.learn.heldout import HeldOutScores, score_map
-from geomm.learn.masks import label_masks, split_masks
+from geomm.learn.masks import eroded_label_masks, split_masks
 from geomm.learn.split import SpatialSplit
 from geomm.stack.store import TileStore
 
@@ -39,6 +39,8 @@ class PixelFit:
     """Base-resolution mask of the validation labels it was scored on."""
     test_mask: np.ndarray
     """Base-resolution mask of the test blocks it was scored on."""
+    erode_labels: int = 0
+    """The erosion radius applied to its training labels (``cfg.erode_labels`` resolved)."""
 
 
 def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> PixelFit:
@@ -53,7 +55,7 @@ def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> Pixel
     )
 
     train_mask, val_mask, test_mask, split = split_masks(store, cfg)
-    train_labels, val_labels = label_masks(store, cfg, train_mask, val_mask)
+    train_labels, val_labels, radius = eroded_label_masks(store, cfg, train_mask, val_mask)
     px = sample_training_pixels(store, train_labels, seed=cfg.seed)
     X, _ = pixel_features(store, rows_cols=(px.rows, px.cols))
     model = fit_classifier(kind, X, px.labels, seed=cfg.seed)
@@ -67,7 +69,8 @@ def fit_pixel_classifier(store: TileStore, cfg: TrainConfig, kind: str) -> Pixel
     nan = (float("nan"), float("nan"))
     held = HeldOutScores(score_map(store, pred, test_mask), score_map(store, pred, val_labels),
                          1.0, nan, nan)
-    return PixelFit(model, int(len(px.labels)), split, held, probs, val_labels, test_mask)
+    return PixelFit(model, int(len(px.labels)), split, held, probs, val_labels, test_mask,
+                    radius)
 
 
 def save_pixel_fit(out: Path, fit: PixelFit, store: TileStore, raw: dict[str, Any],
@@ -80,4 +83,5 @@ def save_pixel_fit(out: Path, fit: PixelFit, store: TileStore, raw: dict[str, An
     metrics = {"training_pixels": fit.n_px, **fit.held.metrics(), **(extra or {})}
     return save_classifier(out, fit.model, store, split=fit.split.to_dict(), metrics=metrics,
                            recipe_raw=raw, overwrite=overwrite,
-                           training=None if cfg is None else train_config_dict(cfg))
+                           training=None if cfg is None else train_config_dict(
+                               replace(cfg, erode_labels=fit.erode_labels)))

@@ -102,7 +102,8 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     model = nets[0] if n == 1 else MemberMean(nets)
     metrics.update(members=float(n), seconds=time.perf_counter() - t0)
     return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
-                       replace(cfg, patch_size=dm.patch_size, width=mcfg.width), metrics,
+                       replace(cfg, patch_size=dm.patch_size, width=mcfg.width, members=n,
+                               erode_labels=dm.erode_labels), metrics,
                        val_labels=dm.val_labels)
 
 
@@ -168,6 +169,7 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, keep: str,
             callbacks=callbacks, log_every_n_steps=min(50, dm.steps),
             max_time=timedelta(seconds=budget_s) if budget_s else None,
             num_sanity_val_steps=0)
+        t_fit = time.perf_counter()
         fit_or_interrupt(trainer, task, datamodule=dm)
     ended = trainer.current_epoch >= epochs  # else the time budget cut it short
     restored = (keep == "best" or not ended) and best.restore(task)
@@ -179,6 +181,15 @@ def _fit_network(dm: Any, mcfg: ModelConfig, cfg: TrainConfig, keep: str,
     kept = best.best_epoch if restored else trainer.current_epoch - 1
     metrics.update(epochs=float(trainer.current_epoch), best_epoch=float(best.best_epoch),
                    kept_epoch=float(kept))
+    # the time budget, not early stopping, ended it (a schedule that keeps its last weights
+    # has no early stopping)
+    if not ended and budget_s and (keep == "last" or time.perf_counter() - t_fit >= budget_s):
+        metrics["budget_cut"] = 1.0
+        if echo is not None:
+            echo(f"  time budget ({budget_s or 0:.0f} s) spent after epoch "
+                 f"{trainer.current_epoch} of {epochs}: keeping epoch {kept + 1}'s weights"
+                 + (" (the best validation OA)" if restored else "")
+                 + "; a larger --max-minutes runs the whole schedule")
     return model, metrics
 
 

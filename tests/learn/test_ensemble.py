@@ -36,13 +36,21 @@ def test_cnn_rf_bundle_maps_the_calibrated_mean_of_both_models(synth, tmp_path):
     held = score_ensemble(store, cnn_probs, fit)
     ens = save_ensemble_bundle(result, fit, held, store, tmp_path / "ens", recipe_raw=None)
     cnn = save_cnn_bundle(result, store, tmp_path / "cnn")
-    rf = save_pixel_fit(tmp_path / "rf", fit, store, {}, False)
+    rf = save_pixel_fit(tmp_path / "rf", fit, store, {}, False, cfg=cfg)
 
     b = load_bundle(ens)
     assert b.kind == "cnn+rf"
     assert b.meta.config["ensemble"]["temperature"] == pytest.approx(held.temperature)
     assert b.meta.metrics["test_oa"] == pytest.approx(held.test.overall_accuracy)
     assert "cnn_test_oa" in b.meta.metrics and "rf_test_oa" in b.meta.metrics
+    # no figure of the network alone passes for the mean's: its losses are prefixed too
+    assert {"val_loss", "train_loss", "epochs", "val_oa"}.isdisjoint(b.meta.metrics)
+    assert b.meta.metrics["cnn_val_loss"] == pytest.approx(result.metrics["val_loss"])
+    # the settings it was trained with, resolved: networks and label erosion
+    training = b.meta.config["training"]
+    assert training["members"] == int(result.metrics["members"])
+    assert training["erode_labels"] in (0, 1)
+    assert load_bundle(rf).meta.config["training"]["erode_labels"] in (0, 1)
     # the forest inside is the forest alone, array for array
     alone = classifier_from_bundle(load_bundle(rf))
     inside = classifier_from_bundle(b)
