@@ -20,7 +20,8 @@ from pathlib import Path
 
 from geomm.errors import GeommError
 
-__all__ = ["OutputBusyError", "lock_path", "output_lock", "output_locks"]
+__all__ = ["OutputBusyError", "lock_path", "missing_folders", "output_lock", "output_locks",
+           "remove_empty"]
 
 
 class OutputBusyError(GeommError, BlockingIOError):
@@ -57,7 +58,8 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
     if path in _HELD:  # this process holds it already (a stage inside a command)
         yield
         return
-    if not path.parent.is_dir():  # nothing can be writing there yet; the run makes it
+    made = missing_folders(path.parent)
+    if made:  # nothing can be writing there yet; the run makes it
         path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -89,6 +91,25 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
         except OSError:
             pass
         os.close(fd)
+        remove_empty(made)  # a failed run leaves no empty folders of its making
+
+
+def missing_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    folder, out = Path(os.path.abspath(folder)), []
+    while not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:  # not empty (the run's output is there), or gone
+            break
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from geomm._lock import output_lock
+from geomm._lock import missing_folders, output_lock, remove_empty
 from geomm.errors import GeommError
 
 __all__ = ["OutputExistsError", "drop_partials", "partial_path", "recover", "settle",
@@ -138,6 +138,7 @@ def staged_outputs(out_dir: Path, names: Sequence[str], *, overwrite: bool,
     if clash and not overwrite:
         raise OutputExistsError(f"{out_dir}: already holds results ({', '.join(clash)}); "
                                 f"pass --overwrite to replace them, or choose another folder")
+    new_folders = missing_folders(out_dir)
     with output_lock(out_dir, command):
         out_dir.mkdir(parents=True, exist_ok=True)
         _clear_stale(out_dir)
@@ -156,3 +157,4 @@ def staged_outputs(out_dir: Path, names: Sequence[str], *, overwrite: bool,
             journal.unlink()
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            remove_empty(new_folders)  # a failed run leaves no empty folder of its making

@@ -142,14 +142,15 @@ CASES: dict[str, tuple[Setup, str]] = {
     "train: block size larger than the scene": (_train(lambda r: None, "--block-size", "1e6"),
                                                 "holds 1 blocks"),
     "train: fold beyond the folds": (_train(lambda r: None, "--fold", "9"),
-                                     "test_fold 9 does not exist"),
+                                     "--fold 9: the split has 5 folds"),
     # crossval
     "crossval: no labels in the recipe": (
         _crossval(_edit_labels("labels:\n  raster: L.tif\n  values: {1: crop, 2: forest}\n",
                                "")), "needs pixel labels"),
     "crossval: truncated band": (_crossval(lambda r: _truncate(r / "B.tif")), "B.tif"),
-    "crossval: only-fold beyond the folds": (_crossval(lambda r: None, "--only-fold", "7"),
-                                             "test_fold 7 does not exist"),
+    "crossval: only-fold beyond the folds": (_crossval(lambda r: None, "--only-fold", "0",
+                                                       "--only-fold", "7"),
+                                             "--only-fold 7: the split has 5 folds"),
     "crossval: withhold an unknown modality": (_crossval(lambda r: None, "--withhold",
                                                          "lidar"), "lidar"),
     "crossval: out is a file": (_crossval(lambda r: (r / "out").write_text("mine"), "--out",
@@ -208,8 +209,12 @@ def test_job_commands_bad_input(tmp_path, monkeypatch, case):
     args = setup(tmp_path)
     (tmp_path / "tiles").mkdir(exist_ok=True)
     before = _hashes(tmp_path)
+    folders = {p for p in tmp_path.rglob("*") if p.is_dir()}
     user = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "out" in p.parts}
     result = CliRunner().invoke(main, args)
+    made = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_dir()} - {
+        p.relative_to(tmp_path) for p in folders}
+    assert {p for p in made if p.parts[0] != "tiles"} == set(), made  # no empty folders left
     line = _one_line(result)
     assert needle in line, line
     after = {k: v for k, v in _hashes(tmp_path).items() if not k.startswith("tiles/")}
@@ -219,6 +224,32 @@ def test_job_commands_bad_input(tmp_path, monkeypatch, case):
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.is_dir() else []
     mine = {str(q.relative_to(out)) for p in user for q in (p, *p.parents) if out in q.parents}
     assert set(left) <= mine, left
+
+
+NO_DATA_NEEDED = {
+    "train --fold past --folds": (_train(lambda r: None, "--fold", "3", "--folds", "3"),
+                                  "--fold 3"),
+    "crossval --only-fold past --folds": (_crossval(lambda r: None, "--only-fold", "0",
+                                                    "--only-fold", "5"), "--only-fold 5"),
+    "train --device cuda without a GPU": (_train(lambda r: None, "--device", "cuda"),
+                                          "--device cuda"),
+    "crossval --device cuda without a GPU": (_crossval(lambda r: None, "--device", "cuda"),
+                                             "--device cuda"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_DATA_NEEDED))
+def test_what_the_options_alone_rule_out_is_refused_before_the_scene_is_stacked(
+        tmp_path, monkeypatch, case):
+    import torch
+
+    if "cuda" in case and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    monkeypatch.chdir(tmp_path)
+    setup, needle = NO_DATA_NEEDED[case]
+    line = _one_line(CliRunner().invoke(main, setup(tmp_path)))
+    assert needle in line, line
+    assert not (tmp_path / "tiles").exists()  # refused before any stacking (or training)
 
 
 @pytest.mark.parametrize("command", ["train", "batch", "crossval"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -10,9 +11,10 @@ from geomm.errors import RecipeError
 from geomm.model.network import LayerSpec, ModelConfig
 from geomm.stack.store import TileStore
 
-__all__ = ["CLASS_WEIGHT_POWERS", "KEEPS", "TrainConfig", "class_weight_power", "cpu_bf16",
-           "dropout_for", "epochs_for", "keep_for", "members_for", "model_config_for",
-           "patch_for", "steps_for", "train_config_dict", "trainer_device", "width_for"]
+__all__ = ["CLASS_WEIGHT_POWERS", "KEEPS", "TrainConfig", "check_settings",
+           "class_weight_power", "cpu_bf16", "dropout_for", "epochs_for", "keep_for",
+           "members_for", "model_config_for", "patch_for", "steps_for", "train_config_dict",
+           "trainer_device", "width_for"]
 
 PIXELS_PER_STEP = 3500
 """Labelled training pixels per training step when the steps are sized to the data."""
@@ -149,6 +151,25 @@ def trainer_device(cfg: TrainConfig) -> dict[str, Any]:
                           f"{torch.__version__}); use --device cpu or auto")
     return {"accelerator": "gpu", "devices": 1, "deterministic": False,
             "precision": "bf16-mixed" if cfg.amp else "32-true"}
+
+
+def check_settings(cfg: TrainConfig, *, folds: Sequence[int] = (), network: bool = True
+                   ) -> None:
+    """Refuse, before any data is read, settings that no data would make work: a held-out
+    fold (``cfg.test_fold``, ``cfg.val_fold`` or one of ``folds``) beyond ``cfg.n_folds``,
+    and (``network``) a training device this machine does not have.
+
+    Raises:
+        RecipeError: naming the option.
+    """
+    n = cfg.n_folds
+    for what, fold in (("--fold", cfg.test_fold), ("val_fold", cfg.val_fold),
+                       *(("--only-fold", f) for f in folds)):
+        if fold is not None and not 0 <= fold < n:
+            raise RecipeError(f"{what} {fold}: the split has {n} folds (0..{n - 1}); choose "
+                              f"one of them, or more --folds")
+    if network:
+        trainer_device(cfg)
 
 
 def cpu_bf16() -> bool:

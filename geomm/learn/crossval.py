@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from geomm.errors import RecipeError
-from geomm.learn.config import TrainConfig
+from geomm.errors import LabelWarning, RecipeError
+from geomm.learn.config import TrainConfig, check_settings
 from geomm.learn.ensemble import score_ensemble
 from geomm.learn.heldout import score_map, score_network_probs
 from geomm.metrics import Scores
@@ -212,12 +213,13 @@ def crossval(store: TileStore, cfg: TrainConfig, *, folds: Sequence[int] | None 
     from geomm.learn.masks import small_blocks
 
     if note := small_blocks(store, cfg, patch_for(store, cfg)):
-        echo(f"warning: {note}")
+        warnings.warn(note, LabelWarning, stacklevel=2)  # as `geomm train` says it
     results: list[FoldScore] = []
     run = list(folds if folds is not None else range(cfg.n_folds))
-    absent: dict[int, tuple[str, ...]] = {}
+    check_settings(cfg, folds=run, network=bool(variants))
+    # every fold's labels (and label budget) are checked before the first fold trains
+    absent = {fold: _absent_from_training(store, replace(cfg, test_fold=fold)) for fold in run}
     for i, fold in enumerate(run):
-        absent[fold] = _absent_from_training(store, replace(cfg, test_fold=fold))
         echo(f"fold {fold} ({i + 1} of {len(run)}): "
              + (f"classes absent from training: {', '.join(absent[fold])}" if absent[fold]
                 else "every class of the test blocks is in the training blocks"))
@@ -296,6 +298,7 @@ def crossval_recipe(recipe: object, *, cfg: TrainConfig, folds: Sequence[int] | 
     """:func:`crossval` on a recipe's tile store (stacked first when needed)."""
     from geomm.learn.train import recipe_store
 
+    check_settings(cfg, folds=folds or (), network=fusion or ablation)  # before any stacking
     return crossval(recipe_store(recipe, workers=workers), cfg, folds=folds,
                     baselines=baselines, ablation=ablation, withhold=withhold,
                     fusion=fusion, early=early, echo=echo)

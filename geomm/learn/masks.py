@@ -54,8 +54,9 @@ def _budget(store: TileStore, cfg: TrainConfig, train_mask: np.ndarray, val_mask
                                  ignore_value=store.ignore_value)
     if not (budget & val_mask).any() or not (budget & train_mask).any():
         raise RecipeError(f"{store.path}: {cfg.polygons_per_class} polygons per class leave "
-                          "the training or the validation blocks without a label; use "
-                          "more polygons per class or a smaller block size")
+                          "the training or the validation blocks without a label (test fold "
+                          f"{cfg.test_fold}); use more polygons per class, another --seed or "
+                          "a smaller block size")
     return budget & train_mask, budget & val_mask
 
 

@@ -22,6 +22,7 @@ import torch
 from geomm.errors import LabelWarning, RecipeError, StaleStoreError
 from geomm.learn.config import (
     TrainConfig,
+    check_settings,
     epochs_for,
     keep_for,
     members_for,
@@ -251,6 +252,7 @@ def train_recipe(recipe: Any, *, out: Path | None = None, cfg: TrainConfig = Tra
     Returns:
         The bundle folder.
     """
+    check_settings(cfg, network=classifier not in ("rf", "svm"))  # before the data is read
     out = out or Path("models") / f"{recipe.name}-{classifier or 'cnn'}"
     from geomm._lock import output_lock
     from geomm.model.bundle import check_bundle_target
