@@ -17,8 +17,36 @@ from geomm.recipe import load_recipe
 from geomm.stack.build import stack
 
 DEMO_EPOCHS, DEMO_STEPS, DEMO_MINUTES = 4, 40, 8.0
-"""A short run (~2-3 minutes on 2 cores; the time limit is only a safety net): a demo map,
-not the cross-validated model."""
+"""A short run (3-8 minutes of training on 2 cores, by CPU; the time limit caps it): a demo
+map, not the cross-validated model."""
+
+OUTPUTS = ("model", "model-logs", "map", "reference-test-blocks.tif", "report")
+"""What the demo writes under its folder."""
+
+MARKER = ".geomm-demo"
+"""In a folder the demo writes: its later runs may replace :data:`OUTPUTS` there."""
+
+
+def claim_folder(out: Path) -> bool:
+    """Make ``out`` the demo's folder, or refuse it; whether it is new (before any work).
+
+    Raises:
+        OutputExistsError: ``out`` is a file, or holds one of :data:`OUTPUTS` that no demo
+            run wrote (no :data:`MARKER` beside it): nothing of the user's is replaced.
+    """
+    from geomm._outputs import OutputExistsError
+
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: is a file; give geomm demo --out a folder")
+    clash = [n for n in OUTPUTS if (out / n).exists()]
+    if clash and not (out / MARKER).is_file():
+        raise OutputExistsError(f"{out}: holds {', '.join(clash)}, which geomm demo did not "
+                                "write; choose another --out or move them away")
+    new = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("geomm demo writes model/, map/, report/ and "
+                              "reference-test-blocks.tif here, and replaces them on a rerun\n")
+    return new
 
 
 def run_demo(*, out: Path | None = None, workers: int | None = None,
@@ -32,14 +60,31 @@ def run_demo(*, out: Path | None = None, workers: int | None = None,
 
     Returns:
         Paths of the outputs: store, model, map folder, polygons.
+
+    Raises:
+        OutputExistsError: ``out`` holds files of the same names that the demo did not
+            write (checked first).
     """
+    import shutil
+
+    out = Path(out or "demo")
+    t0 = time.perf_counter()
+    new = claim_folder(out)  # before a minute is spent
+    try:
+        return _run(out, t0, workers, echo)
+    except BaseException:
+        if new and [p.name for p in out.iterdir()] == [MARKER]:  # nothing came of it
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(out: Path, t0: float, workers: int | None, echo: Callable[[str], object]
+         ) -> dict[str, Path]:
     from geomm.learn.train import TrainConfig, train_recipe
     from geomm.model.bundle import load_bundle
     from geomm.predict.scene import PredictOptions, predict_recipe
     from geomm.vector.vectorize import vectorize
 
-    out = Path(out or "demo")
-    t0 = time.perf_counter()
     sample = sampledata.fetch("s2-t33uuu")
     echo(sample.summary())
     recipe = load_recipe("s2-landcover")
