@@ -132,6 +132,8 @@ def describe(path: str | Path) -> RasterInfo | VectorInfo:
         NotGeodataError: ``path`` does not exist, neither GDAL nor OGR can open it, or OGR opens
             it only as a table without geometries (a plain CSV or text file).
     """
+    if not str(path).strip():
+        raise NotGeodataError("an empty path: give a raster or vector file")
     path = as_path(path)
     if not path.exists():
         raise NotGeodataError(f"{path}: no such file")
@@ -145,9 +147,15 @@ def _describe(path: AnyPath) -> RasterInfo | VectorInfo:
     except RasterioError:
         pass
     try:
-        layers = pyogrio.list_layers(gdal_path(path))
+        with warnings.catch_warnings():  # pyogrio's RuntimeWarning repeats what it raises
+            warnings.simplefilter("ignore", RuntimeWarning)
+            layers = pyogrio.list_layers(gdal_path(path))
     except Exception as exc:  # pyogrio raises DataSourceError, or others for odd inputs
         why = why_unreadable(path) if isinstance(path, RemotePath) else ""
+        if why.startswith("HTTP 2"):  # the server sends it: it is not geodata
+            raise NotGeodataError(f"{path}: the server sends it ({why}) but no GDAL raster or "
+                                  "OGR vector driver recognises it; check that the URL points "
+                                  "at the raster or vector file itself") from exc
         if why:
             raise NotGeodataError(f"{path}: cannot read it ({why}); check the URL") from exc
         raise NotGeodataError(_NOT_GEODATA.format(

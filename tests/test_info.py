@@ -244,6 +244,27 @@ def test_cli_info_prints_every_path(utm_tif: Path, cog_tif: Path, polygons_gpkg:
     assert [d["epsg"] for d in docs] == [32633, 32633, 4326]
 
 
+def test_cli_info_describes_the_good_paths_and_names_each_bad_one(
+        utm_tif: Path, text_file: Path, polygons_gpkg: Path, tmp_path: Path) -> None:
+    gone = tmp_path / "gone.tif"
+    paths = [str(utm_tif), str(text_file), str(polygons_gpkg), str(gone)]
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(main, ["info", *extra, *paths])
+        assert result.exit_code == 1
+        errors = result.stderr.splitlines()
+        assert len(errors) == 2 and all(e.startswith("geomm: error:") for e in errors)
+        assert str(text_file) in errors[0] and str(gone) in errors[1]
+        if extra:
+            assert [d["kind"] for d in json.loads(result.stdout)] == ["raster", "vector"]
+        else:
+            assert [ln for ln in result.stdout.splitlines() if ln in paths] == paths[::2]
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder() -> None:
+    result = CliRunner().invoke(main, ["info", ""])
+    assert result.exit_code == 1 and "an empty path" in result.stderr
+
+
 def test_plain_tiled_geotiff_is_not_a_cog(make_raster):
     from geomm.info import describe
 

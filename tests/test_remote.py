@@ -108,6 +108,13 @@ def test_info_describes_a_remote_cog(served):
     res = CliRunner().invoke(main, ["info", f"{web.url}/missing.tif"])
     assert res.exit_code != 0
     assert "HTTP 404" in res.output and f"{web.url}/missing.tif" in res.output
+    (root / "notes.tif").write_text("not a raster")  # served with a 2xx
+    res = CliRunner().invoke(main, ["info", f"{web.url}/notes.tif"])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "the server sends it (HTTP 2" in res.output and "no GDAL raster or OGR" in res.output
+    down = "http://127.0.0.1:1/x.tif"  # nothing listens: one line, no pyogrio warning
+    res = CliRunner().invoke(main, ["info", down])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_a_remote_recipe_stacks_the_same_store_as_local_files(served, tmp_path):

@@ -37,14 +37,27 @@ def sample(name: str | None, dest: Path | None, from_archive: Path | None) -> No
 @opt.as_json
 def info(paths: tuple[str, ...], as_json: bool) -> None:
     """Describe rasters (grid, bands, COG or not) and vectors (CRS, features, fields)."""
+    from geomm.errors import GeommError
     from geomm.info import describe, format_info
 
-    infos = [describe(p) for p in paths]
-    if as_json:
-        docs = [i.to_dict() for i in infos]
-        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
-    else:
-        click.echo("\n\n".join(format_info(i) for i in infos))
+    if len(paths) == 1:  # one file: its description, or its error
+        infos = [describe(paths[0])]
+        click.echo(json.dumps(infos[0].to_dict(), indent=2) if as_json
+                   else format_info(infos[0]))
+        return
+    infos, failed = [], []
+    for p in paths:  # several: each good one described, each bad one a line of its own
+        try:
+            infos.append(describe(p))
+        except GeommError as exc:
+            failed.append(str(exc))
+    if infos:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2) if as_json
+                   else "\n\n".join(format_info(i) for i in infos))
+    for line in failed:
+        click.echo(f"geomm: error: {line}", err=True)
+    if failed:
+        raise SystemExit(1)
 
 
 @main.command()
