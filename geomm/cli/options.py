@@ -40,7 +40,9 @@ _TRAIN = [
                  help="Epochs of each network (default: 16 where the labels fill 32 steps "
                       "per epoch or more, else 12; early stopping may end sooner)."),
     click.option("--max-minutes", type=Number(min=0.1, max=1e6), default=None,
-                 help="Wall-time budget per model."),
+                 help="Wall-time budget of a model's training, from reading the patches on "
+                      "(the networks of a mean share it; scoring and mapping come after). "
+                      "Where it ends a schedule early, the run says so."),
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
                  help="Training batches per epoch (default: sized to the labelled pixels, "
                       "8-48)."),

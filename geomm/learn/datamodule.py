@@ -44,9 +44,12 @@ class StoreDataModule(pl.LightningDataModule):
         self.train_ds = StorePatchDataset(store, self._draw(0), patch, self.stats,
                                           train_labels, augment=True,
                                           weights=self.class_weights, seed=cfg.seed)
+        # a class the training labels lack still counts in the validation loss (weight 1, not
+        # 0): validation blocks of only such classes would otherwise read a loss of 0
+        val_weights = np.where(self.class_weights > 0, self.class_weights, 1.0)
         self.val_ds = StorePatchDataset(store, self.val_sampler.grid(), patch,
                                         self.stats, val_labels, augment=False,
-                                        weights=self.class_weights, seed=cfg.seed)
+                                        weights=val_weights, seed=cfg.seed)
 
     @staticmethod
     def _labelled(store: TileStore, mask: np.ndarray) -> int:

@@ -369,3 +369,18 @@ def test_a_users_folder_where_the_training_logs_go_is_refused(synth, monkeypatch
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "m-logs exists, and is not the training logs" in res.output
     assert (mine / "metrics.csv").read_text() == "my own\n" and not (tmp_path / "m").exists()
+
+
+def test_a_class_the_training_labels_lack_still_counts_in_the_validation_loss(synth,
+                                                                              monkeypatch):
+    import geomm.learn.datamodule as dmod
+
+    _, store = synth
+    monkeypatch.setattr(dmod, "class_weights",
+                        lambda store, mask, power: np.array([1.5, 1.5, 0.0]))  # c untrained
+    dm = dmod.StoreDataModule(store, TINY)
+    assert list(dm.train_ds.weights[:3]) == [1.5, 1.5, 0.0]  # not learnt from
+    assert list(dm.val_ds.weights[:3]) == [1.5, 1.5, 1.0]  # but its errors are seen
+    batch = dm.val_ds[int(np.argmax([(dm.val_ds[i]["labels"] == 2).sum()
+                                     for i in range(len(dm.val_ds))]))]
+    assert (batch["weight"][batch["labels"] == 2] == 1.0).all()
