@@ -74,6 +74,9 @@ class RasterInfo:
     """Ground control points of a file georeferenced by them instead of a geotransform."""
     gcp_crs: str | None = None
     """CRS of those points, as :attr:`crs`."""
+    georeferenced: bool = True
+    """False where the file has no geotransform (nor control points): its bounds are pixel
+    numbers, rows counted downwards."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (``kind: "raster"``; NaN nodata becomes ``"nan"``)."""
@@ -158,6 +161,10 @@ def _describe(path: AnyPath) -> RasterInfo | VectorInfo:
                                   "at the raster or vector file itself") from exc
         if why:
             raise NotGeodataError(f"{path}: cannot read it ({why}); check the URL") from exc
+        if "Unable to open" in str(exc) and ".shx" in str(exc).lower():  # a part is missing
+            raise NotGeodataError(f"{path}: a shapefile without its .shx index; copy the "
+                                  "shapefile with all its parts (.shp, .shx, .dbf, .prj), or "
+                                  "set SHAPE_RESTORE_SHX=YES to rebuild the index") from exc
         raise NotGeodataError(_NOT_GEODATA.format(
             path=path, reason="no GDAL raster or OGR vector driver recognises it",
             fix="check the file is complete and in a format `gdalinfo` or `ogrinfo` opens",
@@ -193,6 +200,8 @@ def _describe_raster(path: AnyPath) -> RasterInfo:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(gdal_path(path)) as src:
+            if cut := _truncated(src, path):
+                raise NotGeodataError(f"{path}: truncated ({cut}); copy or download it again")
             crs, epsg = _crs_label(src.crs)
             block_h, block_w = src.block_shapes[0]
             return RasterInfo(
@@ -204,8 +213,31 @@ def _describe_raster(path: AnyPath) -> RasterInfo:
                 nodata=tuple(None if v is None else float(v) for v in src.nodatavals),
                 block_size=(block_w, block_h), overviews=tuple(src.overviews(1)),
                 is_cog=_is_cog(src),
+                georeferenced=not (src.transform.is_identity and not src.gcps[0]),
                 **_gcps(src),
             )
+
+
+def _truncated(src: Any, path: AnyPath) -> str | None:
+    """Why a local GeoTIFF is cut short: the last block of a band ends past the end of the
+    file (an interrupted copy or download), else None. Writers put a band's last block at
+    its end, so one block per band tells; GDAL itself opens such a file without a word."""
+    if src.driver != "GTiff" or isinstance(path, RemotePath):
+        return None
+    size = Path(str(path)).stat().st_size
+    bh, bw = src.block_shapes[0]
+    col, row = (src.width - 1) // bw, (src.height - 1) // bh
+    bands = range(1, src.count + 1) if src.interleaving and src.interleaving.name == "band" \
+        else (1,)
+    for b in bands:
+        try:
+            end = int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=b)) + int(
+                src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=b))
+        except (TypeError, ValueError):  # a sparse block, or no such metadata: cannot tell
+            continue
+        if end > size:
+            return f"band {b}'s last block ends at byte {end}, the file has {size}"
+    return None
 
 
 def _gcps(src: Any) -> dict[str, Any]:
@@ -299,6 +331,10 @@ def format_info(info: RasterInfo | VectorInfo) -> str:
             rows.insert(2, ("georeferencing", f"{info.gcps} ground control points, no "
                             "geotransform: the bounds are pixel numbers; warp it "
                             "(gdalwarp -t_srs CRS FILE OUT.tif) before using it"))
+        elif not info.georeferenced:
+            rows.insert(2, ("georeferencing", "none (no geotransform): the bounds are pixel "
+                            "numbers, rows counted downwards; georeference it (gdal_translate "
+                            "-a_srs CRS -a_ullr ULX ULY LRX LRY FILE OUT.tif) before using it"))
         for i, (dtype, desc) in enumerate(zip(info.dtypes, info.descriptions, strict=True), 1):
             rows.append((f"band {i}", f"{dtype:<8} {desc or '-'}"))
     else:

@@ -110,6 +110,19 @@ def test_raster_without_crs_is_still_described(no_crs_tif: Path) -> None:
     assert info.crs is None and info.epsg is None
     assert (info.width, info.height, info.dtypes) == (32, 24, ("float32",))
     assert "not georeferenced" in format_info(info)
+    assert not info.georeferenced  # no geotransform either: the bounds are pixel numbers
+    assert "the bounds are pixel numbers, rows counted downwards" in format_info(info)
+
+
+def test_a_geotiff_cut_short_is_refused_with_where_it_ends(cog_tif: Path, tmp_path: Path
+                                                          ) -> None:
+    assert describe(cog_tif).georeferenced
+    cut = tmp_path / "cut.tif"
+    data = cog_tif.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy: GDAL opens it
+    with pytest.raises(NotGeodataError, match=r"cut.tif: truncated \(band 1's last block ends "
+                                              r"at byte \d+, the file has \d+\)"):
+        describe(cut)
 
 
 def test_cog_is_detected_and_plain_striped_tiff_is_not(cog_tif: Path, utm_tif: Path) -> None:
@@ -309,3 +322,14 @@ def test_raster_georeferenced_by_control_points_says_so(tmp_path: Path) -> None:
     assert "4 ground control points, no geotransform" in text and "gdalwarp" in text
     assert "EPSG:32633 (of its control points)" in text
     assert info.to_dict()["gcps"] == 4
+
+
+def test_a_shapefile_without_its_index_says_which_part_is_missing(tmp_path: Path) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    shp = tmp_path / "fields.shp"
+    gpd.GeoDataFrame({"c": [1]}, geometry=[box(0, 0, 1, 1)], crs="EPSG:4326").to_file(shp)
+    shp.with_suffix(".shx").unlink()
+    with pytest.raises(NotGeodataError, match="fields.shp: a shapefile without its .shx index"):
+        describe(shp)
