@@ -18,6 +18,9 @@ from typing import Any
 
 from geomm.errors import LabelError
 
+QGIS_VERSION = "3.34.0-Prizren"
+"""The QGIS version a class style (:meth:`ClassTable.qml`) declares."""
+
 __all__ = ["RGB", "ClassTable", "conventional_colours", "default_colours"]
 
 RGB = tuple[int, int, int]
@@ -192,6 +195,40 @@ class ClassTable:
     def hex_colour(self, class_id: int) -> str:
         """Colour of ``class_id`` as '#rrggbb'."""
         return "#{:02x}{:02x}{:02x}".format(*self.colours[class_id])
+
+    def qml(self, nodata: int) -> str:
+        """A QGIS 3 layer style (paletted renderer on band 1) for a raster of these
+        classes: one palette entry per class, ``nodata`` drawn transparent. Saved as
+        ``<raster>.qml`` beside the raster, QGIS applies it when the raster is opened."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="AllStyleCategories",
+                          hasScaleBasedVisibilityFlag="0", minScale="1e+08", maxScale="0")
+        pipe = ET.SubElement(root, "pipe")
+        renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", opacity="1", band="1",
+                                 alphaBand="-1", nodataColor="")
+        pixels = ET.SubElement(ET.SubElement(renderer, "rasterTransparency"),
+                               "singleValuePixelList")
+        ET.SubElement(pixels, "pixelListEntry", min=str(nodata), max=str(nodata),
+                      percentTransparent="100")
+        origin = ET.SubElement(renderer, "minMaxOrigin")
+        for tag, text in (("limits", "None"), ("extent", "WholeRaster"),
+                          ("statAccuracy", "Estimated"), ("cumulativeCutLower", "0.02"),
+                          ("cumulativeCutUpper", "0.98"), ("stdDevFactor", "2")):
+            ET.SubElement(origin, tag).text = text
+        palette = ET.SubElement(renderer, "colorPalette")
+        for i, name in enumerate(self.names):
+            ET.SubElement(palette, "paletteEntry", value=str(i), color=self.hex_colour(i),
+                          label=name, alpha="255")
+        ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
+        ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0",
+                      invertColors="0")
+        ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
+        ET.SubElement(pipe, "resamplingStage").text = "resamplingFilter"
+        ET.SubElement(root, "blendMode").text = "0"
+        ET.indent(root)
+        body = ET.tostring(root, encoding="unicode")
+        return f"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n{body}\n"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: ``{"classes": [{"id", "name", "colour"}, ...], "ignore_value"}``."""

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +40,6 @@ STAC_VERSION = "1.1.0"
 PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 CLASS_EXT = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-QGIS_VERSION = "3.34.0-Prizren"
 _EDGE_POINTS = 21
 _SLUG = re.compile(r"[^0-9A-Za-z_-]+")
 
@@ -110,33 +108,7 @@ def write_qml(path: str | Path, table: ClassTable, *, nodata: int = CLASS_NODATA
     Returns:
         The path written.
     """
-    root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="AllStyleCategories",
-                      hasScaleBasedVisibilityFlag="0", minScale="1e+08", maxScale="0")
-    pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", opacity="1", band="1",
-                             alphaBand="-1", nodataColor="")
-    pixels = ET.SubElement(ET.SubElement(renderer, "rasterTransparency"), "singleValuePixelList")
-    ET.SubElement(pixels, "pixelListEntry", min=str(nodata), max=str(nodata),
-                  percentTransparent="100")
-    origin = ET.SubElement(renderer, "minMaxOrigin")
-    for tag, text in (("limits", "None"), ("extent", "WholeRaster"),
-                      ("statAccuracy", "Estimated"), ("cumulativeCutLower", "0.02"),
-                      ("cumulativeCutUpper", "0.98"), ("stdDevFactor", "2")):
-        ET.SubElement(origin, tag).text = text
-    palette = ET.SubElement(renderer, "colorPalette")
-    for i, name in enumerate(table.names):
-        ET.SubElement(palette, "paletteEntry", value=str(i), color=table.hex_colour(i),
-                      label=name, alpha="255")
-    ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
-    ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0",
-                  invertColors="0")
-    ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
-    ET.SubElement(pipe, "resamplingStage").text = "resamplingFilter"
-    ET.SubElement(root, "blendMode").text = "0"
-    ET.indent(root)
-    body = ET.tostring(root, encoding="unicode")
-    text = f"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n{body}\n"
-    return _atomic_write(path, text.encode("utf-8"))
+    return _atomic_write(path, table.qml(nodata).encode("utf-8"))
 
 
 def _footprint(src: Any) -> dict[str, Any]:

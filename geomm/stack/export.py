@@ -47,8 +47,11 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
     out = Path(out)
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise StoreError(f"{out}: geomm export writes a GeoTIFF (COG); name it .tif")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} exists; pass --overwrite to replace it, or choose another path")
+    style = out.with_suffix(".qml")  # the labels' class names and colours, for QGIS
+    for path in (out, style) if layer == "labels" else (out,):
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path} exists; pass --overwrite to replace it, or choose another "
+                             "path")
     if layer == "labels":
         if st.manifest.get("label_kind") not in ("vector", "raster"):
             raise StoreError(f"{st.path}: the store has no label raster; export a layer: "
@@ -59,7 +62,8 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         scale, offset = 1.0, 0.0
         resampling = "MODE"  # overviews of classes: the most frequent, not the top-left one
         # the class table, as a map's classes.tif carries it: `geomm evaluate` and GIS read it
-        tags, band_tags, cmap = ClassTable.from_dict(st.manifest["classes"]).raster_tags()
+        table = ClassTable.from_dict(st.manifest["classes"])
+        tags, band_tags, cmap = table.raster_tags()
         colormap: dict[int, tuple[int, int, int, int]] | None = cmap
     else:
         if layer not in st.layer_keys:
@@ -106,8 +110,13 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
             rasterio.shutil.copy(plain, part, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
                                  OVERVIEWS="AUTO", RESAMPLING=resampling)
+        if layer == "labels":  # QGIS applies <name>.qml on opening <name>.tif
+            staged_style = out.with_name(f".{style.name}.{os.getpid()}.partial")
+            staged_style.write_text(table.qml(st.ignore_value))
+            os.replace(staged_style, style)
         os.replace(part, out)
     finally:
         plain.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
+        out.with_name(f".{style.name}.{os.getpid()}.partial").unlink(missing_ok=True)
     return out

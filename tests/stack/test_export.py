@@ -99,6 +99,17 @@ def test_exported_labels_carry_the_class_table(tmp_path):
     with rasterio.open(out) as src:
         assert src.tags(1)["class_0"] == names[0] and src.colormap(1)[0][3] == 255
         np.testing.assert_array_equal(src.read(1), st.labels())
+    style = (tmp_path / "labels.qml").read_text()  # QGIS names the classes with it
+    assert all(f'label="{n}"' in style for n in names) and 'type="paletted"' in style
+    with pytest.raises(StoreError, match="labels.tif exists"):
+        export_layer(store, "labels", out)
+    (tmp_path / "labels.qml").write_text("mine")
+    out.unlink()
+    with pytest.raises(StoreError, match="labels.qml exists"):  # nor is a style replaced
+        export_layer(store, "labels", out)
+    assert (tmp_path / "labels.qml").read_text() == "mine" and not out.exists()
+    export_layer(store, "labels", out, overwrite=True)
+    assert 'type="paletted"' in (tmp_path / "labels.qml").read_text()
 
 
 def test_export_overviews_average_values_and_take_the_mode_of_labels(tmp_path):
