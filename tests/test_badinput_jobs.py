@@ -262,3 +262,13 @@ def test_the_unspoiled_case_runs(tmp_path, monkeypatch, command):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / {"train": "model/bundle.json", "batch": "classes.tif",
                                 "crossval": "crossval.json"}[command]).is_file()
+
+
+def test_settings_of_the_cnn_given_to_a_baseline_are_named_as_ignored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = _train(lambda r: None, "--classifier", "rf", "--patch-size", "7")(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.stderr.splitlines() if "settings of the CNN" in ln)
+    assert line.startswith("geomm: warning: --max-epochs, --steps-per-epoch, --patch-size")
+    assert line.endswith("the rf baseline ignores them")

@@ -123,6 +123,12 @@ def _train_config(**kw: Any) -> Any:
     return TrainConfig(**fields)
 
 
+_CNN_ONLY = ("max_epochs", "max_minutes", "steps_per_epoch", "patch_size", "fusion",
+             "modality_dropout", "width", "spectral", "class_weights", "members", "keep",
+             "device", "amp")
+"""Training options that only the network uses (the split, seed and labels serve both)."""
+
+
 @main.command("train")
 @click.argument("recipe")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -146,6 +152,14 @@ def train_cmd(recipe: str, out: Path | None, classifier: str | None, workers: in
     from geomm.learn.train import train_recipe
     from geomm.recipe import load_recipe
 
+    if classifier in ("rf", "svm") and (given := [k for k in _CNN_ONLY if kw.get(k) is not None]):
+        import warnings
+
+        from geomm.errors import GeommWarning
+
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        warnings.warn(f"{flags}: settings of the CNN; the {classifier} baseline ignores them",
+                      GeommWarning, stacklevel=1)
     cfg = _train_config(**kw)
     # Lightning's bar at a terminal; a line per epoch (with the time budget) in a log, or
     # wherever a --max-minutes budget is there to be shown
