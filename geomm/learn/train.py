@@ -90,6 +90,11 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
     nets: list[MultiBranchNet] = []
     metrics: dict[str, float] = {}
     for m in range(n):
+        if m and cfg.max_minutes and time.perf_counter() - t0 >= 60 * cfg.max_minutes:
+            if echo is not None:
+                echo(f"  time budget of {cfg.max_minutes:g} min spent after {m} of {n} "
+                     "networks: the model is " + ("that one" if m == 1 else "their mean"))
+            break  # the networks trained so far make the model; no 1-second members
         if m:  # the first member is what a single network always was, bit for bit
             pl.seed_everything(cfg.seed + 1000 * m, workers=True, verbose=False)
         if echo is not None and n > 1:
@@ -100,6 +105,7 @@ def fit_cnn(store: TileStore, cfg: TrainConfig, *, log_dir: Path | None = None,
                                     log_dir if log_dir is None or n == 1
                                     else log_dir / f"network-{m + 1}")
         nets.append(net)
+    n = len(nets)
     model = nets[0] if n == 1 else MemberMean(nets)
     metrics.update(members=float(n), seconds=time.perf_counter() - t0)
     return TrainResult(model, model.config, dm.stats, dm.split, dm.test_mask,
