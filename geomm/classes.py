@@ -18,10 +18,10 @@ from typing import Any
 
 from geomm.errors import LabelError
 
+__all__ = ["RGB", "ClassTable", "conventional_colours", "default_colours"]
+
 QGIS_VERSION = "3.34.0-Prizren"
 """The QGIS version a class style (:meth:`ClassTable.qml`) declares."""
-
-__all__ = ["RGB", "ClassTable", "conventional_colours", "default_colours"]
 
 RGB = tuple[int, int, int]
 
