@@ -90,8 +90,14 @@ def install(profile_dir: Path | None = None, executable: Path | None = None, *,
         raise InstallError(f"{profile}: is a file, not a QGIS profile folder")
     plugins = profile / "python" / "plugins"
     target = plugins / PLUGIN_NAME
+    _refuse_foreign(target)
+    ini = profile / "QGIS" / "QGIS3.ini"
+    staged_ini: Path | None = None
     try:
         plugins.mkdir(parents=True, exist_ok=True)
+        # the settings are staged first: a profile they cannot be written to is found before
+        # the plugin folder is touched
+        staged_ini = _staged_ini(ini, "PythonPlugins", PLUGIN_NAME, "true")
         staging = plugins / f".{PLUGIN_NAME}.new-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
@@ -106,12 +112,25 @@ def install(profile_dir: Path | None = None, executable: Path | None = None, *,
             _swap_in(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        ini = profile / "QGIS" / "QGIS3.ini"
-        set_ini_key(ini, "PythonPlugins", PLUGIN_NAME, "true")
+        os.replace(staged_ini, ini)
     except OSError as e:
-        raise InstallError(f"{e.filename or profile}: cannot write the QGIS profile "
-                           f"({e.strerror or e})") from None
+        raise InstallError(f"{profile}: cannot write the QGIS profile ({e.strerror or e})"
+                           ) from None
+    finally:
+        if staged_ini is not None:
+            staged_ini.unlink(missing_ok=True)
     return Installed(target, exe, ini)
+
+
+def _refuse_foreign(target: Path) -> None:
+    """Refuse a ``target`` that geomm did not install (a link, a file, or a folder without
+    :data:`SETTINGS_FILE`): install and uninstall never replace or delete it."""
+    if target.is_symlink():
+        raise InstallError(f"{target}: is a link, not a plugin folder geomm installed; remove "
+                           "the link yourself")
+    if target.exists() and not (target / SETTINGS_FILE).is_file():
+        raise InstallError(f"{target}: exists and is not a plugin folder geomm installed (no "
+                           f"{SETTINGS_FILE}); move it away first")
 
 
 def uninstall(profile_dir: Path | None = None) -> Path | None:
@@ -120,11 +139,18 @@ def uninstall(profile_dir: Path | None = None) -> Path | None:
     profile = Path(profile_dir).expanduser() if profile_dir else default_profile_dir()
     target = profile / "python" / "plugins" / PLUGIN_NAME
     ini = profile / "QGIS" / "QGIS3.ini"
-    if ini.is_file():
-        set_ini_key(ini, "PythonPlugins", PLUGIN_NAME, "false")
-    if not target.is_dir():
-        return None
-    shutil.rmtree(target)
+    _refuse_foreign(target)
+    try:
+        if ini.is_file():
+            set_ini_key(ini, "PythonPlugins", PLUGIN_NAME, "false")
+        if not target.is_dir():
+            return None
+        gone = target.with_name(f".{target.name}.gone-{uuid.uuid4().hex[:8]}")
+        target.rename(gone)  # one step: the plugin is there whole, or not at all
+    except OSError as e:
+        raise InstallError(f"{profile}: cannot write the QGIS profile ({e.strerror or e})"
+                           ) from None
+    shutil.rmtree(gone, ignore_errors=True)
     return target
 
 
@@ -156,7 +182,17 @@ _SECTION = re.compile(r"^\s*\[(?P<name>[^\]]*)\]\s*$")
 def set_ini_key(ini: Path, section: str, key: str, value: str) -> None:
     """Set ``key=value`` in ``[section]`` of a QSettings INI file, editing that one line (or
     adding it) and keeping every other line as it was; the file is replaced by a rename."""
-    text = ini.read_text(encoding="utf-8") if ini.exists() else ""
+    os.replace(_staged_ini(ini, section, key, value), ini)
+
+
+def _staged_ini(ini: Path, section: str, key: str, value: str) -> Path:
+    """:func:`set_ini_key`'s new file, written beside ``ini`` under a hidden name. Bytes that
+    are not UTF-8 (an INI of another encoding) and CRLF line ends are kept as they were."""
+    text = ""
+    if ini.exists():
+        with open(ini, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            text = f.read()
+    newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines()
     start = next((i for i, ln in enumerate(lines)
                   if (m := _SECTION.match(ln)) and m["name"] == section), None)
@@ -176,7 +212,12 @@ def set_ini_key(ini: Path, section: str, key: str, value: str) -> None:
             lines[at] = entry
     ini.parent.mkdir(parents=True, exist_ok=True)
     tmp = ini.with_name(f".{ini.name}.geomm-{uuid.uuid4().hex[:8]}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    if ini.exists():
-        shutil.copymode(ini, tmp)
-    os.replace(tmp, ini)
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+            f.write(newline.join(lines) + newline)
+        if ini.exists():
+            shutil.copymode(ini, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp

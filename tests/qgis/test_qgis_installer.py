@@ -47,6 +47,7 @@ def test_reinstall_replaces_only_its_own_folder_and_line(tmp_path):
     plugins = profile / "python" / "plugins"
     (plugins / "geomm_processing").mkdir(parents=True)
     (plugins / "geomm_processing" / "stale.py").write_text("old")
+    (plugins / "geomm_processing" / "geomm.json").write_text("{}")  # an earlier install
     (plugins / "other_plugin").mkdir()
     (plugins / "other_plugin" / "__init__.py").write_text("keep")
     ini = profile / "QGIS" / "QGIS3.ini"
@@ -64,6 +65,33 @@ def test_reinstall_replaces_only_its_own_folder_and_line(tmp_path):
     assert not (plugins / "geomm_processing").exists()
     assert ini.read_text() == before
     assert installer.uninstall(profile) is None
+
+
+def test_a_plugin_folder_geomm_did_not_install_is_never_replaced_or_deleted(tmp_path):
+    profile = tmp_path / "profile"
+    mine = profile / "python" / "plugins" / "geomm_processing"
+    mine.mkdir(parents=True)
+    (mine / "mine.py").write_text("mine")
+    for act in (lambda: installer.install(profile, Path(GEOMM)),
+                lambda: installer.uninstall(profile)):
+        with pytest.raises(installer.InstallError, match="not a plugin folder geomm installed"):
+            act()
+        assert (mine / "mine.py").read_text() == "mine"
+    assert not (profile / "QGIS").exists()  # nor was the plugin switched on or off
+    real = tmp_path / "elsewhere"
+    mine.rename(real)
+    mine.symlink_to(real)  # a developer's link to a checkout
+    with pytest.raises(installer.InstallError, match="is a link"):
+        installer.uninstall(profile)
+    assert (real / "mine.py").exists() and mine.is_symlink()
+
+
+def test_an_ini_in_another_encoding_with_crlf_keeps_its_bytes(tmp_path):
+    ini = tmp_path / "QGIS3.ini"
+    before = "[General]\r\nlast=C:\\caf\xe9\r\n".encode("latin-1")
+    ini.write_bytes(before)
+    installer.set_ini_key(ini, "PythonPlugins", "geomm_processing", "true")
+    assert ini.read_bytes() == before + b"\r\n[PythonPlugins]\r\ngeomm_processing=true\r\n"
 
 
 def test_the_ini_gets_the_section_when_it_has_none(tmp_path):
