@@ -202,7 +202,7 @@ def test_inputs_without_valid_pixels_are_refused(scene, bundle, tmp_path):
     out = tmp_path / "nodata"
     with pytest.raises(PredictError, match="no valid input pixel"):
         predict_scene(bundle, mods, out, options=_opts())
-    assert not any(out.iterdir())
+    assert not out.exists()  # nothing left, not even the folder it made
 
 
 def test_existing_results_need_overwrite_and_other_files_are_kept(scene, bundle, tmp_path):
