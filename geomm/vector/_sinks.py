@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pyproj
 import shapely
 
 from geomm._outputs import PARTIAL_TAG, partial_path
+from geomm.errors import GeommWarning
 from geomm.vector._common import Chunk, VectorizeError
 from geomm.vector.styles import StyleClass, style_row, vector_qml
 
@@ -57,6 +59,9 @@ def resolve_driver(out: Path, driver: str | None) -> str:
             raise VectorizeError(f"{out}: driver {driver!r} cannot write vectors here; give "
                                  "one of GPKG, GeoParquet, FlatGeobuf, 'ESRI Shapefile', "
                                  "GeoJSON (or any name pyogrio.list_drivers(write=True) lists)")
+        if found == "GPKG" and out.suffix.lower() != ".gpkg":  # GDAL would say it 3 times
+            warnings.warn(f"{out}: a GeoPackage is named .gpkg by its specification (QGIS and "
+                          "GDAL open it by content all the same)", GeommWarning, stacklevel=2)
         return found
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
@@ -184,13 +189,15 @@ def write_file(path: Path, driver: str, crs: pyproj.CRS, layer: str, chunks: Ite
     if driver == "GPKG":
         opts = {"dataset_options": {"VERSION": GPKG_VERSION},
                 "layer_options": {"SPATIAL_INDEX": "YES"}}
-    pyogrio.write_arrow(pa.RecordBatchReader.from_batches(schema, batches), path,
-                        driver=driver, layer=layer, geometry_name="geometry",
-                        geometry_type="Polygon", crs=crs.to_wkt(), **opts)
-    if driver == "GPKG":
-        write_gpkg_style(path, layer, classes())
-    else:
-        _write_qml(path, driver, classes())
+    with warnings.catch_warnings():  # GDAL's "extension should be 'gpkg'", named once before
+        warnings.filterwarnings("ignore", r".*(extension|non conformant)", RuntimeWarning)
+        pyogrio.write_arrow(pa.RecordBatchReader.from_batches(schema, batches), path,
+                            driver=driver, layer=layer, geometry_name="geometry",
+                            geometry_type="Polygon", crs=crs.to_wkt(), **opts)
+        if driver == "GPKG":
+            write_gpkg_style(path, layer, classes())
+        else:
+            _write_qml(path, driver, classes())
 
 
 def _write_qml(path: Path, driver: str, classes: Sequence[StyleClass]) -> None:

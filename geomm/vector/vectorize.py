@@ -158,6 +158,9 @@ def vectorize(classes: str | Path, out: str | Path, *, min_area: float | None = 
         mode = "overwrite" if overwrite else "append" if append else "create"
         return _to_postgis(src_path, target, mode, min_area, simplify, window, start)
     out = Path(out)
+    if out.resolve() == src_path.resolve():  # --overwrite would replace the map itself
+        raise VectorizeError(f"{out}: is the class raster being vectorised; write the polygons "
+                             "to another file (e.g. .gpkg)")
     if append:
         raise VectorizeError(f"{out}: append is for PostGIS tables (a file is written whole); "
                              "pass overwrite=True (--overwrite) to replace the file")

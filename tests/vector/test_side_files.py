@@ -154,3 +154,19 @@ def test_a_failed_overwrite_leaves_the_old_style_as_it_was(tif, tmp_path, monkey
         vectorize(tif, out, overwrite=True)
     assert _files(tmp_path) == before and qml.exists()
 
+
+
+def test_the_class_raster_itself_is_never_the_output(tif):
+    before = tif.read_bytes()
+    _refused(lambda: vectorize(tif, tif, driver="GPKG", overwrite=True), "classes.tif",
+             "is the class raster being vectorised")
+    assert tif.read_bytes() == before
+
+
+def test_a_geopackage_of_another_name_is_said_once_in_geomms_words(tif, tmp_path):
+    result = CliRunner().invoke(main, ["vectorize", str(tif), "-o", str(tmp_path / "p.data"),
+                                       "--driver", "GPKG"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"geomm: warning: {tmp_path / 'p.data'}: a GeoPackage is named .gpkg by its "
+        "specification (QGIS and GDAL open it by content all the same)"]
