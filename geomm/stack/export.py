@@ -11,6 +11,7 @@ the store directly: ``xr.open_zarr(store, group=LAYER)`` carries the CRS as a CF
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 from pathlib import Path
@@ -87,6 +88,7 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
     if nodata is not None and not (math.isnan(nodata) and data.dtype.kind != "f"):
         profile["nodata"] = nodata
     out.parent.mkdir(parents=True, exist_ok=True)
+    _drop_dead_partials(out, style)
     plain = out.with_name(f".{out.name}.{os.getpid()}.plain.tif")
     part = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
@@ -120,3 +122,19 @@ def export_layer(store: str | Path, layer: str, out: str | Path, *,
         part.unlink(missing_ok=True)
         out.with_name(f".{style.name}.{os.getpid()}.partial").unlink(missing_ok=True)
     return out
+
+
+def _drop_dead_partials(*finals: Path) -> None:
+    """Remove what killed exports of ``finals`` left beside them (``.<name>.<pid>.*``: the
+    plain GeoTIFF, the partial COG and GDAL's overview temporaries) where that pid is gone."""
+    for final in finals:
+        for p in final.parent.glob(f".{glob.escape(final.name)}.*"):
+            pid = p.name[len(final.name) + 2:].split(".")[0]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                p.unlink(missing_ok=True)
+            except PermissionError:  # another user's live export
+                pass

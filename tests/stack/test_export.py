@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,3 +142,17 @@ def test_export_overviews_average_values_and_take_the_mode_of_labels(tmp_path):
     counts = np.stack([(blocks == k).sum(-1) for k in range(3)], -1)
     clear = np.sort(counts, -1)[..., -1] > np.sort(counts, -1)[..., -2]  # one most frequent
     assert (half[clear] == counts.argmax(-1)[clear]).all() and clear.mean() > 0.3
+
+
+def test_what_a_killed_export_left_is_cleared_by_the_next(store, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    out = tmp_path / "k.tif"
+    left = [tmp_path / f".k.tif.{dead}.plain.tif", tmp_path / f".k.tif.{dead}.partial",
+            tmp_path / f".k.tif.{dead}.partial.ovr.tmp"]
+    for p in left:
+        p.write_bytes(b"x" * 100)
+    mine = tmp_path / ".k.tif.notes"  # not a pid's: not geomm's to remove
+    mine.write_text("mine")
+    export_layer(store, "radar/20m", out)
+    assert not any(p.exists() for p in left) and mine.exists() and out.is_file()
