@@ -168,10 +168,15 @@ def _read_reference(path: AnyPath, column: str | None, cmap: ClassMap,
     column = column or "reference"
     gdf = read_vector(path, column)
     kinds = gdf.geometry.geom_type.to_numpy()
-    points = gdf[np.isin(kinds, ["Point", "MultiPoint"])].explode(index_parts=False)
-    polygons = gdf[np.isin(kinds, ["Polygon", "MultiPolygon"])]
+    real = ~(gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy()  # no place to score
+    is_point = np.isin(kinds, ["Point", "MultiPoint"]) & real
+    is_polygon = np.isin(kinds, ["Polygon", "MultiPolygon"]) & real
+    points = gdf[is_point].explode(index_parts=False)  # a MultiPoint: each of its points
+    points = points[~points.geometry.is_empty]
+    polygons = gdf[is_polygon]
     tally = Tally("points" if len(points) >= len(polygons) else "polygons",
-                  features=len(gdf), other_geometries=len(gdf) - len(points) - len(polygons))
+                  features=len(gdf),
+                  other_geometries=len(gdf) - int(is_point.sum()) - int(is_polygon.sum()))
     if len(points) + len(polygons) == 0:
         raise GeommError(f"{path}: no point or polygon features (only "
                          f"{', '.join(sorted(set(map(str, kinds))))}); give sample points or "
@@ -217,7 +222,7 @@ def _left_out(path: AnyPath, t: Tally, policy: str) -> list[str]:
             else "left out"))
     if t.other_geometries:
         lines.append(f"{_count(t.other_geometries, 'feature', 'is', 'are')} neither point "
-                     "nor polygon: not used")
+                     "nor polygon, or empty: not used")
     if t.other_stratum:
         lines.append(f"{_count(t.other_stratum, 'design point', 'lies', 'lie')} in another "
                      "class of this map than the one it was drawn from (column map_class): "

@@ -138,6 +138,26 @@ def test_points_outside_the_map_and_on_nodata_are_counted_and_reported(small, tm
     assert "1 point falls on map nodata (no class): not scored" in report
 
 
+def test_multipoints_count_each_point_and_empty_geometries_are_named(small, tmp_path):
+    from shapely.geometry import MultiPoint, Point
+
+    map_tif, pts, xy, truth, _ = small
+    gdf = gpd.read_file(pts)
+    pairs = gpd.GeoDataFrame(  # two features of two points each, one empty point
+        {"reference": [truth[0], truth[2], "water"]},
+        geometry=[MultiPoint([xy[0], xy[1]]), MultiPoint([xy[2], xy[3]]), Point()],
+        crs=gdf.crs)
+    both = gpd.GeoDataFrame(gpd.pd.concat([gdf.iloc[4:], pairs], ignore_index=True),
+                            crs=gdf.crs)
+    both.to_file(tmp_path / "multi.gpkg", driver="GPKG")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = assess(map_tif, tmp_path / "multi.gpkg")
+    messages = [str(w.message) for w in caught]
+    assert messages == ["1 feature is neither point nor polygon, or empty: not used"], messages
+    assert a.tally.other_geometries == 1 and a.error_matrix.sum() == 26 + 4
+
+
 def test_a_class_the_map_does_not_know_is_an_error_naming_it(small, tmp_path):
     map_tif, _, xy, truth, _ = small
     pts = write_points(tmp_path / "p.gpkg", xy, truth[:-2] + ["urban", "urban"])
