@@ -151,6 +151,10 @@ def open_class_map(path: str | Path, *, bundle: str | Path | None = None) -> Cla
         if bundle is not None and table is None:
             table, names_from = _bundle_table(Path(bundle)), f"bundle {bundle}"
         single = src.count == 1 and np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
+        if src.count == 1 and not single:  # one class has no probabilities to compare
+            raise GeommError(f"{path}: one {src.dtypes[0]} band: neither class ids (an integer "
+                             "band) nor probabilities (a band per class); give classes.tif, or "
+                             "convert the ids (gdal_translate -ot Byte)")
         if single:
             table, names_from = _single_band_table(src, table, names_from)
             nodata = int(src.nodata) if src.nodata is not None and 0 <= src.nodata < 32767 \

@@ -158,6 +158,20 @@ def test_multipoints_count_each_point_and_empty_geometries_are_named(small, tmp_
     assert a.tally.other_geometries == 1 and a.error_matrix.sum() == 26 + 4
 
 
+def test_a_single_float_band_is_refused_as_neither_ids_nor_probabilities(small, tmp_path):
+    map_tif, pts, *_ = small
+    with rasterio.open(map_tif) as src:
+        profile = {**src.profile, "dtype": "float32", "nodata": None}
+        data = src.read(1).astype(np.float32)
+    with rasterio.open(tmp_path / "float.tif", "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.set_band_description(1, "classes")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "float.tif"), str(pts), "-o",
+                                    str(tmp_path / "rep")])
+    assert res.exit_code == 1 and "one float32 band: neither class ids" in res.output
+    assert not (tmp_path / "rep").exists()
+
+
 def test_a_class_the_map_does_not_know_is_an_error_naming_it(small, tmp_path):
     map_tif, _, xy, truth, _ = small
     pts = write_points(tmp_path / "p.gpkg", xy, truth[:-2] + ["urban", "urban"])
