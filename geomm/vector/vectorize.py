@@ -374,6 +374,8 @@ def _run(src: Any, meta: _Meta, window: int, min_area: float | None, simplify: f
     height, width = src.height, src.width
     size = math.ceil(min_area / meta.pixel_m2 - 1e-9) if min_area else 0
     halo = 1 + (_sieve.sieve_halo(size, SIEVE_PASSES) if size > 1 else 0)
+    # past the raster there is no class: context beyond its far side adds nothing
+    halo = min(halo, max(height, width) + 1)
     grid = poly.SeamGrid(height, width, window)
     stitcher = Stitcher(grid)
     tolerance = simplify / math.sqrt(meta.pixel_m2) if simplify else 0.0

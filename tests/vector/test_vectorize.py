@@ -493,3 +493,23 @@ def test_cli_vectorize_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_minimum_area_near_the_rasters_own_reads_no_context_past_it(tmp_path, monkeypatch):
+    from geomm.vector import vectorize as vmod
+
+    classes = blobs(5, (90, 100), cell=9, noise=0.05)
+    tif = write_classes(tmp_path / "c.tif", classes)
+    reads: list[tuple[int, int]] = []
+    real = vmod._read
+
+    def counted(src, rows, cols, no_class):
+        reads.append((rows[1] - rows[0], cols[1] - cols[0]))
+        return real(src, rows, cols, no_class)
+
+    monkeypatch.setattr(vmod, "_read", counted)
+    # 3 000 px (a third of the raster): a sieve halo of ~6 000 px, capped at the raster's side
+    outs = [read_polys(vectorize(tif, tmp_path / f"o{w}.parquet", min_area=3e5,
+                                 window=w).path) for w in (16, 1024)]
+    assert max(max(r) for r in reads) <= 1024 + 2 * 101
+    assert all(shapely.equals_exact(canonical(outs[0].geometry), canonical(outs[1].geometry)))
