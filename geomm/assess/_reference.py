@@ -114,11 +114,15 @@ class ClassMatcher:
             tally.unknown[name] = tally.unknown.get(name, 0) + count
         if self.policy == "error" and unknown:
             listed = ", ".join(f"{n!r} ({c})" for n, c in sorted(unknown.items()))
+            unnamed = all(n.isdigit() for n in self.names)  # a map that names no class
             raise UnknownClassError(
                 f"{where}: reference classes {listed} are not classes of the map "
-                f"({', '.join(self.names)}); rename them in the reference, or pass "
-                "--unknown-classes extra (score them as classes the map never predicts) or "
-                "--unknown-classes skip (leave them out)")
+                f"({', '.join(self.names)}); " + (
+                    "the map names no class: pass --bundle with the model it was predicted "
+                    "with" if unnamed else
+                    "rename them in the reference, or pass --unknown-classes extra (score "
+                    "them as classes the map never predicts) or --unknown-classes skip (leave "
+                    "them out)"))
 
 
 def _as_name(value: Any) -> str | None:

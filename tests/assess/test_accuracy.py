@@ -172,6 +172,17 @@ def test_a_single_float_band_is_refused_as_neither_ids_nor_probabilities(small, 
     assert not (tmp_path / "rep").exists()
 
 
+def test_a_map_without_class_names_against_named_references_asks_for_the_bundle(small,
+                                                                                tmp_path):
+    map_tif, pts, *_ = small
+    with rasterio.open(map_tif) as src:
+        profile, data = src.profile, src.read(1)
+    with rasterio.open(tmp_path / "plain.tif", "w", **profile) as dst:
+        dst.write(data, 1)  # the ids without any names
+    with pytest.raises(UnknownClassError, match="the map names no class: pass --bundle"):
+        assess(tmp_path / "plain.tif", pts)
+
+
 def test_a_class_the_map_does_not_know_is_an_error_naming_it(small, tmp_path):
     map_tif, _, xy, truth, _ = small
     pts = write_points(tmp_path / "p.gpkg", xy, truth[:-2] + ["urban", "urban"])
