@@ -216,9 +216,16 @@ def quantised(probs: np.ndarray) -> np.ndarray:
     """(K, h, w) probabilities as uint8 in 255ths that sum to exactly 255 at every pixel
     (largest remainders: each within 1/255 of its probability), where rounding each alone
     could make them sum to 250 or 260."""
-    scaled = probs.astype(np.float64) * (255.0 / np.maximum(probs.sum(axis=0), 1e-12))
+    total = probs.sum(axis=0, dtype=np.float32)
+    scaled = probs.astype(np.float32) * (np.float32(255) / np.maximum(total, np.float32(1e-12)))
     q = np.floor(scaled)
-    short = 255 - q.sum(axis=0)  # 0 .. K-1 units left to give
-    rank = np.argsort(np.argsort(q - scaled, axis=0, kind="stable"), axis=0)  # 0: largest
-    q += rank < short  # one more unit to the largest remainders
-    return q.astype(np.uint8)
+    left = scaled - q  # remainders in [0, 1)
+    short = np.rint(255 - q.sum(axis=0)).astype(np.uint8)  # 0 .. K-1 units left to give
+    out = q.astype(np.uint8)
+    for i in range(len(left)):  # a class's rank among the remainders (the first on ties)
+        rank = np.zeros(short.shape, np.uint8)
+        for j in range(len(left)):
+            if j != i:
+                rank += (left[j] > left[i]) if j > i else (left[j] >= left[i])
+        out[i] += rank < short  # the `short` largest remainders get one unit more
+    return out
