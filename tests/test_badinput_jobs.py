@@ -123,6 +123,13 @@ def _rescaled(root: Path) -> list[str]:
     return _args(root, *GOOD)
 
 
+def _on_scheduler(address: str) -> Setup:
+    def setup(root: Path) -> list[str]:
+        args = _batch(lambda r: _args(r, *GOOD))(root)
+        return [a for a in args if a != "--no-cluster"] + ["--scheduler", address]
+    return setup
+
+
 CASES: dict[str, tuple[Setup, str]] = {
     # train
     "train: label raster missing": (_train(lambda r: (r / "L.tif").unlink()), "labels.raster"),
@@ -189,6 +196,10 @@ CASES: dict[str, tuple[Setup, str]] = {
                                                                "-o", "out"))[1]), "overlaps"),
     "batch: grid blocks too small": (_batch(lambda r: _args(r, "--bundle", "bundle", "--grid",
                                                             "8", "-o", "out")), "64 px"),
+    "batch: scheduler not an address": (_on_scheduler("notanaddress"),
+                                        "--scheduler 'notanaddress': not a Dask"),
+    "batch: scheduler of another protocol": (_on_scheduler("http://127.0.0.1:8787"),
+                                             "not a scheduler's protocol"),
     "batch: scenes file not YAML": (_batch(_scenes("scenes: [\n")), "scenes.yaml"),
     "batch: scenes file empty": (_batch(_scenes("")), "scenes.yaml"),
     "batch: scene without modalities": (_batch(_scenes("scenes:\n  - id: a\n")),
@@ -272,3 +283,38 @@ def test_settings_of_the_cnn_given_to_a_baseline_are_named_as_ignored(tmp_path, 
     line = next(ln for ln in result.stderr.splitlines() if "settings of the CNN" in ln)
     assert line.startswith("geomm: warning: --max-epochs, --steps-per-epoch, --patch-size")
     assert line.endswith("the rf baseline ignores them")
+
+
+def test_a_second_batch_run_into_the_same_folder_is_refused_at_once(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    args = _batch(lambda r: _args(r, *GOOD))(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from geomm._lock import output_lock\n"
+        f"with output_lock(Path({str(tmp_path / 'out')!r}), 'geomm batch'):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        line = _one_line(CliRunner().invoke(main, args))
+        assert "another geomm run is writing this output" in line and "geomm batch" in line
+        assert time.perf_counter() - t0 < 30  # at once, not after computing the blocks
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_first_manifest_a_kill_kept_from_its_rename_does_not_orphan_the_folder(tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = _batch(lambda r: _args(r, *GOOD))(tmp_path)
+    (tmp_path / "out").mkdir()
+    left = tmp_path / "out" / ".geomm-batch.json.99999.tmp"
+    left.write_text("{")  # a kill between writing the first manifest and its rename
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "classes.tif").is_file() and not left.exists()

@@ -25,15 +25,16 @@ from typing import Any
 import numpy as np
 
 from geomm._files import sha256_file
+from geomm._lock import output_lock
 from geomm._version import __version__
 from geomm.batch import _blockrun as br
+from geomm.batch.folder import MANIFEST, check_folder, check_scheduler
 from geomm.batch.jobs import Job
 from geomm.errors import GeommError
 from geomm.predict.scene import PredictOptions
 
 __all__ = ["MANIFEST", "BatchError", "BatchOptions", "BatchSummary", "run_batch"]
 
-MANIFEST = "geomm-batch.json"
 SCHEDULER_TIMEOUT_S = 10
 """Seconds to reach a user's Dask scheduler before giving up with one line."""
 MOSAIC_RASTERS = ("classes.tif", "probabilities.tif", "confidence.tif")
@@ -141,15 +142,6 @@ class _Manifest:
         os.replace(tmp, self.path)
 
 
-def _check_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise BatchError(f"{out}: is a file; give geomm batch a folder for its outputs")
-    if out.is_dir() and not (out / MANIFEST).exists() and any(
-            p.name != br.PARTIAL for p in out.iterdir()):
-        raise BatchError(f"{out}: holds files but no {MANIFEST}, so it is not a geomm batch "
-                         "folder; choose a new or empty folder")
-
-
 def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
               predict: PredictOptions = PredictOptions(),
               options: BatchOptions = BatchOptions(),
@@ -165,17 +157,19 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
     """
     t0 = time.perf_counter()
     root, bpath = Path(out), Path(bundle)
-    _check_folder(root)
-    _preflight(job, bpath, predict)
-    _vector_target(options, root)  # a bad name, address or password: one line, nothing made
-    created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return _run(job, bpath, root, predict, options, echo, t0)
-    except _NoCluster:
-        if created:  # the job never started: leave nothing behind
-            shutil.rmtree(root, ignore_errors=True)
-        raise
+    check_scheduler(options.scheduler, BatchError)
+    with output_lock(root, "geomm batch"):  # one run per folder, from the start
+        check_folder(root, BatchError)
+        _preflight(job, bpath, predict)
+        _vector_target(options, root)  # a bad name, address or password: one line, nothing
+        created = not root.exists()
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            return _run(job, bpath, root, predict, options, echo, t0)
+        except _NoCluster:
+            if created:  # the job never started: leave nothing behind
+                shutil.rmtree(root, ignore_errors=True)
+            raise
 
 
 def _preflight(job: Job, bundle: Path, predict: PredictOptions) -> None:
