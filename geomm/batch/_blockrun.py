@@ -79,8 +79,8 @@ def run_block(block: Block, *, bundle: str, grid: Any, options: Any, out: str, b
     partial.mkdir(parents=True, exist_ok=True)
     work = partial / f"{block.id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
-        mods = (modalities_from_files(bundle, block.files) if block.files
-                else list(block.modalities))
+        mods = (modalities_from_files(bundle, block.files, what=f"scene {block.id}: modality")
+                if block.files else list(block.modalities))
         summary = predict_scene(bundle, mods, work, grid=grid, options=_threads(options),
                                 scene_id=block.id, region=block.region,
                                 sidecars=not mosaic, empty_ok=mosaic)

@@ -311,13 +311,15 @@ def _files(modalities: Sequence[ModalitySpec]) -> str:
     return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
-def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | Path]]
-                          ) -> list[ModalitySpec]:
+def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | Path]], *,
+                          what: str = "--modality") -> list[ModalitySpec]:
     """Modalities for ``--modality NAME=FILE`` inputs, band names taken from the bundle.
 
     The files of a modality supply its bands in the bundle's order (finest layer first, a
     multi-band file contributing its bands in order), so ``visible=rgb.tif`` or
     ``infrared=B08.tif --modality infrared=B11.tif ...`` both work.
+
+    ``what`` names the inputs in messages (a batch job's ``scene <id>: modality``).
 
     Raises:
         PredictError: a modality the bundle does not know, or a band count that differs.
@@ -338,7 +340,7 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
     given: dict[str, list[AnyPath]] = {}
     for name, path in files:
         if name not in want:
-            raise PredictError(f"--modality {name}={path}: the model has no modality {name!r}; "
+            raise PredictError(f"{what} {name}={path}: the model has no modality {name!r}; "
                                f"it takes {', '.join(want)}")
         given.setdefault(name, []).append(as_path(path))
     out = []
@@ -347,14 +349,14 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
         tags: set[float | None] = set()
         for p in paths:
             if not p.exists():
-                raise PredictError(f"--modality {name}={p}: no such file")
-            with (open_remote(p, what=f"--modality {name}=URL") if isinstance(p, RemotePath)
+                raise PredictError(f"{what} {name}={p}: no such file")
+            with (open_remote(p, what=f"{what} {name}=URL") if isinstance(p, RemotePath)
                   else rasterio.open(p)) as src:
                 count = src.count
                 tags |= set(src.nodatavals)
             bands += [BandSpec(p, "", i if count > 1 else None) for i in range(1, count + 1)]
         if len(bands) != len(want[name]):
-            raise PredictError(f"--modality {name}: the files hold {len(bands)} band(s) but the "
+            raise PredictError(f"{what} {name}: the files hold {len(bands)} band(s) but the "
                                f"model's {name} has {len(want[name])} ({', '.join(want[name])});"
                                f" give files holding exactly those bands, in that order, or "
                                f"pick bands of larger files in a RECIPE (`bands:` with "
@@ -362,15 +364,16 @@ def modalities_from_files(bundle: str | Path, files: Sequence[tuple[str, str | P
         lyr = first[name]  # read the files as the training inputs were read
         out.append(ModalitySpec(name, tuple(BandSpec(b.path, n, b.index)
                                             for b, n in zip(bands, want[name], strict=True)),
-                                nodata=_nodata(name, lyr.get("nodata"), tags),
+                                nodata=_nodata(f"{what} {name}", lyr.get("nodata"), tags),
                                 scale=float(lyr.get("scale", 1.0)),
                                 offset=float(lyr.get("offset", 0.0))))
     return out
 
 
 def _nodata(name: str, trained: float | None, tags: set[float | None]) -> float | None:
-    """The nodata of ``--modality`` files: the model's (its recipe's ``nodata:``), unless
-    the files declare another one, which then masks (None: each file's own tag)."""
+    """The nodata of the files of input ``name`` (``--modality NAME``): the model's (its
+    recipe's ``nodata:``), unless the files declare another one, which then masks (None:
+    each file's own tag)."""
     import math
     import warnings
 
@@ -378,7 +381,7 @@ def _nodata(name: str, trained: float | None, tags: set[float | None]) -> float 
     if trained is None or all(t == trained or math.isnan(t) and math.isnan(trained)
                               for t in declared):
         return trained
-    warnings.warn(f"--modality {name}: the files declare nodata "
+    warnings.warn(f"{name}: the files declare nodata "
                   f"{', '.join(f'{t:g}' for t in sorted(declared))}, the model was trained "
                   f"with nodata {trained:g}; the files' own is masked (give a recipe with "
                   "`nodata:` to choose)", GeommWarning, stacklevel=3)

@@ -323,3 +323,15 @@ def test_uint8_probabilities_sum_to_255_and_stay_within_one_step():
     # a third each: rounding each alone gives 85 x 3 = 255, but 1/7 each gives 36 x 7 = 252
     q = quantised(np.full((7, 1, 1), 1 / 7, dtype=np.float32))
     assert sorted(q.ravel()) == [36, 36, 36, 36, 37, 37, 37]
+
+
+def test_inputs_by_file_are_named_as_the_caller_names_them(tmp_path):
+    from geomm.predict.scene import modalities_from_files
+
+    bundle = cnn_bundle(tmp_path / "b")
+    gone = tmp_path / "VV_nope.tif"
+    with pytest.raises(PredictError, match=r"^--modality radar=.*VV_nope.tif: no such file"):
+        modalities_from_files(bundle, [("radar", gone)])
+    with pytest.raises(PredictError,  # a batch scene names its entry, not an option it lacks
+                       match=r"^scene north: modality radar=.*VV_nope.tif: no such file"):
+        modalities_from_files(bundle, [("radar", gone)], what="scene north: modality")
