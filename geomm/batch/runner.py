@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from geomm._files import sha256_file
-from geomm._lock import output_lock
+from geomm._lock import output_lock, remove_empty
 from geomm._version import __version__
 from geomm.batch import _blockrun as br
 from geomm.batch.folder import MANIFEST, check_folder, check_scheduler
@@ -170,6 +170,8 @@ def run_batch(job: Job, bundle: str | Path, out: str | Path, *,
             if created:  # the job never started: leave nothing behind
                 shutil.rmtree(root, ignore_errors=True)
             raise
+        finally:
+            remove_empty([root / br.PARTIAL])  # an interrupted run's, with nothing in it
 
 
 def _preflight(job: Job, bundle: Path, predict: PredictOptions) -> None:
