@@ -92,7 +92,6 @@ class CrossvalReport:
                              "labels (scored on the test blocks all the same)")
         return "\n".join(lines)
 
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: every method on every fold (scores per class keyed by name, ``None``
         for NaN), and per fold the classes absent from the training labels."""
@@ -120,7 +119,6 @@ class CrossvalReport:
                                                        *s.f1, *s.iou)),
                         *(_cell(r.extra.get(k, np.nan)) for k in extras), f"{r.seconds:.3f}"])
         return buf.getvalue()
-
 
     def write(self, folder: Path) -> None:
         """:data:`REPORT_FILES` into ``folder``."""
