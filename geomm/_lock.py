@@ -21,7 +21,7 @@ from pathlib import Path
 from geomm.errors import GeommError
 
 __all__ = ["OutputBusyError", "lock_path", "missing_folders", "output_lock", "output_locks",
-           "remove_empty"]
+           "pid_alive", "remove_empty"]
 
 
 class OutputBusyError(GeommError, BlockingIOError):
@@ -92,6 +92,17 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
             pass
         os.close(fd)
         remove_empty(made)  # a failed run leaves no empty folders of its making
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover  (someone else's live process)
+        return True
+    return True
 
 
 def missing_folders(folder: str | os.PathLike[str]) -> list[Path]:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from geomm._lock import missing_folders, output_lock, remove_empty
+from geomm._lock import missing_folders, output_lock, pid_alive, remove_empty
 from geomm.errors import GeommError
 
 __all__ = ["OutputExistsError", "drop_partials", "partial_path", "recover", "settle",
@@ -38,16 +38,6 @@ JOURNAL = ".geomm-commit"
 
 class OutputExistsError(GeommError, FileExistsError):
     """The output folder already holds results of an earlier run."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover  (someone else's live process)
-        return True
-    return True
 
 
 def partial_path(out: Path) -> Path:
@@ -110,7 +100,7 @@ def _clear_stale(out_dir: Path) -> None:
             pid = int(p.name[len(_PREFIX):].split("-")[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -4,9 +4,10 @@ sample's, and what killed fetches left beside it."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
+
+from geomm._lock import pid_alive
 
 __all__ = ["MARKER", "clear_dead_staging", "is_complete", "not_the_samples"]
 
@@ -18,15 +19,9 @@ def clear_dead_staging(base: Path, name: str) -> None:
     """Remove the staging folders (``.<name>-<pid>-*``) of fetches killed before they could
     clean up (a live process's own are left alone)."""
     for p in base.glob(f".{name}-*-*"):
-        try:
-            pid = int(p.name[len(name) + 2:].split("-")[0])
-            os.kill(pid, 0)
-        except ValueError:
-            continue  # not one of ours
-        except ProcessLookupError:
+        pid = p.name[len(name) + 2:].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):  # else not one of ours, or alive
             shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:  # another user's live process
-            continue
 
 
 def is_complete(root: Path, sha256: str) -> bool:

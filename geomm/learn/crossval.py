@@ -133,6 +133,8 @@ REPORT_FILES = ("crossval.md", "crossval.json", "crossval.csv")
 
 
 def _num(v: float) -> float | None:
+    """``v`` for JSON: None where it is not finite (a fold without validation labels has
+    val OA -inf, which JSON cannot hold)."""
     return float(v) if np.isfinite(v) else None
 
 

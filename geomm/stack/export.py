@@ -20,6 +20,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
+from geomm._lock import pid_alive
 from geomm.classes import ClassTable
 from geomm.errors import StoreError
 from geomm.stack.store import open_store
@@ -130,11 +131,5 @@ def _drop_dead_partials(*finals: Path) -> None:
     for final in finals:
         for p in final.parent.glob(f".{glob.escape(final.name)}.*"):
             pid = p.name[len(final.name) + 2:].split(".")[0]
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 p.unlink(missing_ok=True)
-            except PermissionError:  # another user's live export
-                pass
